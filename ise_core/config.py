@@ -1,0 +1,308 @@
+"""params.yaml → typed, validated settings. The only module that reads params.yaml.
+
+One block per stage plus a top-level ``seed``. Unknown keys, wrong types and out-of-range
+values raise ``ConfigError`` naming the file, the key path and what was expected. Each stage
+records ``fingerprint(...)`` of exactly the settings it read.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ise_core.errors import ConfigError
+from ise_core.records import canonical_json
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ComplexityPriors(Block):
+    simple: float = Field(0.10, ge=0, le=1)
+    medium: float = Field(0.40, ge=0, le=1)
+    complex: float = Field(0.50, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> ComplexityPriors:
+        total = self.simple + self.medium + self.complex
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"priors must sum to 1.0 (they sum to {total:.4f})")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return {"simple": self.simple, "medium": self.medium, "complex": self.complex}
+
+
+class IntentsSettings(Block):
+    count: int = Field(200, ge=1, le=10_000_000)
+    taxonomy: str = "ise_core/taxonomy"
+    complexity_priors: ComplexityPriors = ComplexityPriors()
+    domains_per_intent: tuple[int, int] = (2, 3)
+    tasks_per_intent: tuple[int, int] = (3, 6)
+    max_render_attempts: int = Field(3, ge=1, le=20)
+    out_dir: str = "data/intents"
+
+    @model_validator(mode="after")
+    def _ranges(self) -> IntentsSettings:
+        for name in ("domains_per_intent", "tasks_per_intent"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high")
+        return self
+
+
+class EmbeddingSettings(Block):
+    model: Literal["all-mpnet-base-v2", "all-MiniLM-L6-v2"] = "all-mpnet-base-v2"
+    batch_size: int = Field(64, ge=1, le=4096)
+    cache_dir: str = ".cache/embeddings"
+    model_dir: str = ".cache/models"
+
+
+class DedupSettings(Block):
+    threshold: float = Field(0.9, gt=0, le=1)
+    block_size: int = Field(2048, ge=64, le=65536)
+
+
+class DiversitySettings(Block):
+    curve_points: list[int] = Field(
+        default_factory=lambda: [200, 500, 1000, 2000, 5000, 10000, 20000, 50000]
+    )
+
+
+class RoleSettings(Block):
+    """Per-role overrides; ``None`` means inherit from the llm block."""
+
+    provider: Literal["scripted", "openai"] | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+
+class RolesSettings(Block):
+    writer: RoleSettings = RoleSettings()
+    user: RoleSettings = RoleSettings()
+    agent: RoleSettings = RoleSettings()
+
+
+class BudgetSettings(Block):
+    tokens: int | None = Field(None, ge=1)
+    cost: float | None = Field(None, gt=0)
+
+
+class PriceSettings(Block):
+    """Price per million tokens, for the cost estimate."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
+class LLMSettings(Block):
+    provider: Literal["scripted", "openai"] = "scripted"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(16, ge=1, le=1024)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0, le=50)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(90.0, ge=0)
+    cache: Literal["read_write", "read_only", "off"] = "read_write"
+    cache_dir: str = ".cache/llm"
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    budget: BudgetSettings = BudgetSettings()
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    roles: RolesSettings = RolesSettings()
+
+    def role(self, name: Literal["writer", "user", "agent"]) -> dict[str, Any]:
+        """The resolved settings one role runs with (role overrides over the block)."""
+        override = getattr(self.roles, name)
+        resolved: dict[str, Any] = {
+            "provider": self.provider,
+            "base_url": self.base_url,
+            "model": self.model,
+            "api_key_env": self.api_key_env,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": None,
+        }
+        for key, value in override.model_dump().items():
+            if value is not None:
+                resolved[key] = value
+        return resolved
+
+
+class WorkspaceSettings(Block):
+    backend: Literal["auto", "local", "docker"] = "auto"
+    template: str = "ise_core/workspace/template"
+    root: str = ".cache/sandboxes"
+    call_timeout_s: float = Field(30.0, gt=0, le=3600)
+    output_limit: int = Field(16_384, ge=256, le=10_000_000)
+    cpu_seconds: int = Field(60, ge=1)
+    memory_mb: int = Field(1024, ge=64)
+    max_processes: int = Field(256, ge=8)
+    max_file_mb: int = Field(64, ge=1)
+    network_allowlist: list[str] = Field(default_factory=list)
+    docker_image: str = "ise-workspace:latest"
+
+
+class SimulateSettings(Block):
+    max_turns: int = Field(20, ge=1, le=200)
+    max_steps_per_turn: int = Field(12, ge=1, le=200)
+    intents_per_task: int = Field(1, ge=1)
+    concurrency: int = Field(4, ge=1, le=1024)
+    out_dir: str = "data/trajectories"
+
+
+ExportFormat = Literal["openai", "sharegpt", "parquet"]
+
+
+def _default_formats() -> list[ExportFormat]:
+    return ["openai"]
+
+
+class ExportSettings(Block):
+    formats: list[ExportFormat] = Field(default_factory=_default_formats)
+    valid_fraction: float = Field(0.05, ge=0, lt=1)
+    out_dir: str = "data/sft"
+
+
+class IntentGateSettings(Block):
+    min_unique_share: float = Field(0.8, ge=0, le=1)
+    min_vendi_score: float = Field(10.0, ge=0)
+    complexity_tolerance: float = Field(0.08, ge=0, le=1)
+
+
+class GatesSettings(Block):
+    intents: IntentGateSettings = IntentGateSettings()
+    trajectories: dict[str, Any] = Field(default_factory=dict)
+    sft: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(Block):
+    seed: int = 7
+    intents: IntentsSettings = IntentsSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    dedup: DedupSettings = DedupSettings()
+    diversity: DiversitySettings = DiversitySettings()
+    llm: LLMSettings = LLMSettings()
+    workspace: WorkspaceSettings = WorkspaceSettings()
+    simulate: SimulateSettings = SimulateSettings()
+    export: ExportSettings = ExportSettings()
+    gates: GatesSettings = GatesSettings()
+    # Where relative paths in the settings are resolved from (the params file's folder).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, relative: str) -> Path:
+        """A settings path resolved against the params file's folder."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+def _expected(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling against params.yaml's documented keys)"
+    message = str(error["msg"])
+    if "input" in error and kind not in ("missing",):
+        return f"{message} (got {error['input']!r})"
+    return message
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        lines.append(f"{source}: key '{key}': {_expected(error)}")
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def settings_from_dict(
+    data: dict[str, Any], source: str = "params", base_dir: Path | None = None
+) -> Settings:
+    """Validate a params mapping; errors name ``source`` and each bad key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of blocks at the top level")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(source, exc)) from None
+    if base_dir is not None:
+        settings.base_dir = base_dir
+    return settings
+
+
+def load_raw(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: params file not found (pass --params PATH or create params.yaml)"
+        ) from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ConfigError(f"{source}: cannot read params file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{source}{where}: invalid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of blocks at the top level")
+    return data
+
+
+def load_settings(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Read and validate params.yaml, optionally with run-time overrides merged on top."""
+    source = Path(path)
+    data = load_raw(source)
+    label = str(source)
+    if overrides:
+        data = deep_merge(data, overrides)
+        label = f"{source} (with overrides)"
+    return settings_from_dict(data, label, base_dir=source.resolve().parent)
+
+
+def fingerprint(settings: Settings, *keys: str) -> str:
+    """Hash of exactly the named settings (dotted paths), so stats say what produced them."""
+    dumped = settings.model_dump(mode="json")
+    selected: dict[str, Any] = {}
+    for key in sorted(keys):
+        node: Any = dumped
+        for part in key.split("."):
+            node = node[part]
+        selected[key] = node
+    return hashlib.sha256(canonical_json(selected).encode("utf-8")).hexdigest()[:16]

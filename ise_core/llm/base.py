@@ -1,0 +1,58 @@
+"""The one ``Chat`` protocol every LLM role (intent writer, user simulator, agent) goes through.
+
+Backends: ``scripted`` (an offline deterministic program, ise_core.llm.scripted) and
+``openai`` (any OpenAI-compatible endpoint). Tests inject their own ``Chat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from ise_core.records import Message
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ChatResult(BaseModel):
+    """One completion: the assistant message, what it cost, and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: Message
+    usage: Usage = Usage()
+    cached: bool = False
+    latency_s: float = 0.0
+    model: str = ""
+    retries: int = 0
+
+
+@runtime_checkable
+class Chat(Protocol):
+    """An LLM seat. ``complete`` returns the assistant's next message for ``messages``."""
+
+    name: str
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> ChatResult: ...

@@ -1,0 +1,131 @@
+"""The ``scripted`` backend: a seeded, deterministic *program* that plays the LLM roles offline.
+
+It is not a model and never claims to be one. Each role (``writer``, ``user``, ``agent``) is a
+plain function over the same chat messages a model would see, so the whole pipeline runs with
+no key and no network, and the same inputs always give the same outputs. Programs register
+themselves in ``PROGRAMS`` by role name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ise_core.errors import BackendError
+from ise_core.llm.base import ChatResult, Usage
+from ise_core.records import Message, canonical_json
+
+
+@dataclass
+class ScriptedCall:
+    """Everything a scripted program may look at for one turn."""
+
+    messages: Sequence[Message]
+    tools: Sequence[dict[str, Any]] | None
+    rng: random.Random
+    options: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+ScriptedProgram = Callable[[ScriptedCall], Message]
+
+PROGRAMS: dict[str, ScriptedProgram] = {}
+
+
+def register(role: str) -> Callable[[ScriptedProgram], ScriptedProgram]:
+    def decorate(program: ScriptedProgram) -> ScriptedProgram:
+        PROGRAMS[role] = program
+        return program
+
+    return decorate
+
+
+def _load_programs() -> None:
+    # Imported for their registration side effect; kept lazy so importing the package is cheap.
+    import importlib
+
+    for module in ("writer", "user", "agent"):
+        try:
+            importlib.import_module(f"ise_core.llm.scripted.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"ise_core.llm.scripted.{module}":
+                raise
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough 4-characters-per-token estimate, so scripted runs still report usage."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class ScriptedChat:
+    """A ``Chat`` whose replies come from the registered program for ``role``.
+
+    ``context`` carries what the program is handed beyond the messages (documented per role;
+    e.g. the scripted agent is given the intent it works on, since it has no model to read the
+    conversation with).
+    """
+
+    def __init__(self, role: str, seed: int = 0, context: dict[str, Any] | None = None) -> None:
+        _load_programs()
+        if role not in PROGRAMS:
+            known = ", ".join(sorted(PROGRAMS)) or "none"
+            raise BackendError(
+                f"scripted backend has no program for role {role!r} (known: {known})"
+            )
+        self.role = role
+        self.seed = seed
+        self.context = dict(context or {})
+        self.name = f"scripted:{role}"
+
+    def _rng_for(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None
+    ) -> random.Random:
+        payload = canonical_json(
+            {
+                "seed": self.seed,
+                "role": self.role,
+                "messages": [m.to_openai() for m in messages],
+                "tools": [t.get("function", {}).get("name") for t in tools or []],
+            }
+        )
+        digest = hashlib.sha256(payload.encode("utf-8")).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> ChatResult:
+        started = time.perf_counter()
+        call = ScriptedCall(messages, tools, self._rng_for(messages, tools), options, self.context)
+        reply = PROGRAMS[self.role](call)
+        prompt_text = "".join(m.content or "" for m in messages)
+        reply_text = (reply.content or "") + "".join(
+            tc.function.arguments for tc in reply.tool_calls or []
+        )
+        usage = Usage(
+            prompt_tokens=estimate_tokens(prompt_text),
+            completion_tokens=estimate_tokens(reply_text),
+        )
+        return ChatResult(
+            message=reply,
+            usage=usage,
+            cached=False,
+            latency_s=time.perf_counter() - started,
+            model=self.name,
+        )
+
+
+__all__ = [
+    "PROGRAMS",
+    "ScriptedCall",
+    "ScriptedChat",
+    "ScriptedProgram",
+    "estimate_tokens",
+    "register",
+]
