@@ -160,6 +160,17 @@ class WorkspaceSettings(Block):
     max_file_mb: int = Field(64, ge=1)
     network_allowlist: list[str] = Field(default_factory=list)
     docker_image: str = "ise-workspace:latest"
+    cpus: float = Field(1.0, gt=0, le=256)  # docker backend: CPU share of one container
+    tmp_mb: int = Field(256, ge=16)  # size of the sandbox's private /tmp (memory-backed)
+
+
+class ScriptedShapeSettings(Block):
+    """How the offline scripted user and agent shape an episode (they are programs, not models)."""
+
+    # Target number of user turns per episode; hidden details are packed to fit the range.
+    user_turns: tuple[int, int] = (6, 10)
+    # Chance that the scripted agent makes a realistic mistake on a step it can get wrong.
+    mistake_rate: float = Field(0.25, ge=0, le=1)
 
 
 class SimulateSettings(Block):
@@ -168,6 +179,28 @@ class SimulateSettings(Block):
     intents_per_task: int = Field(1, ge=1)
     concurrency: int = Field(4, ge=1, le=1024)
     out_dir: str = "data/trajectories"
+    # Invalid user-simulator JSON is retried this many times, then the episode stops (user_error).
+    user_retries: int = Field(2, ge=0, le=20)
+    # A user message flagged as role drift is regenerated this many times, then the episode stops.
+    drift_retries: int = Field(2, ge=0, le=20)
+    # Per-episode caps: total tokens of both roles, and wall-clock seconds.
+    episode_token_budget: int | None = Field(None, ge=1)
+    episode_time_limit_s: float = Field(900.0, gt=0)
+    # kept also needs every check of the intent to pass in the final workspace.
+    require_checks: bool = True
+    # Show the simulated user a short listing of the workspace files after each agent reply.
+    show_workspace_files: bool = False
+    workspace_listing_limit: int = Field(20, ge=1, le=1000)
+    # Remove sandboxes left by a crashed run before starting.
+    reap_first: bool = True
+    scripted: ScriptedShapeSettings = ScriptedShapeSettings()
+
+    @model_validator(mode="after")
+    def _turn_range(self) -> SimulateSettings:
+        low, high = self.scripted.user_turns
+        if not 2 <= low <= high:
+            raise ValueError("scripted.user_turns must be [low, high] with 2 <= low <= high")
+        return self
 
 
 ExportFormat = Literal["openai", "sharegpt", "parquet"]
@@ -181,18 +214,95 @@ class ExportSettings(Block):
     formats: list[ExportFormat] = Field(default_factory=_default_formats)
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     out_dir: str = "data/sft"
+    # Written into the dataset card's YAML header.
+    license: str = Field("apache-2.0", min_length=1)
+    pretty_name: str = Field("ISE multi-turn tool-use trajectories", min_length=1)
+
+    @model_validator(mode="after")
+    def _openai_always(self) -> ExportSettings:
+        # train.jsonl / valid.jsonl in OpenAI layout are the contract; other formats are extras.
+        if "openai" not in self.formats:
+            raise ValueError("formats must include 'openai' (sharegpt and parquet are extras)")
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats must not repeat a format")
+        return self
 
 
 class IntentGateSettings(Block):
     min_unique_share: float = Field(0.8, ge=0, le=1)
-    min_vendi_score: float = Field(10.0, ge=0)
+    # The Vendi score is an effective count of distinct intents, so it cannot exceed the
+    # number of intents: the minimum is min_vendi_score, or min_vendi_share x n_unique when
+    # that is smaller (a 5-intent smoke run cannot reach 20). Measured on the 200-intent demo
+    # with the scripted writer: 49.3 (all-mpnet-base-v2).
+    min_vendi_score: float = Field(20.0, ge=0)
+    min_vendi_share: float = Field(0.1, ge=0, le=1)
+    # A complexity share may differ from its prior by the larger of this tolerance and
+    # ``complexity_sigmas`` binomial standard errors, so small runs are not failed by chance.
     complexity_tolerance: float = Field(0.08, ge=0, le=1)
+    complexity_sigmas: float = Field(3.0, ge=0, le=10)
+
+
+class TrajectoryGateSettings(Block):
+    min_episodes: int = Field(1, ge=0)
+    # Published run: 23,132 kept of 43,956 intents (0.53); far below that means a broken run.
+    min_kept_share: float = Field(0.4, ge=0, le=1)
+    # Bounds on the means over kept trajectories (published: 8.12 user, 68.24 dialogue turns).
+    min_mean_user_turns: float = Field(3.0, ge=0)
+    max_mean_user_turns: float = Field(15.0, ge=0)
+    min_mean_dialogue_turns: float = Field(10.0, ge=0)
+    max_mean_dialogue_turns: float = Field(200.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrajectoryGateSettings:
+        if self.min_mean_user_turns > self.max_mean_user_turns:
+            raise ValueError("min_mean_user_turns must not exceed max_mean_user_turns")
+        if self.min_mean_dialogue_turns > self.max_mean_dialogue_turns:
+            raise ValueError("min_mean_dialogue_turns must not exceed max_mean_dialogue_turns")
+        return self
+
+
+class SFTGateSettings(Block):
+    min_train_rows: int = Field(1, ge=0)
+    min_valid_rows: int = Field(0, ge=0)
 
 
 class GatesSettings(Block):
     intents: IntentGateSettings = IntentGateSettings()
-    trajectories: dict[str, Any] = Field(default_factory=dict)
-    sft: dict[str, Any] = Field(default_factory=dict)
+    trajectories: TrajectoryGateSettings = TrajectoryGateSettings()
+    sft: SFTGateSettings = SFTGateSettings()
+
+
+_SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+class AirflowSettings(Block):
+    """How the scheduled refresh DAG runs; read when the DAG file is parsed."""
+
+    # A preset, a 5-field cron expression, or null for manual runs only.
+    schedule: str | None = "@weekly"
+    start_date: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    retries: int = Field(2, ge=0, le=20)
+    retry_delay_s: int = Field(120, ge=1)
+    # Retries back off exponentially from retry_delay_s up to this ceiling.
+    max_retry_delay_s: int = Field(1800, ge=1)
+    # Mapped simulation instances running at once across all runs of the DAG.
+    max_active_tis_per_dag: int = Field(4, ge=1, le=10_000)
+    # The Airflow pool every LLM-bound task runs in, and the size it is created with.
+    pool: str = Field("ise_llm", min_length=1, max_length=256)
+    pool_size: int = Field(8, ge=1, le=100_000)
+    # Share of mapped simulation instances that may fail while the run still collects
+    # (0 = collect only when every instance succeeded).
+    tolerate_failed_share: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _schedule_shape(self) -> AirflowSettings:
+        value = self.schedule
+        if value is not None and value not in _SCHEDULE_PRESETS and len(value.split()) != 5:
+            raise ValueError(
+                f"schedule must be null, one of {', '.join(_SCHEDULE_PRESETS)} "
+                f"or a 5-field cron expression (got {value!r})"
+            )
+        return self
 
 
 class Settings(Block):
@@ -206,6 +316,7 @@ class Settings(Block):
     simulate: SimulateSettings = SimulateSettings()
     export: ExportSettings = ExportSettings()
     gates: GatesSettings = GatesSettings()
+    airflow: AirflowSettings = AirflowSettings()
     # Where relative paths in the settings are resolved from (the params file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -220,7 +331,7 @@ def _expected(error: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown key (check the spelling against params.yaml's documented keys)"
     message = str(error["msg"])
-    if "input" in error and kind not in ("missing",):
+    if "input" in error and kind != "missing" and not isinstance(error["input"], dict | list):
         return f"{message} (got {error['input']!r})"
     return message
 

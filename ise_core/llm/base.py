@@ -1,7 +1,20 @@
 """The one ``Chat`` protocol every LLM role (intent writer, user simulator, agent) goes through.
 
 Backends: ``scripted`` (an offline deterministic program, ise_core.llm.scripted) and
-``openai`` (any OpenAI-compatible endpoint). Tests inject their own ``Chat``.
+``openai`` (any OpenAI-compatible endpoint, ise_core.llm.openai_chat). Tests inject their own
+``Chat``; ``ise_core.llm.factory.build_chat`` picks the backend for a role from the settings.
+
+Options every backend accepts in ``complete(..., **options)`` (unknown ones are ignored by the
+scripted backend and sent as request fields by the openai backend):
+
+- ``temperature``, ``top_p``, ``max_tokens``, ``seed``: override the role's sampling settings.
+- ``episode``: a tag (e.g. the intent id) the token accounting is broken down by; never sent.
+- ``attempt``: a caller-level retry index; part of the cache key, never sent, so a retry after
+  a malformed reply asks the endpoint again instead of replaying the cached reply.
+
+Failures: ``LLMError`` (endpoint failed for good), ``MalformedResponse`` (a subclass: the reply
+is unusable; carries ``kind``, ``detail`` and the best-effort ``result``), ``BudgetExceeded``
+(raised before sending). All live in ise_core.errors.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ class ChatResult(BaseModel):
     latency_s: float = 0.0
     model: str = ""
     retries: int = 0
+    # "stop", "tool_calls", "length", ... as the endpoint reported it (None when unknown).
+    finish_reason: str | None = None
 
 
 @runtime_checkable

@@ -7,7 +7,9 @@ A tool failure is a ``ToolResult`` with ``ok=False``, never an exception.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +25,33 @@ class ToolResult(BaseModel):
     exit_code: int | None = None
     duration_s: float = 0.0
     truncated: bool = False
+
+
+@dataclass
+class ExecOutcome:
+    """What a backend reports for one foreground command."""
+
+    exit_code: int | None  # None when the command was killed for running too long
+    output: str  # stdout and stderr combined, already cut to the output limit
+    truncated: bool
+    timed_out: bool
+    duration_s: float
+
+
+@dataclass
+class ProcessInfo:
+    """A background process started with the ``process`` tool."""
+
+    id: str
+    command: str
+    started: float = field(default_factory=time.time)
+    exit_code: int | None = None
+    killed: bool = False
+    cursor: int = 0  # how far ``process poll`` has shown the output
+
+    @property
+    def running(self) -> bool:
+        return self.exit_code is None and not self.killed
 
 
 @runtime_checkable

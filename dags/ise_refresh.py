@@ -1,0 +1,238 @@
+"""ise_refresh: the scheduled refresh of the ISE dataset (intents → simulate → export).
+
+Parsing this file reads params.yaml (schedule, retries, pool) and nothing else: every stage
+runs inside its task, through ise_core.pipeline, which imports the heavy libraries lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, TriggerRule, Variable, chain, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from ise_core import pipeline
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The params file: Variable ``ise_params`` (at parse time only its environment form
+# AIRFLOW_VAR_ISE_PARAMS, so parsing never touches the metadata database), else $ISE_PARAMS,
+# else <project>/params.yaml.
+PARAMS_VARIABLE = "ise_params"
+PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAMS"), PROJECT_DIR)
+SETTINGS = pipeline.load_settings(PARAMS_PATH)
+AIRFLOW = SETTINGS.airflow
+OUTPUTS = pipeline.output_paths(SETTINGS)
+
+# Published when the stage's gate passes, so a consumer (e.g. a training DAG scheduled on
+# SFT_ASSET) only ever sees validated data.
+INTENTS_ASSET = Asset(name="ise_intents", uri=OUTPUTS["intents"].as_uri(), group="ise")
+TRAJECTORIES_ASSET = Asset(
+    name="ise_trajectories", uri=OUTPUTS["trajectories"].as_uri(), group="ise"
+)
+SFT_ASSET = Asset(name="ise_sft", uri=OUTPUTS["sft"].as_uri(), group="ise")
+
+# With a tolerance, collect runs once every mapped instance is done, failed or not, and
+# checks the share of missing episodes itself; without one, any failure stops the run there.
+COLLECT_TRIGGER = (
+    TriggerRule.ALL_DONE if AIRFLOW.tolerate_failed_share > 0 else TriggerRule.NONE_FAILED
+)
+
+DOC_MD = f"""
+### ISE dataset refresh
+
+Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedule}`:
+
+1. **intents** samples and writes out intents, de-duplicates them, scores diversity →
+   `{OUTPUTS["intents"]}`; **gate_intents** checks the dedup and coverage statistics.
+2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
+   mapping against `[core] max_map_length`.
+3. **simulate** runs one mapped instance per intent (or batch), named by intent id, in pool
+   `{AIRFLOW.pool}`, at most {AIRFLOW.max_active_tis_per_dag} at once; each episode runs its
+   tool calls in a live workspace. Re-running an instance skips finished episodes.
+4. **collect** gathers kept episodes (tolerates {AIRFLOW.tolerate_failed_share:.0%} failed
+   instances) → `{OUTPUTS["trajectories"]}`; **gate_trajectories** checks turn counts.
+5. **export** writes the SFT dataset and card → `{OUTPUTS["sft"]}`; **gate_sft** checks it.
+6. **record_lineage** runs `dvc commit` (and `dvc push` with a remote) so `dvc status` is clean.
+
+Each gate publishes its stage's Asset only when it passes. A failed gate stops the run and
+its log shows the failed expectations.
+
+**Trigger with config** to override one run: `{{"intent_count": 50, "seed": 11,
+"model": "...", "models": {{"agent": "..."}}}}`. Bad values fail the first task with a
+message naming the key. The LLM endpoint and key come from the `ise_llm` connection when it
+exists (host = base URL, password = key, extra = model and limits), else from params.yaml.
+"""
+
+# Errors no retry can fix: bad config or input, a failed gate.
+_FINAL_ERRORS = (
+    pipeline.ConfigError,
+    pipeline.InputError,
+    pipeline.GateFailed,
+    pipeline.BudgetExceeded,
+)
+
+
+@contextmanager
+def _stage_errors() -> Iterator[None]:
+    """Fail the task without retries on errors a retry cannot fix, with the readable report."""
+    try:
+        yield
+    except _FINAL_ERRORS as exc:
+        report = getattr(exc, "report", "")
+        raise AirflowFailException(f"{exc}\n{report}".rstrip()) from None
+
+
+def _llm_hook() -> Any:
+    try:
+        from ise_llm_hook import ISELLMHook
+    except ImportError:  # plugins/ is not on sys.path (e.g. [core] plugins_folder elsewhere)
+        import sys
+
+        sys.path.append(str(PROJECT_DIR / "plugins"))
+        from ise_llm_hook import ISELLMHook
+    return ISELLMHook()
+
+
+@contextmanager
+def _run_settings() -> Iterator[pipeline.Settings]:
+    """This run's settings (params + ``ise_llm`` connection + dag_run.conf), with the
+    connection's key exported to this process only while the block runs."""
+    context = get_current_context()
+    params = pipeline.resolve_params_path(Variable.get(PARAMS_VARIABLE, default=None), PROJECT_DIR)
+    hook = _llm_hook()
+    dag_run = context["dag_run"]
+    with _stage_errors():
+        settings = pipeline.load_run_settings(params, dag_run.conf or {}, hook.settings_overrides())
+    with hook.exported_key(), _stage_errors():
+        yield settings
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "ise",
+    "retries": AIRFLOW.retries,
+    "retry_delay": timedelta(seconds=AIRFLOW.retry_delay_s),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(seconds=AIRFLOW.max_retry_delay_s),
+}
+
+
+@dag(
+    dag_id="ise_refresh",
+    schedule=AIRFLOW.schedule,
+    start_date=datetime.fromisoformat(AIRFLOW.start_date).replace(tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,  # runs share the output folders
+    default_args=DEFAULT_ARGS,
+    tags=["ise", "dataset", "llm"],
+    doc_md=DOC_MD,
+)
+def ise_refresh() -> None:
+    @task(pool=AIRFLOW.pool)
+    def intents() -> dict[str, Any]:
+        """Stage 1: sample, write out, de-duplicate and score the intents."""
+        with _run_settings() as settings:
+            conf = get_current_context()["dag_run"].conf or {}
+            if conf:
+                print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
+            return pipeline.run_stage("intents", settings)
+
+    @task(outlets=[INTENTS_ASSET])
+    def gate_intents() -> str:
+        with _run_settings() as settings:
+            return pipeline.run_gate("intents", settings)
+
+    @task
+    def plan_simulation() -> list[list[str]]:
+        """Intent ids in batches of simulate.intents_per_task, within [core] max_map_length."""
+        from airflow.sdk import conf
+
+        with _run_settings() as settings:
+            ids = pipeline.list_intent_ids(settings)
+            per_task = settings.simulate.intents_per_task
+            limit = conf.getint("core", "max_map_length", fallback=1024)
+            batches = pipeline.plan_batches(ids, per_task, limit)
+            print(f"{len(ids)} intents in {len(batches)} mapped instances of up to {per_task}")
+            return batches
+
+    @task(
+        pool=AIRFLOW.pool,
+        max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
+        map_index_template="{{ intent_label }}",
+    )
+    def simulate(intent_ids: list[str]) -> dict[str, Any]:
+        """Stage 2–3 for one intent (or batch): episodes in live workspaces; resumable."""
+        context = get_current_context()
+        context["intent_label"] = pipeline.batch_label(intent_ids)  # type: ignore[typeddict-unknown-key]
+        with _run_settings() as settings:
+            values = pipeline.run_stage("simulate", settings, only=intent_ids)
+            pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
+            return values
+
+    @task(trigger_rule=COLLECT_TRIGGER)
+    def collect() -> dict[str, Any]:
+        """Gather kept episodes; checks the share of intents without an episode."""
+        batches = get_current_context()["ti"].xcom_pull(task_ids="plan_simulation")
+        if batches is None:
+            raise AirflowFailException("plan_simulation did not succeed: nothing to collect")
+        ids = [intent_id for batch in batches for intent_id in batch]
+        with _run_settings() as settings:
+            missing = pipeline.unfinished_episodes(settings, ids)
+            if missing:
+                print(
+                    f"{len(missing)} intents have no finished episode: "
+                    f"{pipeline.batch_label(missing)}"
+                )
+            pipeline.check_failed_share(
+                len(missing), len(ids), settings.airflow.tolerate_failed_share
+            )
+            return pipeline.run_stage("collect", settings)
+
+    @task(outlets=[TRAJECTORIES_ASSET])
+    def gate_trajectories() -> str:
+        with _run_settings() as settings:
+            return pipeline.run_gate("trajectories", settings)
+
+    @task
+    def export() -> dict[str, Any]:
+        """Stage 4: the SFT dataset, its statistics, card and plots."""
+        with _run_settings() as settings:
+            return pipeline.run_stage("export", settings)
+
+    @task(outlets=[SFT_ASSET])
+    def gate_sft() -> str:
+        with _run_settings() as settings:
+            return pipeline.run_gate("sft", settings)
+
+    @task
+    def record_lineage() -> dict[str, Any]:
+        """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
+        if get_current_context()["dag_run"].conf:
+            print(
+                "lineage: this run used dag_run.conf overrides; its outputs do not match "
+                "params.yaml, so dvc.lock is left as it was"
+            )
+            return {"committed": False, "pushed": False}
+        with _run_settings() as settings:
+            return pipeline.record_lineage(settings.base_dir)
+
+    batches = plan_simulation()
+    chain(intents(), gate_intents(), batches)
+    chain(
+        simulate.expand(intent_ids=batches),
+        collect(),
+        gate_trajectories(),
+        export(),
+        gate_sft(),
+        record_lineage(),
+    )
+
+
+ise_refresh_dag = ise_refresh()
+
+if __name__ == "__main__":
+    ise_refresh_dag.test()

@@ -1,0 +1,97 @@
+"""Diversity of a set of intents: the Vendi score and how it grows with the number of intents.
+
+The Vendi score (q = 1) is the exponential of the Shannon entropy of the eigenvalues of the
+similarity kernel K/n. With the cosine kernel K = XXᵀ on unit-length rows, XᵀX/n (d × d) has
+the same non-zero eigenvalues, so ``vendi_score.vendi.score_dual`` computes it in O(n·d²)
+instead of O(n³): under a second at 50,000 × 768. It ranges from 1 (all items identical) to
+min(n, d) (all mutually orthogonal).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ise_core.records import atomic_write_bytes
+
+
+def _unit_float64(vectors: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected an n × d matrix, got shape {matrix.shape}")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, np.finfo(np.float64).tiny)
+
+
+def _dual_score(unit: np.ndarray) -> float:
+    from vendi_score import vendi
+
+    if unit.shape[0] == 0:
+        return 0.0
+    # Rows are already unit length (cosine kernel); normalising again would only copy.
+    return float(vendi.score_dual(unit, q=1, normalize=False))
+
+
+def vendi_score(vectors: np.ndarray) -> float:
+    """Vendi score (q = 1, cosine kernel) of the rows of ``vectors``; 0.0 for no rows."""
+    return _dual_score(_unit_float64(vectors))
+
+
+def curve_sizes(points: Sequence[int], n: int) -> list[int]:
+    """The subset sizes a curve is measured at: the requested points up to ``n``, then ``n``."""
+    sizes = sorted({int(p) for p in points if 0 < int(p) < n})
+    if n > 0:
+        sizes.append(n)
+    return sizes
+
+
+def vendi_curve(vectors: np.ndarray, points: Sequence[int], seed: int) -> list[dict[str, Any]]:
+    """Vendi score of nested random subsets: ``[{"n": size, "vendi_score": v}, ...]``.
+
+    Each subset is a prefix of one seeded permutation, so subsets are nested (the curve shows
+    what adding intents buys) and the curve is the same for the same seed and vectors.
+    """
+    unit = _unit_float64(vectors)
+    n = unit.shape[0]
+    order = np.random.default_rng(seed).permutation(n)
+    curve: list[dict[str, Any]] = []
+    for size in curve_sizes(points, n):
+        subset = unit if size == n else unit[order[:size]]
+        curve.append({"n": size, "vendi_score": _dual_score(subset)})
+    return curve
+
+
+def plot_vendi_curve(curve: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Draw the curve (log-scaled x) to a PNG at ``path``, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A bare Figure on the Agg canvas: no pyplot global state, no display needed.
+    figure = Figure(figsize=(6.4, 4.0), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    sizes = [int(point["n"]) for point in curve]
+    scores = [float(point["vendi_score"]) for point in curve]
+    axes.plot(sizes, scores, marker="o", color="#2b6cb0")
+    for size, score in zip(sizes[-1:], scores[-1:], strict=True):
+        axes.annotate(
+            f"{score:.2f}",
+            (size, score),
+            textcoords="offset points",
+            xytext=(-10, 6),
+            ha="right",
+        )
+    if sizes and min(sizes) > 0 and max(sizes) > 10 * min(sizes):
+        axes.set_xscale("log")
+    axes.set_xlabel("number of intents (nested random subsets)")
+    axes.set_ylabel("Vendi score (q = 1, cosine)")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())

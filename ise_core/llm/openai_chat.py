@@ -1,0 +1,429 @@
+"""The ``openai`` backend: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama).
+
+``OpenAIChat.complete`` runs, in order: build the request body (role sampling settings, then
+per-call overrides) → look it up in the response cache (a hit sends nothing) → check the
+budget (``BudgetExceeded`` before anything is sent) → send through the endpoint's shared
+limiter, retrying 429/5xx/timeouts/dropped connections per ise_core.llm.limits → cache the
+reply → account the usage → parse it (``MalformedResponse`` for an unusable reply, see
+ise_core.llm.replies).
+
+The SDK's own retries are off (``max_retries=0``): ours honour ``Retry-After``, pause the whole
+endpoint, and are counted. The API key is read from the environment variable *named* by
+``llm.api_key_env`` when the chat is built (only to check it is there) and again when the
+first request of the process on the endpoint makes the SDK client (one client, and one
+connection pool, per endpoint and event loop); it is never stored on this object and never
+written into request bodies, cache entries, logs, statistics or error messages (error texts
+from the server are scrubbed of it as well). For an endpoint other than OpenAI's an unset
+variable is allowed (local servers rarely check keys); a placeholder is sent instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import time
+import weakref
+from collections.abc import Sequence
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ise_core.errors import ConfigError, LLMError, MalformedResponse
+from ise_core.llm.base import ChatResult
+from ise_core.llm.cache import ResponseCache, request_key
+from ise_core.llm.limits import (
+    EndpointLimiter,
+    LimitSettings,
+    backoff_delay,
+    is_retryable_status,
+    parse_retry_after,
+    shared_limiter,
+)
+from ise_core.llm.replies import (
+    parse_reply,
+    reply_usage,
+    stored_reply,
+    to_wire,
+    tool_names,
+    worth_caching,
+)
+from ise_core.records import Message, canonical_json
+
+if TYPE_CHECKING:
+    from ise_core.config import LLMSettings
+    from ise_core.llm.accounting import Accountant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed")
+# Options that steer this client and are never sent (nor part of the cache key).
+LOCAL_OPTIONS = ("episode", "attempt", "timeout")
+PLACEHOLDER_KEY = "no-key-set"
+# Tokens-per-minute reservation for a reply when max_tokens is not set.
+DEFAULT_COMPLETION_ESTIMATE = 512
+
+
+def _http_response_class() -> Any:
+    """The HTTP library's response class the SDK returns raw (its HTTP library varies)."""
+    import openai
+
+    library = openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0]
+    return importlib.import_module(library).Response
+
+
+def _status_text(status: int | str) -> str:
+    if isinstance(status, int):
+        try:
+            return f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            return str(status)
+    return status
+
+
+def _server_message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    return fallback
+
+
+# SDK clients (each owning a connection pool) per event loop, shared by every chat of the
+# process on the same endpoint: chats are cheap to build per episode, connections are reused.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, float], Any]]
+_CLIENTS = weakref.WeakKeyDictionary()
+
+
+def _clients_of_running_loop() -> dict[tuple[str, str, float], Any]:
+    loop = asyncio.get_running_loop()
+    clients = _CLIENTS.get(loop)
+    if clients is None:
+        clients = _CLIENTS[loop] = {}
+    return clients
+
+
+class OpenAIChat:
+    """A ``Chat`` on an OpenAI-compatible endpoint for one role."""
+
+    def __init__(
+        self,
+        role: str,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        sampling: dict[str, Any] | None = None,
+        limits: LimitSettings | None = None,
+        timeout_s: float = 120.0,
+        cache: ResponseCache | None = None,
+        accountant: Accountant | None = None,
+        limiter: EndpointLimiter | None = None,
+        episode: str | None = None,
+    ) -> None:
+        if not model:
+            raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
+        self.role = role
+        self.model = model
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        self.sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+        self.timeout_s = timeout_s
+        self.cache = cache
+        self.accountant = accountant
+        self.limiter = limiter or shared_limiter(self.base_url, model, limits or LimitSettings())
+        self.episode = episode
+        self.name = f"openai:{role}:{model}"
+        self._api_key()  # fail at build time when a key is required and missing (not kept)
+
+    @classmethod
+    def from_settings(
+        cls,
+        role: Literal["writer", "user", "agent"],
+        llm: LLMSettings,
+        *,
+        base_dir: Path,
+        seed: int,
+        accountant: Accountant | None = None,
+        episode: str | None = None,
+    ) -> OpenAIChat:
+        """The chat for ``role`` as ``llm`` configures it (role overrides applied)."""
+        resolved = llm.role(role)
+        sampling = {key: resolved.get(key) for key in SAMPLING_KEYS}
+        if sampling["seed"] is None:
+            sampling["seed"] = seed
+        cache_dir = Path(llm.cache_dir)
+        if not cache_dir.is_absolute():
+            cache_dir = base_dir / cache_dir
+        model = resolved["model"]
+        if not model:
+            raise ConfigError(
+                f"llm.model (or llm.roles.{role}.model): must be set when provider is openai"
+            )
+        if llm.budget.cost is not None and model not in llm.prices:
+            raise ConfigError(
+                f"llm.prices: llm.budget.cost is set but model {model!r} has no price "
+                f"(add llm.prices.{model}: {{prompt: ..., completion: ...}} per million tokens)"
+            )
+        return cls(
+            role,
+            model=model,
+            base_url=resolved["base_url"],
+            api_key_env=resolved["api_key_env"],
+            sampling=sampling,
+            limits=LimitSettings.from_llm(llm),
+            timeout_s=llm.timeout_s,
+            cache=ResponseCache(cache_dir, llm.cache),
+            accountant=accountant,
+            episode=episode,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(role={self.role!r}, endpoint={self.base_url!r}, model={self.model!r})"
+
+    # --- the SDK client ----------------------------------------------------------------------
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env, "").strip()
+        if key:
+            return key
+        if self.base_url == DEFAULT_BASE_URL:
+            raise ConfigError(
+                f"llm.api_key_env: environment variable {self.api_key_env} is not set; it "
+                f"must hold the API key for {self.base_url}"
+            )
+        return PLACEHOLDER_KEY
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "").strip()
+        return text.replace(key, "***") if len(key) >= 4 else text
+
+    def _client_key(self) -> tuple[str, str, float]:
+        return (self.base_url, self.api_key_env, self.timeout_s)
+
+    def _sdk_client(self) -> Any:
+        """The SDK client for this endpoint on the running loop, shared by every chat on it."""
+        clients = _clients_of_running_loop()
+        key = self._client_key()
+        client = clients.get(key)
+        if client is None:
+            import openai
+
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key(),
+                base_url=self.base_url,
+                timeout=self.timeout_s,
+                max_retries=0,
+                # A plain pool (no close-on-garbage-collection hook bound to a finished loop).
+                http_client=openai.DefaultAsyncHttpxClient(),
+            )
+            clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close this endpoint's pooled connections on the running loop (optional: they are
+        dropped when the process ends). Chats sharing the pool open a new one when needed."""
+        client = _clients_of_running_loop().pop(self._client_key(), None)
+        if client is not None:
+            await client.close()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def request_body(
+        self,
+        messages: Sequence[Message | dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The JSON body sent (and hashed for the cache): everything but credentials."""
+        for reserved in ("model", "messages", "tools", "stream"):
+            if reserved in options:
+                raise ValueError(f"option {reserved!r} cannot be passed to complete()")
+        wire = [
+            to_wire(m if isinstance(m, Message) else Message.model_validate(m)) for m in messages
+        ]
+        body: dict[str, Any] = {"model": self.model, "messages": wire}
+        if tools:
+            body["tools"] = list(tools)
+        sampling = dict(self.sampling)
+        for key, value in options.items():
+            if key in LOCAL_OPTIONS:
+                continue
+            if value is None:
+                sampling.pop(key, None)
+            else:
+                sampling[key] = value
+        body.update(sampling)
+        return body
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> ChatResult:
+        started = time.perf_counter()
+        episode = options.get("episode", self.episode)
+        attempt = int(options.get("attempt") or 0)
+        body = self.request_body(messages, tools, options)
+        cache = self.cache if self.cache is not None and self.cache.readable else None
+        key = request_key(self.base_url, body, attempt) if cache is not None else None
+        stored = cache.get(key) if cache is not None and key is not None else None
+        cached = stored is not None
+        retries = 0
+        if stored is None:
+            if self.accountant is not None:
+                self.accountant.check_budget()
+            try:
+                stored, retries = await self._send(body, options.get("timeout"))
+            except LLMError as exc:
+                if self.accountant is not None:
+                    self.accountant.record_failure(
+                        role=self.role,
+                        model=self.model,
+                        retries=max(0, exc.attempts - 1),
+                        episode=episode,
+                    )
+                raise
+            if cache is not None and key is not None and worth_caching(stored):
+                cache.put(key, stored, model=self.model)
+        return self._result(stored, tools, cached, retries, started, episode)
+
+    def _result(
+        self,
+        stored: dict[str, Any],
+        tools: Sequence[dict[str, Any]] | None,
+        cached: bool,
+        retries: int,
+        started: float,
+        episode: str | None,
+    ) -> ChatResult:
+        usage = reply_usage(stored)
+        message, problem = parse_reply(stored, tool_names(tools))
+        result = ChatResult(
+            message=message,
+            usage=usage,
+            cached=cached,
+            latency_s=time.perf_counter() - started,
+            model=stored.get("model") or self.model,
+            retries=retries,
+            finish_reason=stored.get("finish_reason"),
+        )
+        if self.accountant is not None:
+            self.accountant.record(
+                role=self.role,
+                model=self.model,
+                usage=usage,
+                cached=cached,
+                retries=retries,
+                malformed=problem is not None,
+                episode=episode,
+            )
+        if problem is not None:
+            kind, detail = problem
+            raise MalformedResponse(
+                kind, self._redact(detail), result=result, endpoint=self.base_url, model=self.model
+            )
+        return result
+
+    def _estimate_tokens(self, body: dict[str, Any]) -> int:
+        if self.limiter.limits.tokens_per_minute is None:
+            return 0
+        prompt = len(canonical_json(body.get("messages", []))) // 4
+        return prompt + int(body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE)
+
+    async def _send(
+        self, body: dict[str, Any], timeout: float | None
+    ) -> tuple[dict[str, Any], int]:
+        """POST the body with our retry policy; (stored reply, retries used) or LLMError."""
+        import openai
+
+        client = self._sdk_client()
+        limits = self.limiter.limits
+        # The SDK's generic POST with our body as is: the typed ``chat.completions.create``
+        # re-walks every message against its type hints, which costs more CPU per request than
+        # everything else here together, and would drop fields it does not know.
+        options: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        response_class = _http_response_class()
+        estimate = self._estimate_tokens(body)
+        attempts = limits.max_retries + 1
+        status: int | str = "unknown"
+        detail = ""
+        retry_after: float | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = backoff_delay(attempt - 1, limits, retry_after)
+                log.info(
+                    "llm %s model %s: %s; retry %d/%d in %.2f s",
+                    self.base_url,
+                    self.model,
+                    _status_text(status),
+                    attempt,
+                    limits.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            retry_after = None
+            retryable = True
+            async with self.limiter.slot(estimate):
+                try:
+                    raw = await client.post(
+                        "/chat/completions", cast_to=response_class, body=body, options=options
+                    )
+                    content = raw.content
+                except openai.APIStatusError as exc:
+                    status = exc.status_code
+                    detail = _server_message(exc.body, exc.message)
+                    retryable = is_retryable_status(status)
+                    headers = exc.response.headers
+                    retry_ms = parse_retry_after(headers.get("retry-after-ms"))
+                    retry_after = (
+                        retry_ms / 1000
+                        if retry_ms is not None
+                        else parse_retry_after(headers.get("retry-after"))
+                    )
+                    if status == 429 and retry_after:
+                        self.limiter.pause(retry_after)
+                    content = None
+                except openai.APITimeoutError:
+                    status, detail, content = "timeout", f"no reply within {self.timeout_s} s", None
+                except openai.APIConnectionError as exc:
+                    cause = exc.__cause__
+                    status, content = "connection", None
+                    detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
+            if content is not None:
+                try:
+                    stored = stored_reply(json.loads(content))
+                except ValueError:
+                    status = "invalid body"
+                    detail = f"200 with a body that is not JSON: {content[:80]!r}"
+                else:
+                    usage = stored["usage"]
+                    actual = usage["prompt_tokens"] + usage["completion_tokens"]
+                    self.limiter.settle_tokens(estimate, actual)
+                    return stored, attempt
+            if not retryable:
+                raise self._failure(status, detail, attempt + 1)
+        raise self._failure(status, detail, attempts)
+
+    def _failure(self, status: int | str, detail: str, attempts: int) -> LLMError:
+        hint = ""
+        if status in (401, 403):
+            hint = f" (check that ${self.api_key_env} holds a valid key for this endpoint)"
+        elif status == 404:
+            hint = " (check llm.base_url and llm.model)"
+        message = (
+            f"LLM request failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
+            f"endpoint {self.base_url}, model {self.model}, status {_status_text(status)}{hint}"
+            f": {self._redact(detail)[:300]}"
+        )
+        # Info, not warning: the exception carries the message and its handler reports it.
+        log.info("%s", message)
+        return LLMError(
+            message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
+        )

@@ -1,0 +1,369 @@
+"""A cheap facade over the stages for orchestrators (the Airflow DAG imports only this).
+
+Importing this module costs the config loader and nothing else: every stage module (and with
+it torch, Great Expectations, the openai SDK) is imported inside the function that runs it,
+so a scheduler can parse the DAG file in milliseconds. Functions here take the settings or a
+path and return small values — ids, paths and counts — never datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ise_core.config import Settings, deep_merge, load_settings
+from ise_core.errors import BudgetExceeded, ConfigError, GateFailed, InputError, ISEError
+
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "EpisodesFailed",
+    "GateFailed",
+    "ISEError",
+    "InputError",
+    "Settings",
+    "batch_ids",
+    "batch_label",
+    "check_failed_share",
+    "check_map_length",
+    "check_simulation",
+    "list_intent_ids",
+    "load_run_settings",
+    "load_settings",
+    "min_intents_per_task",
+    "output_paths",
+    "overrides_from_conf",
+    "plan_batches",
+    "record_lineage",
+    "resolve_params_path",
+    "run_gate",
+    "run_stage",
+    "small_values",
+    "unfinished_episodes",
+]
+
+PARAMS_ENV = "ISE_PARAMS"
+Stage = Literal["intents", "simulate", "collect", "export"]
+GateName = Literal["intents", "trajectories", "sft"]
+STAGES: tuple[Stage, ...] = ("intents", "simulate", "collect", "export")
+GATES: tuple[GateName, ...] = ("intents", "trajectories", "sft")
+
+# Keys a single run may override, and the params path each one lands on.
+RUN_OVERRIDE_KEYS = ("intent_count", "seed", "model", "models", "llm")
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- params and run-time overrides -----------------------------------------------------------
+
+
+def resolve_params_path(
+    explicit: str | os.PathLike[str] | None,
+    project_dir: Path,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The params file to use: ``explicit`` (e.g. an Airflow Variable), else $ISE_PARAMS,
+    else ``<project_dir>/params.yaml``."""
+    env = os.environ if environ is None else environ
+    chosen = explicit or env.get(PARAMS_ENV) or project_dir / "params.yaml"
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else (project_dir / path)
+
+
+def overrides_from_conf(conf: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Translate a run's ``conf`` into params overrides; values are checked by the config code.
+
+    Accepted keys: ``intent_count`` → intents.count, ``seed`` → seed, ``model`` → llm.model,
+    ``models`` ({writer|user|agent: name}) → llm.roles.<role>.model, ``llm`` → a partial llm block.
+    """
+    if not conf:
+        return {}
+    if not isinstance(conf, Mapping):
+        raise ConfigError(f"dag_run.conf: expected a JSON object, got {type(conf).__name__}")
+    unknown = sorted(set(conf) - set(RUN_OVERRIDE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"dag_run.conf: unknown key(s) {', '.join(map(repr, unknown))} "
+            f"(allowed: {', '.join(RUN_OVERRIDE_KEYS)})"
+        )
+    overrides: dict[str, Any] = {}
+    if "intent_count" in conf:
+        overrides["intents"] = {"count": conf["intent_count"]}
+    if "seed" in conf:
+        overrides["seed"] = conf["seed"]
+    llm: dict[str, Any] = {}
+    if "llm" in conf:
+        if not isinstance(conf["llm"], Mapping):
+            raise ConfigError("dag_run.conf: key 'llm' must be an object of llm settings")
+        llm = deep_merge(llm, dict(conf["llm"]))
+    if "model" in conf:
+        llm["model"] = conf["model"]
+    if "models" in conf:
+        models = conf["models"]
+        if not isinstance(models, Mapping):
+            raise ConfigError(
+                "dag_run.conf: key 'models' must map roles (writer, user, agent) to model names"
+            )
+        llm = deep_merge(llm, {"roles": {role: {"model": name} for role, name in models.items()}})
+    if llm:
+        overrides["llm"] = llm
+    return overrides
+
+
+def load_run_settings(
+    params_path: str | os.PathLike[str],
+    conf: Mapping[str, Any] | None = None,
+    base_overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings for one run: params file, then ``base_overrides`` (e.g. from an LLM
+    connection), then the run's ``conf``; a bad value raises ConfigError naming the key."""
+    overrides = deep_merge(dict(base_overrides or {}), overrides_from_conf(conf))
+    try:
+        return load_settings(Path(params_path), overrides or None)
+    except ConfigError as exc:
+        if conf:
+            raise ConfigError(f"{exc}\n(the run's conf was {dict(conf)!r})") from None
+        raise
+
+
+# --- mapping arithmetic ------------------------------------------------------------------------
+
+
+def intents_file(settings: Settings) -> Path:
+    return settings.path(settings.intents.out_dir) / "intents.jsonl"
+
+
+def list_intent_ids(settings: Settings) -> list[str]:
+    """Ids of the unique intents stage 1 wrote, in file order."""
+    from ise_core.records import Intent, iter_jsonl
+
+    return [intent.id for intent in iter_jsonl(intents_file(settings), Intent)]
+
+
+def batch_ids(ids: Sequence[str], per_task: int) -> list[list[str]]:
+    """Consecutive batches of at most ``per_task`` ids (the last one may be shorter)."""
+    if per_task < 1:
+        raise ConfigError(f"simulate.intents_per_task must be >= 1 (got {per_task})")
+    return [list(ids[start : start + per_task]) for start in range(0, len(ids), per_task)]
+
+
+def min_intents_per_task(n_intents: int, max_map_length: int) -> int:
+    """The smallest ``intents_per_task`` that keeps the mapping within ``max_map_length``."""
+    return max(1, math.ceil(n_intents / max_map_length))
+
+
+def check_map_length(
+    n_batches: int,
+    max_map_length: int,
+    *,
+    n_intents: int | None = None,
+    per_task: int | None = None,
+) -> None:
+    """Raise ConfigError saying what to change when a mapping would exceed the limit."""
+    if n_batches <= max_map_length:
+        return
+    detail = ""
+    if n_intents is not None and per_task is not None:
+        detail = (
+            f" ({n_intents} intents at simulate.intents_per_task={per_task});"
+            f" set simulate.intents_per_task to at least "
+            f"{min_intents_per_task(n_intents, max_map_length)}"
+        )
+    raise ConfigError(
+        f"the simulation would map {n_batches} task instances, above Airflow's "
+        f"[core] max_map_length={max_map_length}{detail}, or raise [core] max_map_length "
+        f"(AIRFLOW__CORE__MAX_MAP_LENGTH) to at least {n_batches}"
+    )
+
+
+def plan_batches(ids: Sequence[str], per_task: int, max_map_length: int) -> list[list[str]]:
+    """Batches for the mapped simulation, checked against the mapping limit."""
+    batches = batch_ids(ids, per_task)
+    check_map_length(len(batches), max_map_length, n_intents=len(ids), per_task=per_task)
+    return batches
+
+
+def batch_label(ids: Sequence[str], limit: int = 3) -> str:
+    """A short readable name for a mapped instance: its intent id(s)."""
+    if len(ids) <= limit:
+        return ", ".join(ids)
+    return f"{ids[0]} … {ids[-1]} ({len(ids)} intents)"
+
+
+# --- running stages ------------------------------------------------------------------------------
+
+
+def small_values(value: Any) -> dict[str, Any]:
+    """The scalar entries (counts, rates, names) of a stats dict or report, for XCom."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    elif is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(key): item
+        for key, item in value.items()
+        if isinstance(item, bool | int | float | str)
+        and (not isinstance(item, str) or len(item) < 200)
+    }
+
+
+def run_stage(
+    name: Stage, settings: Settings, *, only: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Run one stage on ``settings`` and return its small values (counts, rates)."""
+    if name == "intents":
+        from ise_core.intents.stage import run_intents_stage
+
+        return small_values(run_intents_stage(settings))
+    if name == "simulate":
+        from ise_core.simulate.stage import simulate_stage
+
+        report = simulate_stage(
+            settings, only=list(only) if only else None, concurrency=None, progress=False
+        )
+        _stderr(f"simulate: {report.summary()}")
+        return small_values(report)
+    if name == "collect":
+        from ise_core.simulate.stage import collect_stage
+
+        return small_values(collect_stage(settings))
+    if name == "export":
+        from ise_core.export import export_stage
+
+        return small_values(export_stage(settings))
+    raise ConfigError(f"unknown stage {name!r} (expected one of {', '.join(STAGES)})")
+
+
+def run_gate(name: GateName, settings: Settings, log: Log = _stderr) -> str:
+    """Run a stage's gate; return its one-line summary, or raise GateFailed with the report."""
+    if name not in GATES:
+        raise ConfigError(f"unknown gate {name!r} (expected one of {', '.join(GATES)})")
+    from ise_core import quality
+
+    report = getattr(quality, f"gate_{name}")(settings)
+    if not report.passed:
+        raise GateFailed(f"gate {name} failed", report=report.text)
+    summary = str(report.summary())
+    log(f"gate {name}: passed ({summary})")
+    return summary
+
+
+class EpisodesFailed(ISEError):
+    """Some episodes of a simulation call failed (endpoint down, sandbox lost): a retry
+    runs just those again, since finished episodes are skipped."""
+
+    exit_code = 1
+
+
+def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:
+    """Raise when a simulation call left episodes failed or not started.
+
+    ``BudgetExceeded`` when the LLM budget ran out (a retry cannot help), else
+    ``EpisodesFailed`` (a retry can)."""
+    if values.get("budget_exhausted"):
+        raise BudgetExceeded(
+            f"llm.budget exhausted while simulating {batch_label(ids)}; raise llm.budget "
+            "and clear the task to continue"
+        )
+    failed = int(values.get("n_failed", 0)) + int(values.get("n_not_started", 0))
+    if failed:
+        raise EpisodesFailed(
+            f"{failed} of {len(ids)} episodes failed or did not start ({batch_label(ids)}); "
+            "their episode files say why, and a retry runs only those again"
+        )
+
+
+def unfinished_episodes(settings: Settings, ids: Iterable[str]) -> list[str]:
+    """Intent ids whose episode is missing or failed (their simulation did not finish)."""
+    episodes = settings.path(settings.simulate.out_dir) / "episodes"
+    unfinished = []
+    for intent_id in ids:
+        path = episodes / f"{intent_id}.json"
+        try:
+            status = json.loads(path.read_text(encoding="utf-8")).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        if status not in ("kept", "rejected"):
+            unfinished.append(intent_id)
+    return unfinished
+
+
+def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
+    """Raise GateFailed when a larger share of intents is unfinished than is tolerated."""
+    if n_total == 0 or n_missing == 0:
+        return
+    share = n_missing / n_total
+    if share > tolerated:
+        raise GateFailed(
+            f"{n_missing} of {n_total} intents have no finished episode ({share:.1%}), above "
+            f"airflow.tolerate_failed_share={tolerated}; clear the failed simulate instances "
+            "to retry them, or raise the tolerance"
+        )
+
+
+def output_paths(settings: Settings) -> dict[str, Path]:
+    """The file each stage publishes (what a downstream consumer watches)."""
+    return {
+        "intents": intents_file(settings),
+        "trajectories": settings.path(settings.simulate.out_dir) / "trajectories.jsonl",
+        "sft": settings.path(settings.export.out_dir) / "train.jsonl",
+    }
+
+
+# --- lineage -----------------------------------------------------------------------------------
+
+Runner = Callable[[Sequence[str], Path], "subprocess.CompletedProcess[str]"]
+
+
+def _run_dvc(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def record_lineage(
+    project_dir: Path, *, run: Runner = _run_dvc, log: Log = _stderr
+) -> dict[str, Any]:
+    """``dvc commit -f`` the stage outputs so ``dvc status`` is clean; ``dvc push`` when a
+    remote is configured. Skips (and says so) when ``project_dir`` is not a DVC project."""
+    if not (project_dir / ".dvc").is_dir() or not (project_dir / "dvc.yaml").is_file():
+        log(f"lineage: {project_dir} is not a DVC project (no .dvc/ or dvc.yaml); not recorded")
+        return {"committed": False, "pushed": False}
+
+    def checked(*args: str) -> str:
+        done = run(args, project_dir)
+        if done.returncode != 0:
+            raise GateFailed(
+                f"dvc {' '.join(args)} failed in {project_dir} (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-2000:]}"
+            )
+        return done.stdout
+
+    checked("commit", "--force")
+    log("lineage: dvc commit recorded the stage outputs in dvc.lock")
+    remotes = checked("remote", "list").strip()
+    if not remotes:
+        log("lineage: no DVC remote configured; not pushed")
+        return {"committed": True, "pushed": False}
+    checked("push")
+    log("lineage: dvc push sent the outputs to the default remote")
+    return {"committed": True, "pushed": True}

@@ -1,0 +1,335 @@
+"""Gate after simulation: are the episodes well-formed and the kept set plausible?
+
+Reads every current ``<simulate.out_dir>/episodes/*.json`` (all episodes, kept or not, of
+the intents in intents.jsonl under the current params) and ``trajectories.jsonl`` (the kept
+ones); writes ``gate_result.json`` beside them. Four tables:
+
+- ``episodes``: one row per episode file — ids, turn counts, kept ⇒ completed, kept share;
+- ``tool_calls``: one row per assistant tool call — exactly one tool message answers it, after
+  it, and its arguments string parses as JSON;
+- ``tool_results``: one row per tool message — it answers an earlier call;
+- ``kept``: one row per line of trajectories.jsonl — kept, known, and turn means in bounds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ise_core.config import Settings
+from ise_core.errors import InputError
+from ise_core.quality.runner import (
+    Expect,
+    GateReport,
+    Table,
+    parses_as_json,
+    read_raw_jsonl,
+    run_gate,
+    schema_problem,
+)
+from ise_core.records import Trajectory, read_json
+
+
+def _messages(data: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = data.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def turn_counts(messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """(user turns, dialogue turns) as DESIGN §3 defines them."""
+    user = sum(1 for m in messages if m.get("role") == "user")
+    dialogue = sum(1 for m in messages if m.get("role") != "system")
+    return user, dialogue
+
+
+def tool_pairing_rows(
+    where: str, messages: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for every tool call and every tool message of one conversation."""
+    answers: dict[str, list[int]] = {}
+    for index, message in enumerate(messages):
+        if message.get("role") == "tool":
+            answers.setdefault(str(message.get("tool_call_id")), []).append(index)
+    calls: list[dict[str, Any]] = []
+    call_positions: dict[str, int] = {}
+    for index, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or []:
+            call_id = str(call.get("id")) if isinstance(call, dict) else ""
+            function = call.get("function", {}) if isinstance(call, dict) else {}
+            call_positions.setdefault(call_id, index)
+            matched = answers.get(call_id, [])
+            calls.append(
+                {
+                    "call": f"{where}#{call_id}",
+                    "tool": str(function.get("name", "")),
+                    "n_results": len(matched),
+                    "result_follows_call": all(i > index for i in matched),
+                    "arguments_are_json": parses_as_json(function.get("arguments")),
+                }
+            )
+    results = [
+        {
+            "result": f"{where}#{message.get('tool_call_id')}",
+            "answers_earlier_call": call_positions.get(str(message.get("tool_call_id")), index)
+            < index,
+        }
+        for index, message in enumerate(messages)
+        if message.get("role") == "tool"
+    ]
+    return calls, results
+
+
+def _episode_row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    messages = _messages(data)
+    user, dialogue = turn_counts(messages)
+    kept = data.get("kept") is True
+    return {
+        "file": f"episodes/{path.name}",
+        "schema_problem": schema_problem(data, Trajectory),
+        "session_id": str(data.get("session_id", "")),
+        "intent_matches_file": data.get("intent_id") == path.stem,
+        "kept": int(kept),
+        "status_agrees": kept == (data.get("status") == "kept"),
+        "kept_implies_completed": (not kept) or data.get("completed") is True,
+        "kept_implies_success": (not kept) or data.get("is_success") is not False,
+        "user_turns": user,
+        "dialogue_turns": dialogue,
+    }
+
+
+def load_episodes(episodes_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    if not episodes_dir.is_dir():
+        raise InputError(f"{episodes_dir}: episodes folder not found (run `ise simulate` first)")
+    loaded = []
+    for path in sorted(episodes_dir.glob("*.json")):
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object (one Trajectory)")
+        loaded.append((path, data))
+    return loaded
+
+
+def current_episodes(
+    settings: Settings, episodes: list[tuple[Path, dict[str, Any]]]
+) -> tuple[list[tuple[Path, dict[str, Any]]], int]:
+    """The episodes ``collect`` counts (their intent is in intents.jsonl unchanged, and they
+    were made with the current simulate params), and how many others were left as stale."""
+    from ise_core.simulate.episode import intent_hash
+    from ise_core.simulate.stage import load_intents, simulate_fingerprint
+
+    hashes = {intent.id: intent_hash(intent) for intent in load_intents(settings)}
+    fp = simulate_fingerprint(settings)
+    current = []
+    for path, data in episodes:
+        metadata = data.get("metadata")
+        recorded = metadata.get("intent_hash") if isinstance(metadata, dict) else None
+        intent_id = data.get("intent_id")
+        if (
+            isinstance(intent_id, str)
+            and intent_id in hashes
+            and data.get("params_fingerprint") == fp
+            and recorded == hashes[intent_id]
+        ):
+            current.append((path, data))
+    return current, len(episodes) - len(current)
+
+
+def gate_trajectories(settings: Settings) -> GateReport:
+    """Validate the current episodes and the kept trajectories against ``gates.trajectories``.
+
+    Episodes left behind by earlier params or changed intents are stale: ``collect`` skips
+    them, so the gate does too (their count is recorded in the result file).
+    """
+    import pandas as pd
+
+    traj_dir = settings.path(settings.simulate.out_dir)
+    kept_lines = read_raw_jsonl(traj_dir / "trajectories.jsonl")
+    episodes, n_stale = current_episodes(settings, load_episodes(traj_dir / "episodes"))
+    params = settings.gates.trajectories
+
+    episode_rows = [_episode_row(path, data) for path, data in episodes]
+    call_rows: list[dict[str, Any]] = []
+    result_rows: list[dict[str, Any]] = []
+    for path, data in episodes:
+        calls, results = tool_pairing_rows(f"episodes/{path.name}", _messages(data))
+        call_rows += calls
+        result_rows += results
+    kept_sessions = Counter(r["session_id"] for r in episode_rows if r["kept"])
+    kept_rows = []
+    for lineno, data in kept_lines:
+        user, dialogue = turn_counts(_messages(data))
+        session = str(data.get("session_id", ""))
+        kept_rows.append(
+            {
+                "line": f"trajectories.jsonl:{lineno}",
+                "session_id": session,
+                "kept": data.get("kept") is True,
+                "kept_episode_exists": session in kept_sessions,
+                "user_turns": user,
+                "dialogue_turns": dialogue,
+            }
+        )
+
+    def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=columns)
+
+    ep_columns = list(_episode_row(Path("x.json"), {}).keys())
+    tables = [
+        Table(
+            "episodes",
+            frame(episode_rows, ep_columns),
+            "file",
+            [
+                Expect(
+                    f"at least {params.min_episodes} episodes",
+                    "ExpectTableRowCountToBeBetween",
+                    {"min_value": params.min_episodes},
+                ),
+                Expect(
+                    "every episode file is a valid Trajectory",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "schema_problem", "value_set": [""]},
+                    "no schema problem",
+                ),
+                Expect(
+                    "one episode per intent (file named by its intent id)",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "intent_matches_file", "value_set": [True]},
+                ),
+                Expect(
+                    "session ids are unique",
+                    "ExpectColumnValuesToBeUnique",
+                    {"column": "session_id"},
+                ),
+                Expect(
+                    f"user turns between 1 and max_turns ({settings.simulate.max_turns})",
+                    "ExpectColumnValuesToBeBetween",
+                    {
+                        "column": "user_turns",
+                        "min_value": 1,
+                        "max_value": settings.simulate.max_turns,
+                    },
+                ),
+                Expect(
+                    "status agrees with the kept flag",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "status_agrees", "value_set": [True]},
+                ),
+                Expect(
+                    "kept implies completed",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "kept_implies_completed", "value_set": [True]},
+                ),
+                Expect(
+                    "kept implies is_success is not false",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "kept_implies_success", "value_set": [True]},
+                ),
+                Expect(
+                    "kept share at or above the minimum",
+                    "ExpectColumnMeanToBeBetween",
+                    {"column": "kept", "min_value": params.min_kept_share},
+                    f"kept share >= {params.min_kept_share}",
+                ),
+            ],
+        ),
+        Table(
+            "tool_calls",
+            frame(
+                call_rows,
+                ["call", "tool", "n_results", "result_follows_call", "arguments_are_json"],
+            ),
+            "call",
+            [
+                Expect(
+                    "each tool call has exactly one matching tool message",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": "n_results", "min_value": 1, "max_value": 1},
+                    "exactly 1 tool message per call",
+                ),
+                Expect(
+                    "tool messages come after their call",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "result_follows_call", "value_set": [True]},
+                ),
+                Expect(
+                    "every arguments string parses as JSON",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "arguments_are_json", "value_set": [True]},
+                ),
+            ],
+        ),
+        Table(
+            "tool_results",
+            frame(result_rows, ["result", "answers_earlier_call"]),
+            "result",
+            [
+                Expect(
+                    "every tool message answers an earlier tool call",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "answers_earlier_call", "value_set": [True]},
+                ),
+            ],
+        ),
+        Table(
+            "kept",
+            frame(
+                kept_rows,
+                [
+                    "line",
+                    "session_id",
+                    "kept",
+                    "kept_episode_exists",
+                    "user_turns",
+                    "dialogue_turns",
+                ],
+            ),
+            "line",
+            [
+                Expect(
+                    "trajectories.jsonl has one line per kept episode",
+                    "ExpectTableRowCountToEqual",
+                    {"value": sum(kept_sessions.values())},
+                ),
+                Expect(
+                    "trajectories.jsonl holds only kept trajectories",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "kept", "value_set": [True]},
+                ),
+                Expect(
+                    "each kept trajectory matches a kept episode file",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "kept_episode_exists", "value_set": [True]},
+                ),
+                Expect(
+                    "kept session ids are unique",
+                    "ExpectColumnValuesToBeUnique",
+                    {"column": "session_id"},
+                ),
+                Expect(
+                    "mean user turns within bounds",
+                    "ExpectColumnMeanToBeBetween",
+                    {
+                        "column": "user_turns",
+                        "min_value": params.min_mean_user_turns,
+                        "max_value": params.max_mean_user_turns,
+                    },
+                ),
+                Expect(
+                    "mean dialogue turns within bounds",
+                    "ExpectColumnMeanToBeBetween",
+                    {
+                        "column": "dialogue_turns",
+                        "min_value": params.min_mean_dialogue_turns,
+                        "max_value": params.max_mean_dialogue_turns,
+                    },
+                ),
+            ],
+        ),
+    ]
+    return run_gate(
+        "trajectories", tables, traj_dir / "gate_result.json", {"n_stale_episodes": n_stale}
+    )

@@ -1,0 +1,219 @@
+"""The agent loop: one user turn of a tool-using agent acting in a live workspace.
+
+Per step the agent ``Chat`` is called with the whole conversation and the tool schemas. Each
+tool call in its reply runs in the workspace, in order, and its result is appended as a tool
+message (``tool_call_id``, ``name``, ``content``, ``success``). The turn ends when the agent
+answers without tool calls, or after ``max_steps`` model calls.
+
+Nothing the model emits crashes the loop. Each of these becomes an ``Error: …`` tool message
+with ``success: false`` that the model sees on its next step:
+
+- arguments that are not JSON, or not a JSON object;
+- a tool name the workspace does not offer;
+- a missing required argument, an unknown argument, or a value of the wrong JSON type;
+- a tool that raised instead of returning a failed ``ToolResult``.
+
+A reply the LLM client itself rejects as malformed (``MalformedResponse``) is used as far as it
+could be read (its tool calls then go through the checks above); a reply with nothing usable is
+asked for again, counting as a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ise_core.errors import BackendError, MalformedResponse
+from ise_core.llm.base import Chat, ChatResult, Usage
+from ise_core.records import Message, ToolCall
+from ise_core.workspace.base import ToolResult, Workspace
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+def tool_index(tools: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Tool name → its JSON-schema ``parameters`` (from OpenAI-style tool definitions)."""
+    index: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        function = tool.get("function", {})
+        index[str(function.get("name"))] = dict(function.get("parameters") or {})
+    return index
+
+
+def argument_problem(arguments: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``arguments`` for ``schema`` (required, unknown and type checks)."""
+    properties: dict[str, Any] = dict(schema.get("properties") or {})
+    missing = [name for name in schema.get("required", []) if name not in arguments]
+    if missing:
+        return f"missing required argument(s): {', '.join(missing)}"
+    if properties and schema.get("additionalProperties") is not True:
+        unknown = sorted(set(arguments) - set(properties))
+        if unknown:
+            return (
+                f"unknown argument(s): {', '.join(unknown)} "
+                f"(expected: {', '.join(sorted(properties))})"
+            )
+    for name, value in arguments.items():
+        expected = properties.get(name, {}).get("type")
+        kinds = expected if isinstance(expected, list) else [expected] if expected else []
+        if value is None and "null" in kinds:
+            continue
+        allowed = tuple(t for kind in kinds for t in _JSON_TYPES.get(kind, ()))
+        if not allowed:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if wrong_bool or not isinstance(value, allowed):
+            return f"argument {name!r} must be {' or '.join(kinds)}, got {type(value).__name__}"
+    return None
+
+
+def _error(call: ToolCall, text: str) -> Message:
+    return Message(
+        role="tool",
+        tool_call_id=call.id,
+        name=call.function.name,
+        content=f"Error: {text}",
+        success=False,
+    )
+
+
+def execute_tool_call(
+    workspace: Workspace, call: ToolCall, tools: Mapping[str, Mapping[str, Any]]
+) -> tuple[Message, float]:
+    """Run one tool call in the workspace; returns the tool message and its duration."""
+    name = call.function.name
+    if name not in tools:
+        return _error(call, f"unknown tool {name!r}; available: {', '.join(sorted(tools))}"), 0.0
+    try:
+        arguments = json.loads(call.function.arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return _error(call, f"arguments are not valid JSON ({exc.msg} at column {exc.colno})"), 0.0
+    if not isinstance(arguments, dict):
+        return _error(call, f"arguments must be a JSON object, got {type(arguments).__name__}"), 0.0
+    problem = argument_problem(arguments, tools[name])
+    if problem:
+        return _error(call, f"invalid arguments for {name}: {problem}"), 0.0
+    started = time.perf_counter()
+    try:
+        result: ToolResult = workspace.call(name, arguments)
+    except BackendError:
+        raise  # the sandbox itself is gone: the episode cannot go on
+    except (TypeError, ValueError, KeyError) as exc:
+        return _error(call, f"{name} rejected its arguments: {exc}"), time.perf_counter() - started
+    message = Message(
+        role="tool",
+        tool_call_id=call.id,
+        name=name,
+        content=result.content,
+        success=result.ok,
+    )
+    return message, result.duration_s or time.perf_counter() - started
+
+
+@dataclass
+class AgentTurn:
+    """What one agent turn added to the conversation."""
+
+    messages: list[Message] = field(default_factory=list)
+    reply: str = ""
+    usage: Usage = field(default_factory=Usage)
+    steps: int = 0
+    stop_reason: str = "answered"  # "answered", "max_steps", or the caller's stop reason
+    malformed_replies: int = 0
+    llm_seconds: float = 0.0
+    tool_seconds: float = 0.0
+
+
+async def _complete(
+    agent: Chat,
+    conversation: list[Message],
+    tools: Sequence[dict[str, Any]],
+    options: dict[str, Any],
+) -> tuple[ChatResult | None, bool]:
+    """The agent's reply (None when nothing usable came back) and whether it was malformed."""
+    try:
+        return await agent.complete(conversation, tools, **options), False
+    except MalformedResponse as exc:
+        result = exc.result
+        if result is not None and result.message.tool_calls:
+            return result, True
+        return (
+            result.model_copy(update={"message": Message(role="assistant")}) if result else None
+        ), True
+
+
+async def run_agent_turn(
+    agent: Chat,
+    conversation: Sequence[Message],
+    workspace: Workspace,
+    tools: Sequence[dict[str, Any]],
+    *,
+    max_steps: int,
+    should_stop: Callable[[], str | None] = lambda: None,
+    options: Mapping[str, Any] | None = None,
+) -> AgentTurn:
+    """Run the agent until it answers without tool calls, or for at most ``max_steps`` calls.
+
+    ``should_stop`` is asked before every model call (token budget, wall clock); a non-None
+    answer ends the turn with that stop reason. Tool calls run in a worker thread, because the
+    workspace API is synchronous.
+    """
+    index = tool_index(tools)
+    history = list(conversation)
+    turn = AgentTurn()
+    base_options = dict(options or {})
+    while True:
+        if turn.steps >= max_steps:
+            turn.stop_reason = "max_steps"
+            # The last thing the agent said (if anything) is what the user gets to see.
+            said = [m.content for m in turn.messages if m.role == "assistant" and m.content]
+            turn.reply = said[-1] if said else ""
+            return turn
+        reason = should_stop()
+        if reason:
+            turn.stop_reason = reason
+            return turn
+        call_options = {**base_options, "attempt": turn.malformed_replies}
+        result, malformed = await _complete(agent, history, tools, call_options)
+        turn.steps += 1
+        if result is not None:
+            turn.usage = turn.usage + result.usage
+            turn.llm_seconds += result.latency_s
+        if malformed:
+            turn.malformed_replies += 1
+        message = result.message if result is not None else Message(role="assistant")
+        if malformed and not message.tool_calls:
+            continue  # nothing usable: ask again (counts as a step)
+        reply = Message(
+            role="assistant",
+            content=message.content,
+            tool_calls=message.tool_calls or None,
+            reasoning_content=message.reasoning_content,
+        )
+        history.append(reply)
+        turn.messages.append(reply)
+        if not reply.tool_calls:
+            turn.reply = reply.content or ""
+            turn.stop_reason = "answered"
+            return turn
+        for call in reply.tool_calls:
+            tool_message, seconds = await asyncio.to_thread(
+                execute_tool_call, workspace, call, index
+            )
+            turn.tool_seconds += seconds
+            history.append(tool_message)
+            turn.messages.append(tool_message)
+
+
+__all__ = ["AgentTurn", "argument_problem", "execute_tool_call", "run_agent_turn", "tool_index"]

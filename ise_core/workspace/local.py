@@ -1,0 +1,345 @@
+"""The ``local`` backend: a bubblewrap sandbox per workspace, for machines without Docker.
+
+One ``bwrap`` process per workspace, started at ``open`` and kept until ``close``, runs the
+supervisor (``supervisor.py``) as PID 1 of fresh user, PID, network, IPC, UTS and cgroup
+namespaces. Inside: the host's /usr (and the /bin, /lib links into it) read-only, a few /etc
+files, a private /proc, /dev and size-capped /tmp, the workspace at /workspace and the
+background-process logs at /run/ise/procs; uid 1000, no capabilities, no further user
+namespaces, a read-only root, an empty environment but PATH, HOME, LANG and USER. Not visible:
+/root, /home, the project, the host's other mounts and its network (only a private loopback).
+
+Each ``exec`` is one request to the supervisor, which forks ``/bin/sh -c`` in a new session,
+enforces the wall-clock timeout by killing the process group, and returns the output cut to
+the limit. A per-command CPU limit and the shared limits on address space, processes and file
+size are rlimits. Because commands share one PID and network namespace, a server started with
+the ``process`` tool is reachable from later commands, as on a real machine. Closing the
+control pipe ends the supervisor, and the kernel kills whatever is left in the namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import marshal
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ise_core.errors import BackendError
+from ise_core.workspace.base import ExecOutcome
+from ise_core.workspace.session import (
+    SANDBOX_PROCS,
+    SANDBOX_ROOT,
+    SandboxDied,
+    SandboxWorkspace,
+)
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+SANDBOX_HOSTNAME = "workspace"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+START_TIMEOUT_S = 15.0
+REPLY_GRACE_S = 5.0  # how much longer than a command's timeout the host waits for the reply
+SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
+SUPERVISOR_IN_SANDBOX = "/run/ise/supervisor.py"
+MARSHAL_VERSION = 4  # readable by every Python 3 the sandbox may have
+# Host paths the sandbox needs to run sh, python3, node and git (read-only, where present).
+ETC_PIECES = (
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/mime.types",
+    "/etc/gitconfig",
+    "/etc/os-release",
+)
+TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+PASSWD = (
+    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"agent:x:{SANDBOX_UID}:{SANDBOX_GID}:agent:{SANDBOX_ROOT}:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nagent:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"
+HOSTS = f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost\n"
+
+
+def _python_in_sandbox() -> str:
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise BackendError(
+        "local workspace backend: no python3 under /usr on this machine (the sandbox runs the "
+        "host's /usr); install it with: apt-get install -y python3"
+    )
+
+
+def _filesystem_args() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in TOP_LEVEL_LINKS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for piece in ETC_PIECES:
+        if os.path.lexists(piece):
+            args += ["--ro-bind-try", piece, piece]
+    return args
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_features() -> tuple[str, bool]:
+    """(bwrap path, whether it supports --disable-userns); probed once per process.
+
+    Raises ``BackendError`` when bubblewrap is missing or cannot build the namespaces.
+    """
+    path = shutil.which("bwrap")
+    if path is None:
+        raise BackendError(
+            "local workspace backend: bubblewrap is not installed "
+            "(Debian/Ubuntu: apt-get install -y bubblewrap)"
+        )
+    help_text = subprocess.run([path, "--help"], capture_output=True, text=True).stdout
+    disable_userns = "--disable-userns" in help_text
+    probe = [path, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+    probe += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--cap-drop", "ALL"]
+    probe += [*_filesystem_args(), "--proc", "/proc", "--dev", "/dev", "--clearenv"]
+    probe += ["--setenv", "PATH", SANDBOX_PATH, "sh", "-c", "id -u"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        raise BackendError("local workspace backend: bubblewrap did not start in 20 s") from None
+    if result.returncode != 0 or result.stdout.strip() != str(SANDBOX_UID):
+        detail = (result.stderr or result.stdout).strip()[-400:]
+        raise BackendError(
+            "local workspace backend: bubblewrap cannot create the sandbox's namespaces here "
+            f"({detail or 'exit ' + str(result.returncode)}). Unprivileged user namespaces "
+            "must be allowed (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu also "
+            "kernel.apparmor_restrict_unprivileged_userns=0), or run on a Docker engine."
+        )
+    return path, disable_userns
+
+
+def local_available() -> tuple[bool, str]:
+    """Whether the local backend can run here, and why not."""
+    try:
+        bwrap_features()
+        _python_in_sandbox()
+    except BackendError as exc:
+        return False, str(exc)
+    return True, "bubblewrap works"
+
+
+class LocalWorkspace(SandboxWorkspace):
+    """A workspace isolated by bubblewrap on this machine."""
+
+    backend = "local"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._lock = threading.Lock()
+
+    def bwrap_argv(self) -> list[str]:
+        bwrap, disable_userns = bwrap_features()
+        settings = self.settings
+        etc = self.session_dir / "etc"
+        args = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+        args.append("--as-pid-1")
+        args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
+        args += ["--hostname", SANDBOX_HOSTNAME, "--cap-drop", "ALL"]
+        if disable_userns:
+            args.append("--disable-userns")
+        args += ["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", SANDBOX_ROOT]
+        args += ["--setenv", "LANG", "C.UTF-8", "--setenv", "USER", "agent"]
+        args += _filesystem_args()
+        for name in ("passwd", "group", "hosts", "hostname"):
+            args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(settings.tmp_mb << 20)]
+        args += ["--tmpfs", "/tmp", "--bind", str(self.workspace_dir), SANDBOX_ROOT]
+        args += ["--bind", str(self.procs_dir), SANDBOX_PROCS]
+        args += ["--ro-bind", str(SUPERVISOR_SOURCE), SUPERVISOR_IN_SANDBOX, "--remount-ro", "/"]
+        args += ["--chdir", SANDBOX_ROOT]
+        config = {
+            "cwd": SANDBOX_ROOT,
+            "cpu_seconds": settings.cpu_seconds,
+            "memory_mb": settings.memory_mb,
+            "max_processes": settings.max_processes,
+            "max_file_mb": settings.max_file_mb,
+        }
+        encoded = marshal.dumps(config, MARSHAL_VERSION).hex()
+        args += ["--", _python_in_sandbox(), "-I", "-S", SUPERVISOR_IN_SANDBOX, encoded]
+        return args
+
+    # --- backend primitives ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        etc = self.session_dir / "etc"
+        etc.mkdir(exist_ok=True)
+        for name, text in (
+            ("passwd", PASSWD),
+            ("group", GROUP),
+            ("hosts", HOSTS),
+            ("hostname", SANDBOX_HOSTNAME + "\n"),
+        ):
+            (etc / name).write_text(text, encoding="ascii")
+        argv = self.bwrap_argv()
+        log = open(self.session_dir / "bwrap.log", "wb")  # noqa: SIM115 (kept by the child)
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                close_fds=True,
+                start_new_session=True,
+                env={"PATH": SANDBOX_PATH},
+            )
+        finally:
+            log.close()
+        self._buffer = b""
+        try:
+            hello = self._read_reply(time.monotonic() + START_TIMEOUT_S, 4096)
+        except SandboxDied as exc:
+            detail = (self.session_dir / "bwrap.log").read_text(errors="replace").strip()
+            self._stop()
+            raise BackendError(
+                f"local workspace backend: the sandbox did not start ({exc}): {detail[-500:]}"
+            ) from None
+        if not hello.get("ready"):
+            self._stop()
+            raise BackendError(f"local workspace backend: unexpected greeting {hello!r}")
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()  # the supervisor exits; the kernel empties the namespace
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def _request(self, payload: dict[str, Any], *, timeout_s: float, max_bytes: int) -> Any:
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.stdin is None:
+                raise SandboxDied("not running")
+            try:
+                body = marshal.dumps(payload, MARSHAL_VERSION)
+                proc.stdin.write(len(body).to_bytes(4, "big") + body)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                self._kill_sandbox()
+                raise SandboxDied(f"control pipe closed: {exc}") from None
+            try:
+                reply = self._read_reply(time.monotonic() + timeout_s, max_bytes)
+            except SandboxDied:
+                self._kill_sandbox()
+                raise
+        if "error" in reply:
+            raise SandboxDied(str(reply["error"]))
+        return reply
+
+    def _kill_sandbox(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+    def _read_reply(self, deadline: float, max_bytes: int) -> dict[str, Any]:
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            raise SandboxDied("not running")
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxDied("no reply in time")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise SandboxDied("the sandbox exited")
+            self._buffer += chunk
+            if len(self._buffer) > max_bytes:
+                raise SandboxDied("reply larger than allowed")
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise SandboxDied("unreadable reply") from None
+        if not isinstance(reply, dict):
+            raise SandboxDied("unreadable reply")
+        return reply
+
+    def _max_reply(self) -> int:
+        # JSON escaping can grow text up to 6x (\u00XX); plus room for the other fields.
+        return self.settings.output_limit * 6 + 65536
+
+    def _exec(self, command: str, *, timeout_s: float, cwd: str) -> ExecOutcome:
+        reply = self._request(
+            {
+                "op": "exec",
+                "cmd": command,
+                "cwd": cwd,
+                "timeout": timeout_s,
+                "limit": self.settings.output_limit,
+            },
+            timeout_s=timeout_s + REPLY_GRACE_S,
+            max_bytes=self._max_reply(),
+        )
+        return ExecOutcome(
+            exit_code=reply.get("exit_code"),
+            output=str(reply.get("output", "")),
+            truncated=bool(reply.get("truncated")),
+            timed_out=bool(reply.get("timed_out")),
+            duration_s=float(reply.get("duration_s", 0.0)),
+        )
+
+    def _spawn(self, proc_id: str, command: str, cwd: str) -> None:
+        log = f"{SANDBOX_PROCS}/{proc_id}.log"
+        self._request(
+            {"op": "spawn", "id": proc_id, "cmd": command, "cwd": cwd, "log": log},
+            timeout_s=REPLY_GRACE_S,
+            max_bytes=65536,
+        )
+
+    def _exited(self) -> dict[str, int]:
+        reply = self._request({"op": "reap"}, timeout_s=REPLY_GRACE_S, max_bytes=1 << 20)
+        exited = reply.get("exited", {})
+        return {str(k): int(v) for k, v in exited.items()} if isinstance(exited, dict) else {}
+
+    def _kill(self, proc_id: str) -> None:
+        self._request({"op": "kill", "id": proc_id}, timeout_s=REPLY_GRACE_S, max_bytes=65536)
+
+    def _kill_all(self) -> None:
+        self._request({"op": "killall"}, timeout_s=REPLY_GRACE_S, max_bytes=65536)
+
+    @property
+    def host_pid(self) -> int | None:
+        """The outer bwrap process (for tests and the reaper)."""
+        return None if self._proc is None else self._proc.pid

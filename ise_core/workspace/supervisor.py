@@ -1,0 +1,338 @@
+"""The program that runs as PID 1 inside a local sandbox and executes commands on request.
+
+It is started by bubblewrap (``python3 -I -S <this file> <config>``) with the sandbox
+already built, so it needs only the standard library and must run on the sandbox's own
+Python. Running as PID 1 means the kernel ignores signals sent to it from inside (a ``kill -9
+-1`` by the agent cannot take the sandbox down), every orphan is reparented to it and reaped
+here, and when it exits the kernel kills everything left in the PID namespace.
+
+Protocol: requests arrive on stdin as ``marshal`` dicts (version 4) behind a 4-byte big-endian
+length, from the trusted host; replies go out as one JSON object per line, because the host
+must parse what the sandbox sends with a parser that is safe on hostile input. The JSON is
+written by hand so that start-up imports nothing beyond built-in modules (``json`` pulls in
+``re``, ``enum`` and friends: tens of milliseconds on every workspace open).
+
+    {"op": "exec", "cmd": str, "cwd": str, "timeout": s, "limit": bytes}
+        -> {"exit_code": int|null, "output": str, "truncated": bool, "timed_out": bool,
+            "total_bytes": int, "duration_s": float}
+    {"op": "spawn", "id": str, "cmd": str, "cwd": str, "log": path}  -> {"pid": int}
+    {"op": "kill", "id": str}                                        -> {"killed": bool}
+    {"op": "reap"}                                                   -> {"exited": {id: code}}
+    {"op": "killall"}                                                -> {}
+    {"op": "ping"}                                                   -> {}
+
+Every command runs in its own session (so a timeout kills its whole process group), with
+stdin from /dev/null and stdout+stderr combined. The resource limits are set once on this
+process and inherited by every command.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import resource
+import select
+import signal
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an import at start-up; annotations only need it for mypy
+    from typing import Any
+
+AS_HEADROOM = 4  # address-space limit as a multiple of the memory limit
+EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
+
+
+class HeadTailBuffer:
+    """Keeps the first and last bytes of a stream up to ``limit`` in total, counting the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(64, limit)
+        self.head_limit = self.limit * 3 // 5
+        self.tail_limit = self.limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = bytes(self.head).decode("utf-8", errors="replace")
+        tail = bytes(self.tail).decode("utf-8", errors="replace")
+        if not self.truncated:
+            return head + tail
+        omitted = self.total - len(self.head) - len(self.tail)
+        return (
+            f"{head}\n[... output truncated: {omitted} of {self.total} bytes omitted ...]\n{tail}"
+        )
+
+
+class Supervisor:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.spawned: dict[str, int] = {}  # background id -> pid (== its process group)
+        self.spawned_exit: dict[str, int] = {}
+        self.stdin_buffer = b""
+
+    # --- child processes ---------------------------------------------------------------------
+
+    def _fork(self, cmd: str, cwd: str, out_fd: int) -> int:
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            try:
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_fd, 1)
+                os.dup2(out_fd, 2)
+                os.closerange(3, 65536)
+                cpu = int(self.config["cpu_seconds"])  # per command, not for PID 1 itself
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+                for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                try:
+                    os.chdir(cwd)
+                except OSError as exc:
+                    os.write(2, f"cannot enter {cwd}: {exc.strerror}\n".encode())
+                    os._exit(1)
+                os.execv("/bin/sh", ["sh", "-c", cmd])
+            except BaseException:
+                pass
+            os._exit(127)
+        return pid
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for proc_id, proc_pid in self.spawned.items():
+                if proc_pid == pid:
+                    self.spawned_exit[proc_id] = os.waitstatus_to_exitcode(status)
+
+    @staticmethod
+    def _exit_code(status: int) -> int:
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code  # a signal, reported the way a shell does
+
+    def _kill_group(self, pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+
+    def op_exec(self, req: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        read_fd, write_fd = os.pipe()
+        pid = self._fork(str(req["cmd"]), str(req.get("cwd") or "."), write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        pidfd = os.pidfd_open(pid)
+        buffer = HeadTailBuffer(int(req.get("limit", 16384)))
+        deadline = started + float(req.get("timeout", 30))
+        exit_seen_at: float | None = None
+        timed_out = False
+        eof = False
+        try:
+            while True:
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                if exit_seen_at is not None:
+                    grace = exit_seen_at + EXIT_GRACE_S - now
+                    if eof or grace <= 0:
+                        break  # done, or something in the background holds the output open
+                    remaining = min(remaining, grace)
+                wait_for = [] if eof else [read_fd]
+                if exit_seen_at is None:
+                    wait_for.append(pidfd)
+                ready, _, _ = select.select(wait_for, [], [], remaining)
+                if read_fd in ready:
+                    try:
+                        data = os.read(read_fd, 1 << 16)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        eof = True
+                    elif data:
+                        buffer.add(data)
+                if pidfd in ready:
+                    exit_seen_at = time.monotonic()
+        finally:
+            if timed_out:
+                self._kill_group(pid)
+            os.close(read_fd)
+            os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        return {
+            "exit_code": None if timed_out else self._exit_code(status),
+            "output": buffer.text(),
+            "truncated": buffer.truncated,
+            "timed_out": timed_out,
+            "total_bytes": buffer.total,
+            "duration_s": round(time.monotonic() - started, 6),
+        }
+
+    def op_spawn(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc_id = str(req["id"])
+        log_fd = os.open(str(req["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            pid = self._fork(str(req["cmd"]), str(req.get("cwd") or "."), log_fd)
+        finally:
+            os.close(log_fd)
+        self.spawned[proc_id] = pid
+        return {"pid": pid}
+
+    def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
+        pid = self.spawned.get(str(req["id"]))
+        if pid is None or str(req["id"]) in self.spawned_exit:
+            return {"killed": False}
+        self._kill_group(pid)
+        time.sleep(0.005)
+        self.reap()
+        return {"killed": True}
+
+    def op_reap(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return {"exited": dict(self.spawned_exit)}
+
+    def op_killall(self, _req: dict[str, Any]) -> dict[str, Any]:
+        try:  # noqa: SIM105 (contextlib would cost an import at start-up)
+            os.kill(-1, signal.SIGKILL)  # everything in the namespace except PID 1
+        except ProcessLookupError:
+            pass
+        time.sleep(0.01)
+        self.reap()
+        return {}
+
+    def op_ping(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # --- the request loop ----------------------------------------------------------------------
+
+    def read_exactly(self, size: int) -> bytes | None:
+        while len(self.stdin_buffer) < size:
+            chunk = os.read(0, max(1 << 16, size - len(self.stdin_buffer)))
+            if not chunk:
+                return None
+            self.stdin_buffer += chunk
+        data, self.stdin_buffer = self.stdin_buffer[:size], self.stdin_buffer[size:]
+        return data
+
+    def read_request(self) -> dict[str, Any] | None:
+        header = self.read_exactly(4)
+        if header is None:
+            return None
+        body = self.read_exactly(int.from_bytes(header, "big"))
+        if body is None:
+            return None
+        request: dict[str, Any] = marshal.loads(body)
+        return request
+
+    def serve(self) -> None:
+        handlers = {
+            "exec": self.op_exec,
+            "spawn": self.op_spawn,
+            "kill": self.op_kill,
+            "reap": self.op_reap,
+            "killall": self.op_killall,
+            "ping": self.op_ping,
+        }
+        write({"ready": True, "pid": os.getpid()})
+        while True:
+            request = self.read_request()
+            if request is None:
+                return  # the host closed the pipe: exiting tears the whole sandbox down
+            try:
+                reply = handlers[request["op"]](request)
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            self.reap()
+            write(reply)
+
+
+_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
+_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\t"): "\\t"})
+
+
+def to_json(value: object) -> str:
+    """JSON for the reply values used here: dict, list, str, int, float, bool, None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{to_json(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    return to_json(str(value))
+
+
+def write(reply: dict[str, Any]) -> None:
+    data = (to_json(reply) + "\n").encode("utf-8", errors="replace")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
+
+
+def apply_limits(config: dict[str, Any]) -> None:
+    memory = int(config["memory_mb"]) * 1024 * 1024
+    limits = {
+        # memory_mb caps the heap and private writable mappings of each process; the address
+        # space gets 4x that, since runtimes such as V8 reserve ranges they never touch.
+        resource.RLIMIT_DATA: memory,
+        resource.RLIMIT_AS: memory * AS_HEADROOM,
+        resource.RLIMIT_NPROC: int(config["max_processes"]),
+        resource.RLIMIT_FSIZE: int(config["max_file_mb"]) * 1024 * 1024,
+        resource.RLIMIT_CORE: 0,
+    }
+    for kind, value in limits.items():
+        resource.setrlimit(kind, (value, value))
+
+
+def _not_dumpable() -> None:
+    # Keeps the agent's programs (same uid) out of /proc/1/fd, i.e. off the control pipe.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except Exception:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    config = marshal.loads(bytes.fromhex(argv[1]))
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _not_dumpable()
+    apply_limits(config)
+    os.chdir(config.get("cwd", "/"))
+    Supervisor(config).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

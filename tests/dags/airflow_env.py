@@ -1,0 +1,151 @@
+"""The DAG tests' environment: a private AIRFLOW_HOME, tiny projects, dag.test() runner.
+
+Airflow reads its configuration when first imported, so the environment is set here, at
+collection time, before any test module imports it. Each session gets its own AIRFLOW_HOME
+(SQLite metadata database, logs) under a temp dir; the project's airflow_home/ is never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ise_core.config import settings_from_dict
+from ise_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILE = REPO / "dags" / "ise_refresh.py"
+BIN = Path(sys.executable).parent
+
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ise-airflow-home-"))
+
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.environ.update(AIRFLOW_ENV)
+# The project's params unless a test says otherwise.
+os.environ.pop("ISE_PARAMS", None)
+os.environ.pop("AIRFLOW_VAR_ISE_PARAMS", None)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for an Airflow command: this session's home, the venv first on PATH."""
+    env = dict(os.environ)
+    env.update(AIRFLOW_ENV)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:
+    """Write a tiny params.yaml in ``project``: scripted LLM, local workspace, 3 intents,
+    MiniLM embeddings, gates sized for 3 intents. ``blocks`` deep-update the defaults."""
+    params: dict[str, Any] = {
+        "seed": 7,
+        "intents": {"count": 3, "taxonomy": str(REPO / "ise_core" / "taxonomy")},
+        "embedding": {"model": "all-MiniLM-L6-v2", "batch_size": 16},
+        "llm": {"provider": "scripted", "max_concurrency": 4},
+        "workspace": {"backend": "local", "template": str(REPO / "ise_core/workspace/template")},
+        "simulate": {"max_turns": 20, "concurrency": 2},
+        "export": {"valid_fraction": 0.0},
+        "gates": {
+            "intents": {"min_vendi_score": 0.0, "min_unique_share": 0.0},
+            "trajectories": {
+                "min_kept_share": 0.0,
+                "min_mean_user_turns": 0.0,
+                "min_mean_dialogue_turns": 0.0,
+            },
+            "sft": {"min_train_rows": 0},
+        },
+        "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+    }
+    for name, values in blocks.items():
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
+            _update(params[name], values)
+        else:
+            params[name] = values
+    # Written out in full (every key, defaults included), as DVC reads params by key; a
+    # deliberately invalid one is written as given.
+    try:
+        complete = settings_from_dict(params, "tiny params").model_dump(mode="json")
+    except ConfigError:
+        complete = params
+    project.mkdir(parents=True, exist_ok=True)
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(complete, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _update(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _update(base[key], value)
+        else:
+            base[key] = value
+
+
+# Runs dag.test() in a fresh interpreter (the DAG reads ISE_PARAMS at parse time) and prints
+# one JSON line: the run's state and every task instance.
+_DAG_TEST_SCRIPT = r"""
+import json, runpy, sys
+conf = json.loads(sys.argv[2])
+namespace = runpy.run_path(sys.argv[1], run_name="ise_dag_under_test")
+dag = namespace["ise_refresh_dag"]
+run = dag.test(run_conf=conf or None)
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+with create_session() as session:
+    tis = session.query(TaskInstance).filter(
+        TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run.run_id
+    ).all()
+    rows = [
+        {"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
+         "rendered_map_index": ti.rendered_map_index}
+        for ti in tis
+    ]
+print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "tis": rows}))
+"""
+
+
+def run_dag_test(
+    params: Path, conf: dict[str, Any] | None = None, timeout: float = 400
+) -> tuple[dict[str, Any], str]:
+    """``dag.test()`` of ise_refresh on ``params``; returns (result, combined log)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST_SCRIPT, str(DAG_FILE), json.dumps(conf or {})],
+        env=subprocess_env(ISE_PARAMS=str(params)),
+        cwd=params.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    log = done.stdout + done.stderr
+    for line in done.stdout.splitlines():
+        if line.startswith("DAG_TEST_RESULT "):
+            return json.loads(line[len("DAG_TEST_RESULT ") :]), log
+    raise AssertionError(f"dag.test() printed no result (exit {done.returncode}):\n{log[-6000:]}")
+
+
+def states(result: dict[str, Any]) -> dict[str, list[str]]:
+    """task_id → the states of its instances (one per mapped index)."""
+    out: dict[str, list[str]] = {}
+    for row in sorted(result["tis"], key=lambda r: (r["task_id"], r["map_index"])):
+        out.setdefault(row["task_id"], []).append(row["state"])
+    return out

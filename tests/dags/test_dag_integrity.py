@@ -1,0 +1,164 @@
+"""DagBag integrity of ise_refresh: imports cleanly, tags, retries, mapping, assets, parse cost."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.airflow_env import DAG_FILE, REPO, subprocess_env, tiny_params
+
+HEAVY_MODULES = ("torch", "sentence_transformers", "great_expectations", "openai", "dvc", "numpy")
+
+
+@pytest.fixture(scope="module")
+def bag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(bag: Any) -> Any:
+    return bag.dags["ise_refresh"]
+
+
+def test_no_import_errors(bag: Any) -> None:
+    assert bag.import_errors == {}
+    assert "ise_refresh" in bag.dags
+
+
+def test_tags_schedule_catchup_and_docs(dag: Any) -> None:
+    assert set(dag.tags) >= {"ise", "dataset"}
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert str(dag.schedule) == "@weekly"  # params.yaml's airflow.schedule
+    assert "record_lineage" in dag.doc_md and "max_map_length" in dag.doc_md
+
+
+def test_every_task_retries_with_backoff(dag: Any) -> None:
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_exponential_backoff, task.task_id
+        assert task.retry_delay.total_seconds() == 120, task.task_id
+
+
+def test_task_order(dag: Any) -> None:
+    order = [
+        "intents",
+        "gate_intents",
+        "plan_simulation",
+        "simulate",
+        "collect",
+        "gate_trajectories",
+        "export",
+        "gate_sft",
+        "record_lineage",
+    ]
+    assert {task.task_id for task in dag.tasks} == set(order)
+    for upstream, downstream in itertools.pairwise(order):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert dag.get_task("intents").upstream_task_ids == set()
+
+
+def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    simulate = dag.get_task("simulate")
+    assert isinstance(simulate, MappedOperator)
+    assert simulate.pool == "ise_llm"
+    assert simulate.max_active_tis_per_dag == 4
+    assert "intent_label" in simulate.map_index_template
+    assert dag.get_task("intents").pool == "ise_llm"
+    assert dag.get_task("collect").trigger_rule == "none_failed"
+
+
+def test_gates_publish_assets(dag: Any) -> None:
+    expected = {
+        "gate_intents": "data/intents/intents.jsonl",
+        "gate_trajectories": "data/trajectories/trajectories.jsonl",
+        "gate_sft": "data/sft/train.jsonl",
+    }
+    for task_id, suffix in expected.items():
+        outlets = dag.get_task(task_id).outlets
+        assert len(outlets) == 1, task_id
+        assert outlets[0].uri == (REPO / suffix).as_uri()
+        assert outlets[0].name.startswith("ise_")
+
+
+# Parse in a fresh interpreter; airflow.sdk is imported first, as in a DAG processor that
+# has it loaded already, so the time measured is what this file itself costs.
+_PARSE_SCRIPT = r"""
+import json, runpy, sys, time
+import airflow.sdk
+heavy = [m for m in json.loads(sys.argv[2]) if m in sys.modules]
+start = time.perf_counter()
+namespace = runpy.run_path(sys.argv[1], run_name="ise_parse_probe")
+elapsed = time.perf_counter() - start
+dag = namespace["ise_refresh_dag"]
+print(json.dumps({
+    "seconds": elapsed,
+    "preloaded": heavy,
+    "heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules and m not in heavy],
+    "schedule": str(dag.schedule),
+    "collect_rule": getattr(dag.get_task("collect").trigger_rule, "value", None),
+    "retries": dag.get_task("simulate").retries,
+    "pool": dag.get_task("simulate").pool,
+}))
+"""
+
+
+def _parse(params: Path | None = None) -> dict[str, Any]:
+    extra = {"ISE_PARAMS": str(params)} if params else {}
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_SCRIPT, str(DAG_FILE), json.dumps(HEAVY_MODULES)],
+        env=subprocess_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_parse_time_under_one_second_without_heavy_imports() -> None:
+    result = _parse()
+    assert result["seconds"] < 1.0, f"parsing took {result['seconds']:.2f} s"
+    assert result["heavy"] == [], f"parsing imported {result['heavy']}"
+
+
+def test_schedule_retries_pool_and_tolerance_come_from_params(tmp_path: Path) -> None:
+    params = tiny_params(
+        tmp_path,
+        airflow={
+            "schedule": "0 3 * * 1",
+            "retries": 5,
+            "pool": "llm_small",
+            "tolerate_failed_share": 0.1,
+        },
+    )
+    result = _parse(params)
+    assert result["schedule"] == "0 3 * * 1"
+    assert result["retries"] == 5
+    assert result["pool"] == "llm_small"
+    assert result["collect_rule"] == "all_done"
+
+
+def test_bad_params_are_an_import_error_naming_the_key(tmp_path: Path) -> None:
+    params = tiny_params(tmp_path, airflow={"retries": -1})
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_SCRIPT, str(DAG_FILE), "[]"],
+        env=subprocess_env(ISE_PARAMS=str(params)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "airflow.retries" in done.stderr
+    assert str(params) in done.stderr

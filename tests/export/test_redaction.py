@@ -1,0 +1,129 @@
+"""No API key, environment secret or host path reaches any exported file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ise_core.export import build_redactor, export_stage
+from ise_core.export.redact import SECRET_MARK, Redactor, secret_env_values
+from ise_core.records import FunctionCall, Message, ToolCall
+from tests.quality.stage_outputs import (
+    make_intent,
+    make_trajectory,
+    settings_for,
+    write_intents,
+    write_trajectories,
+)
+
+OPENAI_KEY = "sk-proj-PLANTEDkey0123456789abcdefXYZ"
+BEARER = "eyPLANTEDbearer.token-9876543210"
+ENV_SECRET = 'tok"PLANTED-env-secret-42'  # a quote, so it is JSON-escaped inside arguments
+
+
+def _exported_text(out: Path) -> str:
+    """Every exported file as text; Parquet through pyarrow, since its pages are compressed."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in sorted(out.rglob("*")):
+        if path.suffix in (".jsonl", ".json", ".md", ".csv"):
+            parts.append(path.read_text())
+        elif path.suffix == ".parquet":
+            parts.append(json.dumps(pq.read_table(path).to_pylist()))
+    return "\n".join(parts)
+
+
+def test_planted_secrets_and_paths_are_redacted_everywhere(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    home = tmp_path_factory.mktemp("home") / "alice"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ISE_TEST_SERVICE_TOKEN", ENV_SECRET)
+    settings = settings_for(
+        project, export={"formats": ["openai", "sharegpt", "parquet"], "valid_fraction": 0.3}
+    )
+    sandbox = project.resolve() / ".cache/sandboxes/ep-1/workspace"
+    intents = [make_intent(i) for i in range(6)]
+    write_intents(settings, intents)
+    trajectories = [make_trajectory(intent) for intent in intents]
+    leaky = trajectories[0]
+    arguments = json.dumps(
+        {
+            "command": f"curl -H 'Authorization: Bearer {BEARER}' "
+            f"-d '{ENV_SECRET}' {project.resolve()}/api"
+        }
+    )
+    leaky.messages += [
+        Message(role="user", content=f"my key is {OPENAI_KEY}, notes in {home}/notes.txt"),
+        Message(
+            role="assistant",
+            content=None,
+            tool_calls=[
+                ToolCall(id="leak", function=FunctionCall(name="exec", arguments=arguments))
+            ],
+        ),
+        Message(
+            role="tool",
+            tool_call_id="leak",
+            name="exec",
+            success=False,
+            content=f"error in {sandbox}/run.py; OPENAI_API_KEY={OPENAI_KEY}",
+        ),
+        Message(role="assistant", content=f"Saved to {project.resolve()}/data/out.md"),
+    ]
+    leaky.final_output = f"token {ENV_SECRET} stored under {home}"
+    leaky.metadata["error"] = f'Traceback: File "{sandbox}/x.py"'
+    write_trajectories(settings, trajectories)
+
+    export_stage(settings)
+    text = _exported_text(project / "data/sft")
+
+    for planted in (
+        OPENAI_KEY,
+        BEARER,
+        ENV_SECRET,
+        json.dumps(ENV_SECRET)[1:-1],
+        str(project.resolve()),
+        str(home),
+        str(sandbox),
+    ):
+        assert planted not in text, planted
+    assert "[REDACTED_API_KEY]" in text and "Bearer [REDACTED_TOKEN]" in text
+    assert SECRET_MARK in text
+    assert "<sandbox>/ep-1/workspace/run.py" in text and "~/notes.txt" in text
+    assert "<project>/data/out.md" in text
+    # Arguments stay valid JSON strings after redaction.
+    for line in (project / "data/sft/train.jsonl").read_text().splitlines():
+        for message in json.loads(line)["messages"]:
+            for call in message.get("tool_calls") or []:
+                json.loads(call["function"]["arguments"])
+
+
+def test_paths_are_replaced_only_at_path_boundaries() -> None:
+    redactor = build_redactor(project_dir="/srv/ise", environ={"HOME": "/root"})
+    assert redactor.text("see /root/x and /root.") == "see ~/x and ~."
+    assert (
+        redactor.text("/rootfs/a /srv/ise-old /srv/ise/b") == "/rootfs/a /srv/ise-old <project>/b"
+    )
+    assert (
+        redactor.text("/home/bob/srv/ise file:///srv/ise") == "/home/bob/srv/ise file://<project>"
+    )
+    # "/" as a home would match everything and mean nothing: it is ignored.
+    assert build_redactor(None, environ={"HOME": "/"}).text("/usr/bin") == "/usr/bin"
+
+
+def test_only_secret_looking_env_values_are_collected() -> None:
+    env = {
+        "MY_API_KEY": "abcdef123456",
+        "DB_PASSWORD": "hunter2hunter2",
+        "GITHUB_TOKEN": "short",  # too short to be worth replacing everywhere
+        "FEATURE_SECRET_ENABLED": "true",
+        "PATH": "/usr/bin:/bin",
+        "EDITOR": "vim-with-long-name",
+    }
+    assert secret_env_values(env) == ["hunter2hunter2", "abcdef123456"]
+    assert Redactor(secrets=["hunter2hunter2"]).text("pw=hunter2hunter2") == f"pw={SECRET_MARK}"

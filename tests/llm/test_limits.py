@@ -1,0 +1,107 @@
+"""Retry-After parsing, backoff, token buckets and the shared limiter registry."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from email.utils import formatdate
+
+from ise_core.llm.limits import (
+    MAX_RETRY_AFTER_S,
+    EndpointLimiter,
+    LimitSettings,
+    TokenBucket,
+    backoff_delay,
+    is_retryable_status,
+    parse_retry_after,
+    shared_limiter,
+)
+
+
+def test_retryable_statuses() -> None:
+    assert all(is_retryable_status(s) for s in (408, 409, 429, 500, 502, 503, 504, 599))
+    assert not any(is_retryable_status(s) for s in (400, 401, 403, 404, 413, 422))
+
+
+def test_parse_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0.25 ") == 0.25
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("99999") == MAX_RETRY_AFTER_S
+    now = time.time()
+    assert abs((parse_retry_after(formatdate(now + 30, usegmt=True), now=now) or 0) - 30) <= 1
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    for junk in (None, "", "soon", "nan"):
+        assert parse_retry_after(junk) is None
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    limits = LimitSettings(backoff_base_s=1.0, backoff_max_s=8.0)
+    rng = random.Random(0)
+    for index, ceiling in enumerate((1, 2, 4, 8, 8, 8)):
+        delays = [backoff_delay(index, limits, rng=rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert max(delays) - min(delays) > 0  # jitter
+    assert backoff_delay(0, limits, retry_after=30, rng=rng) >= 30
+    assert backoff_delay(0, limits, retry_after=30, rng=rng) <= 33
+
+
+def test_token_bucket_paces_and_settles() -> None:
+    bucket = TokenBucket(per_minute=600)  # 10/s, bursts of 60
+    assert bucket.capacity == 60
+    assert bucket.try_take(60) == 0.0
+    wait = bucket.try_take(5)
+    assert 0.4 < wait <= 0.5
+    bucket.adjust(-50)  # a refund after a smaller-than-estimated request
+    assert bucket.try_take(5) == 0.0
+    small = TokenBucket(per_minute=60)
+    assert small.try_take(10_000) == 0.0  # bigger than the burst: clamped, so it can go
+    assert small.try_take(10_000) > 0  # ... and the next one waits for the refill
+
+
+def test_requests_per_minute_spaces_requests() -> None:
+    limiter = EndpointLimiter("http://x/v1", "m", LimitSettings(requests_per_minute=600))
+
+    async def go() -> float:
+        started = time.monotonic()
+        for _ in range(66):  # 60 in the burst, 6 more at 10/s
+            async with limiter.slot():
+                pass
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.5
+
+
+def test_pause_holds_every_new_attempt() -> None:
+    limiter = EndpointLimiter("http://x/v1", "m", LimitSettings())
+
+    async def go() -> float:
+        limiter.pause(0.3)
+        started = time.monotonic()
+        async with limiter.slot():
+            return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.29
+
+
+def test_shared_limiter_is_per_endpoint_and_model() -> None:
+    limits = LimitSettings(max_in_flight=2)
+    a = shared_limiter("http://h/v1", "m", limits)
+    assert shared_limiter("http://h/v1/", "m", limits) is a
+    assert shared_limiter("http://h/v1", "n", limits) is not a
+    assert shared_limiter("http://other/v1", "m", limits) is not a
+    replaced = shared_limiter("http://h/v1", "m", LimitSettings(max_in_flight=3))
+    assert replaced is not a and replaced.limits.max_in_flight == 3
+
+
+def test_limiter_works_across_event_loops() -> None:
+    limiter = EndpointLimiter("http://x/v1", "m", LimitSettings(max_in_flight=1))
+
+    async def once() -> None:
+        async with limiter.slot():
+            await asyncio.sleep(0)
+
+    asyncio.run(once())
+    asyncio.run(once())  # a semaphore bound to the first loop would fail here
+    assert limiter.started == 2 and limiter.in_flight == 0
