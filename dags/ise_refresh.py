@@ -162,7 +162,12 @@ def ise_refresh() -> None:
     @task(
         pool=AIRFLOW.pool,
         max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
-        map_index_template="{{ intent_label }}",
+        # The intent id(s) name each instance: from its argument while it runs, then the
+        # label the task sets (short for a batch).
+        map_index_template=(
+            "{{ intent_label if intent_label is defined"
+            " else task.op_kwargs['intent_ids'] | join(', ') }}"
+        ),
     )
     def simulate(intent_ids: list[str]) -> dict[str, Any]:
         """Stage 2–3 for one intent (or batch): episodes in live workspaces; resumable."""

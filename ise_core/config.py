@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +163,10 @@ class WorkspaceSettings(Block):
     docker_image: str = "ise-workspace:latest"
     cpus: float = Field(1.0, gt=0, le=256)  # docker backend: CPU share of one container
     tmp_mb: int = Field(256, ge=16)  # size of the sandbox's private /tmp (memory-backed)
+    # local backend: what the workspace and process logs may hold together on the host disk;
+    # over it the running command is stopped and files cannot grow until some are deleted.
+    disk_quota_mb: int = Field(1024, ge=1)
+    max_files: int = Field(100_000, ge=10)  # local backend: files and folders, likewise
 
 
 class ScriptedShapeSettings(Block):
@@ -369,6 +374,23 @@ def settings_from_dict(
     return settings
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``safe_load`` that rejects a key given twice in one mapping: plain YAML keeps the last
+    one silently, so a second ``simulate:`` block would quietly replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key != "<<":
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_raw(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     source = Path(path)
     try:
@@ -380,7 +402,7 @@ def load_raw(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise ConfigError(f"{source}: cannot read params file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

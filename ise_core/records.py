@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -230,30 +232,22 @@ def canonical_json(value: Any) -> str:
 # --- atomic file I/O ----------------------------------------------------------------------
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file and rename: readers never see half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        # mkstemp creates 0600; datasets and cards are meant to be shared like any output.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{6})\.(\d+)-[^.]+\.tmp$")
+STALE_TEMP_AGE_S = 3600.0
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # The writer's host and pid in the name let a later run tell a dead writer's leftover
+    # from a live one's file (remove_stale_temp_files).
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{_HOST_TAG}.{os.getpid()}-", suffix=".tmp", dir=target.parent
+    )
     try:
+        # mkstemp creates 0600; datasets and cards are meant to be shared like any output.
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -264,6 +258,53 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
+    """Remove the temp files that killed writers left in ``folder``; returns how many.
+
+    A SIGKILL between an atomic write's temp file and its rename leaves
+    ``.<name>.<host>.<pid>-*.tmp`` behind, inside an output folder that DVC tracks. One whose
+    writer ran on this host and is gone is removed; so is any temp file older than an hour
+    (no write takes that long). Another host's live writer is never touched.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        match = _TEMP_NAME.match(entry.name)
+        try:
+            stale = (
+                match is not None
+                and match.group(1) == _HOST_TAG
+                and not _process_exists(int(match.group(2)))
+            ) or (now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_AGE_S)
+            if stale and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write UTF-8 text (``\n`` line endings, as given)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:

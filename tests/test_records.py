@@ -25,7 +25,9 @@ def test_jsonl_round_trip_is_exact(tmp_path: Path) -> None:
         Message(role="user", content="make a report"),
         Message(
             role="assistant",
-            tool_calls=[ToolCall(id="c1", function={"name": "exec", "arguments": '{"command": "ls"}'})],
+            tool_calls=[
+                ToolCall(id="c1", function={"name": "exec", "arguments": '{"command": "ls"}'})
+            ],
         ),
         Message(role="tool", tool_call_id="c1", name="exec", content="a.txt\n", success=True),
     ]
@@ -45,7 +47,7 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     path.write_text('{"role": "user"}\n\n{"role": "robot"}\n', "utf-8")
     with pytest.raises(InputError, match=r"m\.jsonl:3: field role"):
         read_jsonl(path, Message)
-    path.write_text('[1, 2]\n', "utf-8")
+    path.write_text("[1, 2]\n", "utf-8")
     with pytest.raises(InputError, match=r"m\.jsonl:1: expected a JSON object"):
         read_jsonl(path, Message)
     path.write_bytes(b'{"role": "user"}\n\xff\xfe\n')
@@ -78,7 +80,7 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path: Path) -> None:
 
 def test_read_json_reports_position(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
-    path.write_text("{\n  \"a\": 1,\n  oops\n}", "utf-8")
+    path.write_text('{\n  "a": 1,\n  oops\n}', "utf-8")
     with pytest.raises(InputError, match=r"s\.json:3: invalid JSON"):
         read_json(path)
 

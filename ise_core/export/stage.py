@@ -30,13 +30,19 @@ from ise_core.export.formats import (
 )
 from ise_core.export.plots import cooccurrence_png, histogram_png, vendi_curve_png
 from ise_core.export.redact import Redactor, build_redactor
-from ise_core.export.statistics import cooccurrence_rows, histogram_rows, sft_statistics
+from ise_core.export.statistics import (
+    DISTRIBUTIONS,
+    cooccurrence_rows,
+    histogram_rows,
+    sft_statistics,
+)
 from ise_core.records import (
     Trajectory,
     atomic_write_bytes,
     atomic_write_text,
     read_json,
     read_jsonl,
+    remove_stale_temp_files,
     write_json,
 )
 
@@ -119,14 +125,7 @@ def _write_plots(
             histogram_png(stats[name], title, name.replace("_", " "), published),
         )
         plots[title] = f"plots/{name}.png"
-    for name in (
-        "user_turns",
-        "dialogue_turns",
-        "tool_calls",
-        "distinct_tools",
-        "tool_errors",
-        "recovered_errors",
-    ):
+    for name in DISTRIBUTIONS:
         atomic_write_text(
             plots_dir / f"{name}.csv", _csv(histogram_rows(stats[name], name), [name, "count"])
         )
@@ -194,6 +193,8 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     traj_dir = settings.path(settings.simulate.out_dir)
     intents_dir = settings.path(settings.intents.out_dir)
     out_dir = settings.path(settings.export.out_dir)
+    for folder in (out_dir, out_dir / "plots", out_dir / "sharegpt", out_dir / "parquet"):
+        remove_stale_temp_files(folder)  # left by an export that was killed mid-write
     source = traj_dir / "trajectories.jsonl"
     trajectories = read_jsonl(source, Trajectory)
 

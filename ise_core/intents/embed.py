@@ -333,7 +333,8 @@ class EmbeddingStore:
 
 
 def text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
+    """The cache key of a text: sha256 of its exact UTF-8 bytes (no normalisation)."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
 
 
 # --- embedding ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ise_core.records import (
     Intent,
     canonical_json,
     normalize_text,
+    remove_stale_temp_files,
     text_hash,
     write_json,
     write_jsonl,
@@ -77,6 +78,7 @@ def run_intents_stage(
     """Run stage 1 end to end and return its stats (also written to stats.json)."""
     started = time.perf_counter()
     out_dir = settings.path(settings.intents.out_dir)
+    remove_stale_temp_files(out_dir)  # left by a run that was killed mid-write
     taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))
 
     samples = sample_intents(taxonomy, settings.intents, settings.seed)

@@ -79,8 +79,9 @@ def _int(value: Any) -> int:
 
 def stored_reply(body: Any) -> dict[str, Any]:
     """The part of a completion body worth keeping (and caching)."""
-    if not isinstance(body, dict):
-        return {"message": None, "finish_reason": None, "usage": {}, "model": None}
+    if not isinstance(body, dict):  # e.g. a proxy's JSON string: no message, no usage
+        none = {"prompt_tokens": 0, "completion_tokens": 0}
+        return {"message": None, "finish_reason": None, "usage": none, "model": None}
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = choice.get("message") if isinstance(choice, dict) else None

@@ -39,6 +39,7 @@ from ise_core.records import (
     Trajectory,
     read_json,
     read_jsonl,
+    remove_stale_temp_files,
     validate_record,
     write_json,
     write_jsonl,
@@ -139,12 +140,20 @@ def load_intents(settings: Settings) -> list[Intent]:
     if not path.exists():
         raise InputError(f"{path}: intents file not found (run `ise intents` first)")
     intents = read_jsonl(path, Intent)
+    first_line: dict[str, int] = {}
     for lineno, intent in enumerate(intents, start=1):
         if not _SAFE_ID.match(intent.id):
             raise InputError(
                 f"{path}:{lineno}: field id: {intent.id!r} cannot name an episode file "
                 "(expected letters, digits, '_', '.', '-')"
             )
+        if intent.id in first_line:
+            # Two intents would share (and overwrite) one episode file.
+            raise InputError(
+                f"{path}:{lineno}: field id: {intent.id!r} is already the id of line "
+                f"{first_line[intent.id]} (each intent needs its own id)"
+            )
+        first_line[intent.id] = lineno
     return intents
 
 
@@ -232,6 +241,13 @@ async def _simulate_one(
         await asyncio.to_thread(workspace.close)
 
 
+def _write_episode_files(
+    settings: Settings, timing_dir: Path, trajectory: Trajectory, timing: dict[str, Any]
+) -> None:
+    write_json(timing_dir / f"{trajectory.intent_id}.json", timing)
+    write_json(episode_path(settings, trajectory.intent_id), trajectory.model_dump(mode="json"))
+
+
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -269,6 +285,8 @@ async def simulate_async(
     episodes_dir, timing_dir = out / "episodes", out / "timing"
     episodes_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_files(episodes_dir)
+    for folder in (episodes_dir, timing_dir):  # and what killed runs of this host left
+        remove_stale_temp_files(folder)
     report = SimulateReport(
         n_intents=len(intents),
         n_selected=len(intents_selected),
@@ -319,8 +337,14 @@ async def simulate_async(
                 stop.set()
                 return
             trajectory = result.trajectory
-            write_json(timing_dir / f"{intent.id}.json", result.timing)
-            write_json(episode_path(settings, intent.id), trajectory.model_dump(mode="json"))
+            timing = dict(result.timing)
+            if accountant is not None:
+                # Requests, retries, failures and cache hits depend on the endpoint's day, not
+                # on the params: they live beside the timings, not in the episode.
+                timing["llm"] = accountant.pop_episode(intent.id)
+            # Serialised and written (with fsync) in a worker thread, so the event loop keeps
+            # serving the other episodes' requests meanwhile.
+            await asyncio.to_thread(_write_episode_files, settings, timing_dir, trajectory, timing)
             report.n_run += 1
             if trajectory.status == "kept":
                 report.n_kept += 1
@@ -474,6 +498,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     """
     out = trajectories_dir(settings)
     episodes_dir = out / "episodes"
+    remove_stale_temp_files(out)  # left by a collect that was killed mid-write
     if not episodes_dir.is_dir():
         raise InputError(f"{episodes_dir}: episodes folder not found (run `ise simulate` first)")
     fp = simulate_fingerprint(settings)
@@ -503,12 +528,29 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
             "n_stale": stale,
         },
     )
+    stats["llm_usage"].update(_request_counts(out / "timing", [e.intent_id for e in current]))
     write_json(out / "stats.json", stats)
     write_json(out / "timing.json", _timing_summary(out / "timing", [e.intent_id for e in current]))
     return stats
 
 
-def _timing_summary(folder: Path, ids: Sequence[str]) -> dict[str, Any]:
+REQUEST_COUNTS = ("requests", "retries", "failures", "malformed", "cache_hits")
+
+
+def _request_counts(folder: Path, ids: Sequence[str]) -> dict[str, int]:
+    """LLM requests, retries, failures, malformed replies and cache hits of the episodes,
+    from the records written beside their timings."""
+    totals = dict.fromkeys(REQUEST_COUNTS, 0)
+    for row in _timing_rows(folder, ids):
+        llm = row.get("llm")
+        if isinstance(llm, dict):
+            for key in REQUEST_COUNTS:
+                value = llm.get(key, 0)
+                totals[key] += value if isinstance(value, int) else 0
+    return totals
+
+
+def _timing_rows(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for intent_id in ids:
         path = folder / f"{intent_id}.json"
@@ -519,6 +561,11 @@ def _timing_summary(folder: Path, ids: Sequence[str]) -> dict[str, Any]:
                 continue
             if isinstance(data, dict):
                 rows.append(data)
+    return rows
+
+
+def _timing_summary(folder: Path, ids: Sequence[str]) -> dict[str, Any]:
+    rows = _timing_rows(folder, ids)
     summary: dict[str, Any] = {"n_episodes": len(rows)}
     for key in ("wall_s", "open_s", "user_llm_s", "agent_llm_s", "tool_s", "checks_s"):
         summary[key] = summarize(float(r.get(key, 0.0)) for r in rows)

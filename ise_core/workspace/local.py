@@ -10,10 +10,15 @@ namespaces, a read-only root, an empty environment but PATH, HOME, LANG and USER
 
 Each ``exec`` is one request to the supervisor, which forks ``/bin/sh -c`` in a new session,
 enforces the wall-clock timeout by killing the process group, and returns the output cut to
-the limit. A per-command CPU limit and the shared limits on address space, processes and file
-size are rlimits. Because commands share one PID and network namespace, a server started with
-the ``process`` tool is reachable from later commands, as on a real machine. Closing the
-control pipe ends the supervisor, and the kernel kills whatever is left in the namespace.
+the limit. A per-command CPU limit and the per-process limits on memory (data segment and,
+4x larger, address space), processes and file size are rlimits. Where a writable cgroup pids
+controller exists the sandbox also gets its own cgroup capping its processes and total memory;
+when the pipeline runs as root that cgroup is required, because root is exempt from
+RLIMIT_NPROC (see ``cgroups.py``).
+
+Because commands share one PID and network namespace, a server started with the ``process``
+tool is reachable from later commands, as on a real machine. Closing the control pipe ends
+the supervisor, and the kernel kills whatever is left in the namespace.
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ import functools
 import json
 import marshal
 import os
+import queue
 import select
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ise_core.errors import BackendError
+from ise_core.workspace import cgroups
 from ise_core.workspace.base import ExecOutcome
 from ise_core.workspace.session import (
     SANDBOX_PROCS,
@@ -40,6 +49,8 @@ from ise_core.workspace.session import (
     SandboxWorkspace,
 )
 
+T = TypeVar("T")
+JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_HOSTNAME = "workspace"
@@ -71,6 +82,12 @@ PASSWD = (
 )
 GROUP = f"root:x:0:\nagent:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"
 HOSTS = f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost\n"
+ETC_FILES = (
+    ("passwd", PASSWD),
+    ("group", GROUP),
+    ("hosts", HOSTS),
+    ("hostname", SANDBOX_HOSTNAME + "\n"),
+)
 
 
 def _python_in_sandbox() -> str:
@@ -129,6 +146,52 @@ def bwrap_features() -> tuple[str, bool]:
     return path, disable_userns
 
 
+_keeper_jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+_keeper_lock = threading.Lock()
+_keeper: threading.Thread | None = None
+
+
+def _keeper_loop() -> None:
+    while True:
+        job, future = _keeper_jobs.get()
+        try:
+            future.set_result(job())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+
+def on_keeper_thread(job: Callable[[], T]) -> T:
+    """Run ``job`` (starting bwrap) on one thread that lives as long as the process.
+
+    ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread* that forked bwrap
+    ends, not the process: a workspace opened from a short-lived worker thread would lose its
+    sandbox when that thread finished. Forking from a thread that never ends ties the sandbox
+    to the process alone.
+    """
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None or not _keeper.is_alive():
+            _keeper = threading.Thread(target=_keeper_loop, name="ise-sandbox-keeper", daemon=True)
+            _keeper.start()
+    if threading.current_thread() is _keeper:
+        return job()
+    future: Future[T] = Future()
+    _keeper_jobs.put((job, future))
+    return future.result()
+
+
+def _process_cap_problem() -> str | None:
+    """Why the sandbox's process count could not be capped here, or None when it can."""
+    if os.geteuid() != 0 or cgroups.available():
+        return None
+    return (
+        "local workspace backend: running as root, and root is exempt from RLIMIT_NPROC, so "
+        "only a cgroup can cap the sandbox's processes (a fork bomb would take the machine "
+        "down), but no writable cgroup pids controller was found under /sys/fs/cgroup. Run "
+        "as a regular user, give this process a writable pids cgroup, or use a Docker engine."
+    )
+
+
 def local_available() -> tuple[bool, str]:
     """Whether the local backend can run here, and why not."""
     try:
@@ -136,6 +199,9 @@ def local_available() -> tuple[bool, str]:
         _python_in_sandbox()
     except BackendError as exc:
         return False, str(exc)
+    problem = _process_cap_problem()
+    if problem is not None:
+        return False, problem
     return True, "bubblewrap works"
 
 
@@ -147,13 +213,14 @@ class LocalWorkspace(SandboxWorkspace):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._cgroup: cgroups.SandboxCgroup | None = None
         self._buffer = b""
         self._lock = threading.Lock()
 
-    def bwrap_argv(self) -> list[str]:
+    def bwrap_argv(self, data_args: list[str]) -> list[str]:
+        """The bwrap command line; ``data_args`` bind the synthetic /etc files."""
         bwrap, disable_userns = bwrap_features()
         settings = self.settings
-        etc = self.session_dir / "etc"
         args = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
         args.append("--as-pid-1")
         args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
@@ -163,8 +230,7 @@ class LocalWorkspace(SandboxWorkspace):
         args += ["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", SANDBOX_ROOT]
         args += ["--setenv", "LANG", "C.UTF-8", "--setenv", "USER", "agent"]
         args += _filesystem_args()
-        for name in ("passwd", "group", "hosts", "hostname"):
-            args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+        args += data_args
         args += ["--proc", "/proc", "--dev", "/dev", "--size", str(settings.tmp_mb << 20)]
         args += ["--tmpfs", "/tmp", "--bind", str(self.workspace_dir), SANDBOX_ROOT]
         args += ["--bind", str(self.procs_dir), SANDBOX_PROCS]
@@ -176,6 +242,9 @@ class LocalWorkspace(SandboxWorkspace):
             "memory_mb": settings.memory_mb,
             "max_processes": settings.max_processes,
             "max_file_mb": settings.max_file_mb,
+            "disk_quota_mb": settings.disk_quota_mb,
+            "max_files": settings.max_files,
+            "watch": [SANDBOX_ROOT, SANDBOX_PROCS],
         }
         encoded = marshal.dumps(config, MARSHAL_VERSION).hex()
         args += ["--", _python_in_sandbox(), "-I", "-S", SUPERVISOR_IN_SANDBOX, encoded]
@@ -183,44 +252,91 @@ class LocalWorkspace(SandboxWorkspace):
 
     # --- backend primitives ------------------------------------------------------------------
 
-    def _start(self) -> None:
-        etc = self.session_dir / "etc"
-        etc.mkdir(exist_ok=True)
-        for name, text in (
-            ("passwd", PASSWD),
-            ("group", GROUP),
-            ("hosts", HOSTS),
-            ("hostname", SANDBOX_HOSTNAME + "\n"),
-        ):
-            (etc / name).write_text(text, encoding="ascii")
-        argv = self.bwrap_argv()
-        log = open(self.session_dir / "bwrap.log", "wb")  # noqa: SIM115 (kept by the child)
+    def _join_cgroup(self, argv: list[str]) -> list[str]:
+        """Wrap ``argv`` so it starts inside a fresh cgroup of this sandbox (when there is one)."""
+        problem = _process_cap_problem()
+        if problem is not None:
+            raise BackendError(problem)
+        if not cgroups.available():
+            return argv
         try:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                close_fds=True,
-                start_new_session=True,
-                env={"PATH": SANDBOX_PATH},
+            self._cgroup = cgroups.SandboxCgroup.create(
+                self.session_id,
+                max_processes=self.settings.max_processes,
+                memory_bytes=self.settings.memory_mb << 20,
+            )
+        except OSError as exc:
+            raise BackendError(f"local workspace backend: cannot create a cgroup: {exc}") from None
+        # The shell moves itself into the cgroup, then becomes bwrap: nothing forks before.
+        return ["/bin/sh", "-c", JOIN_CGROUP, "sh", *self._cgroup.procs_files, "--", *argv]
+
+    def _start(self) -> None:
+        # The synthetic /etc files travel through pipes (--ro-bind-data): nothing on disk.
+        pipes: list[int] = []
+        data_args: list[str] = []
+        try:
+            for name, text in ETC_FILES:
+                read_end, write_end = os.pipe()
+                os.write(write_end, text.encode("ascii"))  # far below a pipe's buffer
+                os.close(write_end)
+                pipes.append(read_end)
+                data_args += ["--ro-bind-data", str(read_end), f"/etc/{name}"]
+            argv = self._join_cgroup(self.bwrap_argv(data_args))
+            self._proc = on_keeper_thread(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,  # read only if the start fails; PID 1 never writes
+                    pass_fds=pipes,
+                    start_new_session=True,
+                    env={"PATH": SANDBOX_PATH},
+                )
             )
         finally:
-            log.close()
+            for fd in pipes:
+                os.close(fd)
         self._buffer = b""
         try:
             hello = self._read_reply(time.monotonic() + START_TIMEOUT_S, 4096)
         except SandboxDied as exc:
-            detail = (self.session_dir / "bwrap.log").read_text(errors="replace").strip()
-            self._stop()
+            proc = self._proc
+            self._kill_sandbox_keep_stderr()
+            detail = b""
+            if proc is not None and proc.stderr is not None:
+                detail = proc.stderr.read()[-500:]
+                proc.stderr.close()
             raise BackendError(
-                f"local workspace backend: the sandbox did not start ({exc}): {detail[-500:]}"
+                f"local workspace backend: the sandbox did not start ({exc}): "
+                f"{detail.decode(errors='replace').strip()}"
             ) from None
         if not hello.get("ready"):
             self._stop()
             raise BackendError(f"local workspace backend: unexpected greeting {hello!r}")
 
+    def _kill_sandbox_keep_stderr(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        self._remove_cgroup()
+
     def _stop(self) -> None:
+        try:
+            self._stop_process()
+        finally:
+            self._remove_cgroup()
+
+    def _remove_cgroup(self) -> None:
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            cgroup.remove()
+
+    def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -235,8 +351,9 @@ class LocalWorkspace(SandboxWorkspace):
             proc.kill()
             proc.wait()
         finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
 
     def _request(self, payload: dict[str, Any], *, timeout_s: float, max_bytes: int) -> Any:
         with self._lock:
@@ -264,10 +381,11 @@ class LocalWorkspace(SandboxWorkspace):
         if proc is not None:
             proc.kill()
             proc.wait()
-            for stream in (proc.stdin, proc.stdout):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
+        self._remove_cgroup()
 
     def _read_reply(self, deadline: float, max_bytes: int) -> dict[str, Any]:
         proc = self._proc

@@ -132,6 +132,7 @@ def reap(settings: WorkspaceSettings, base_dir: Path, *, include_docker: bool = 
                     report.errors.append(f"cannot kill bwrap {pid}: {exc}")
                     continue
             report.processes.append(pid)
+    _reap_cgroups(root, orphaned, report)
     for directory in orphaned:
         shutil.rmtree(directory, ignore_errors=True)
         if directory.exists():
@@ -141,6 +142,33 @@ def reap(settings: WorkspaceSettings, base_dir: Path, *, include_docker: bool = 
     if include_docker:
         _reap_containers(report)
     return report
+
+
+def _reap_cgroups(root: Path, orphaned: list[Path], report: ReapReport) -> None:
+    """Empty and remove the cgroups of orphaned (or vanished) local sandboxes."""
+    from ise_core.workspace import cgroups
+
+    orphaned_names = {d.name for d in orphaned}
+    for group_dir in cgroups.stale_directories():
+        session_dir = root / group_dir.name
+        if group_dir.name not in orphaned_names and session_dir.exists():
+            continue  # a live session (or one of another root): leave it
+        if not session_dir.exists() and time.time() - group_dir.stat().st_mtime < 60:
+            continue  # possibly a session of another run with a different root, just starting
+        try:
+            pids = [int(p) for p in (group_dir / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                report.processes.append(pid)
+            except OSError:
+                continue
+        group = cgroups.SandboxCgroup([group_dir])
+        group.remove()
+        if group.directories:
+            report.errors.append(f"cannot remove cgroup {group_dir}")
 
 
 def _reap_containers(report: ReapReport) -> None:

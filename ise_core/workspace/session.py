@@ -203,8 +203,18 @@ class SandboxWorkspace:
         if self._closed:
             raise BackendError(f"workspace {self.session_id} is closed; open a new one")
         if not self._opened:
-            self.workspace_dir.mkdir(parents=True, exist_ok=False)
-            self.procs_dir.mkdir()
+            try:
+                self.workspace_dir.mkdir(parents=True, exist_ok=False)
+                self.procs_dir.mkdir()
+            except FileExistsError:
+                raise BackendError(
+                    f"{self.session_dir} already exists: session id {self.session_id!r} is in use"
+                ) from None
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot create the workspace under {self.root_dir} "
+                    f"(params key 'workspace.root'): {exc}"
+                ) from None
             owner = self._file_owner()
             if owner is not None:
                 for directory in (self.workspace_dir, self.procs_dir):
@@ -229,6 +239,7 @@ class SandboxWorkspace:
         except SandboxDied:
             self._needs_restart = True
         self.processes.clear()
+        self._process_counter = 0  # a reset episode numbers its processes from p1 again
         self.files.clear()
         self.procs.clear()
         self._populate(fixtures, persona)
@@ -290,14 +301,7 @@ class SandboxWorkspace:
     def run_command(
         self, command: str, *, timeout_s: float, workdir: str | None = None
     ) -> ExecOutcome:
-        cwd = self.sandbox_path(workdir)
-        if self._needs_restart:
-            self._restart()
-        try:
-            return self._exec(command, timeout_s=timeout_s, cwd=cwd)
-        except SandboxDied:
-            self._needs_restart = True
-            raise
+        return self._exec(command, timeout_s=timeout_s, cwd=self.sandbox_path(workdir))
 
     def start_process(self, command: str, workdir: str | None = None) -> ProcessInfo:
         cwd = self.sandbox_path(workdir)
@@ -340,23 +344,35 @@ class SandboxWorkspace:
             return ToolResult(ok=False, content=f"Error: unknown tool {name!r} (tools: {known})")
         started = time.perf_counter()
         try:
+            self._ensure_running()
             return invoke(spec, self, arguments)
         except FileAccessError as exc:
             message = f"Error: {exc}"
         except SandboxDied as exc:
+            self._needs_restart = True
             message = (
                 f"Error: the sandbox stopped ({exc}); it is restarted with the files kept, "
                 "background processes are gone"
             )
         return ToolResult(ok=False, content=message, duration_s=time.perf_counter() - started)
 
+    def _ensure_running(self) -> None:
+        """Restart a sandbox that died (its files survive in the session directory)."""
+        if self._needs_restart:
+            try:
+                self._restart()
+            except BackendError as exc:
+                raise SandboxDied(f"restart failed: {exc}") from None
+
     def run_check(self, check: Check) -> CheckResult:
         self._require_open()
         if check.kind == "command_succeeds":
             assert check.command is not None
             try:
+                self._ensure_running()
                 outcome = self.run_command(check.command, timeout_s=self.settings.call_timeout_s)
             except SandboxDied as exc:
+                self._needs_restart = True
                 return CheckResult(check=check, passed=False, detail=f"sandbox stopped: {exc}")
             passed = outcome.exit_code == 0
             detail = (

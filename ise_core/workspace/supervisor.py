@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # typing costs an import at start-up; annotations only need i
     from typing import Any
 
 AS_HEADROOM = 4  # address-space limit as a multiple of the memory limit
+QUOTA_POLL_S = 0.2  # how often the disk use is measured while a command runs
+IDLE_POLL_S = 1.0  # ... and while only background processes run
+MAX_ENTRIES = 100_000  # files and folders the watched folders may hold, unless configured
 EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
 
 
@@ -81,12 +84,52 @@ class HeadTailBuffer:
         )
 
 
+def disk_usage(roots: list[str], max_entries: int) -> tuple[int, int]:
+    """(bytes allocated, entries) under ``roots``; stops counting past ``max_entries``.
+
+    Allocated blocks, not apparent sizes: a sparse file costs what it occupies, and a file
+    with several hard links is counted once.
+    """
+    total = entries = 0
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack and entries <= max_entries:
+        try:
+            listing = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                entries += 1
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if info.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
+                    if info.st_ino in seen:
+                        continue
+                    seen.add(info.st_ino)
+                total += info.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total, entries
+
+
 class Supervisor:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.spawned: dict[str, int] = {}  # background id -> pid (== its process group)
         self.spawned_exit: dict[str, int] = {}
         self.stdin_buffer = b""
+        # The workspace quota: the host's workspace folder is a plain directory, so the
+        # sandbox measures it. Over quota, the running command is stopped and later commands
+        # get a file-size limit of 0 (a full disk: files can shrink, not grow) until enough
+        # is deleted.
+        self.quota = int(config.get("disk_quota_mb") or 0) * 1024 * 1024
+        self.watched = [str(p) for p in config.get("watch") or ()]
+        self.max_entries = int(config.get("max_files") or MAX_ENTRIES)
+        self.disk_full = False
+        self.scan_s = 0.0  # how long measuring the disk use took last time
 
     # --- child processes ---------------------------------------------------------------------
 
@@ -102,6 +145,9 @@ class Supervisor:
                 os.closerange(3, 65536)
                 cpu = int(self.config["cpu_seconds"])  # per command, not for PID 1 itself
                 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+                if self.disk_full:  # writes fail with "File too large" instead of killing
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 try:
@@ -127,6 +173,35 @@ class Supervisor:
                 if proc_pid == pid:
                     self.spawned_exit[proc_id] = os.waitstatus_to_exitcode(status)
 
+    def quota_problem(self) -> str | None:
+        """Why the watched folders are over quota (and mark the disk full), or None."""
+        if not self.quota or not self.watched:
+            return None
+        scan_started = time.monotonic()
+        used, entries = disk_usage(self.watched, self.max_entries)
+        self.scan_s = time.monotonic() - scan_started
+        mb, quota_mb = used // (1024 * 1024), self.quota // (1024 * 1024)
+        if entries > self.max_entries:
+            problem = f"more than {self.max_entries} files and folders"
+        elif used > self.quota:
+            problem = f"{mb} MB used of {quota_mb} MB"
+        else:
+            self.disk_full = False
+            return None
+        self.disk_full = True
+        return f"workspace quota exceeded ({problem}): files cannot grow until some are deleted"
+
+    def stop_background_over_quota(self) -> None:
+        """Between requests: stop background processes that fill the disk."""
+        self.reap()
+        running = [i for i in self.spawned if i not in self.spawned_exit]
+        if not running or self.quota_problem() is None:
+            return
+        for proc_id in running:
+            self._kill_group(self.spawned[proc_id])
+        time.sleep(0.005)
+        self.reap()
+
     @staticmethod
     def _exit_code(status: int) -> int:
         code = os.waitstatus_to_exitcode(status)
@@ -140,6 +215,8 @@ class Supervisor:
 
     def op_exec(self, req: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
+        if self.disk_full:
+            self.quota_problem()  # files deleted since (e.g. by the host's file tools)?
         read_fd, write_fd = os.pipe()
         pid = self._fork(str(req["cmd"]), str(req.get("cwd") or "."), write_fd)
         os.close(write_fd)
@@ -150,6 +227,11 @@ class Supervisor:
         exit_seen_at: float | None = None
         timed_out = False
         eof = False
+        quota_note = None
+        # A command started on a full disk cannot grow files (see _fork): it is not stopped,
+        # so that deleting thousands of files may take its time.
+        watch_quota = bool(self.quota) and not self.disk_full
+        next_quota_check = started + QUOTA_POLL_S
         try:
             while True:
                 now = time.monotonic()
@@ -157,6 +239,14 @@ class Supervisor:
                 if remaining <= 0:
                     timed_out = True
                     break
+                if watch_quota and now >= next_quota_check and exit_seen_at is None:
+                    quota_note = self.quota_problem()
+                    if quota_note is not None:
+                        break
+                    # Measuring a huge tree takes a while: never spend over ~20% on it.
+                    next_quota_check = now + max(QUOTA_POLL_S, 4 * self.scan_s)
+                if watch_quota and exit_seen_at is None:
+                    remaining = min(remaining, max(0.0, next_quota_check - now))
                 if exit_seen_at is not None:
                     grace = exit_seen_at + EXIT_GRACE_S - now
                     if eof or grace <= 0:
@@ -178,14 +268,20 @@ class Supervisor:
                 if pidfd in ready:
                     exit_seen_at = time.monotonic()
         finally:
-            if timed_out:
+            if timed_out or quota_note is not None:
                 self._kill_group(pid)
             os.close(read_fd)
             os.close(pidfd)
         _, status = os.waitpid(pid, 0)
+        stopped = "the command was stopped: " if quota_note is not None else ""
+        if quota_note is None and self.quota:
+            quota_note = self.quota_problem()
+        output = buffer.text()
+        if quota_note is not None:
+            output += f"\n[{stopped}{quota_note}]\n"
         return {
             "exit_code": None if timed_out else self._exit_code(status),
-            "output": buffer.text(),
+            "output": output,
             "truncated": buffer.truncated,
             "timed_out": timed_out,
             "total_bytes": buffer.total,
@@ -194,12 +290,15 @@ class Supervisor:
 
     def op_spawn(self, req: dict[str, Any]) -> dict[str, Any]:
         proc_id = str(req["id"])
+        if self.disk_full:
+            self.quota_problem()
         log_fd = os.open(str(req["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW)
         try:
             pid = self._fork(str(req["cmd"]), str(req.get("cwd") or "."), log_fd)
         finally:
             os.close(log_fd)
         self.spawned[proc_id] = pid
+        self.spawned_exit.pop(proc_id, None)  # ids restart after a reset
         return {"pid": pid}
 
     def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +320,8 @@ class Supervisor:
             pass
         time.sleep(0.01)
         self.reap()
+        self.spawned.clear()
+        self.spawned_exit.clear()
         return {}
 
     def op_ping(self, _req: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +359,11 @@ class Supervisor:
         }
         write({"ready": True, "pid": os.getpid()})
         while True:
+            while self.quota and not self.stdin_buffer and self.spawned:
+                ready, _, _ = select.select([0], [], [], IDLE_POLL_S)
+                if ready:
+                    break
+                self.stop_background_over_quota()
             request = self.read_request()
             if request is None:
                 return  # the host closed the pipe: exiting tears the whole sandbox down

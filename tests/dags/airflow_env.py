@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
+
+
+def airflow_project() -> Path:
+    """An empty project folder at the one path every Airflow run of the session uses.
+
+    Asset names are fixed (``ise_intents`` ...) and Airflow keeps one URI per name: runs on
+    projects at different paths in one metadata database would re-point them between runs.
+    """
+    folder = AIRFLOW_HOME / "project"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
 
 
 def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,3 @@ def airflow_db() -> Path:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         marker.touch()
     return AIRFLOW_HOME
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    """An empty project directory (params.yaml and data/ go here)."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    yield folder

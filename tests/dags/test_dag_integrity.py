@@ -73,7 +73,7 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     assert isinstance(simulate, MappedOperator)
     assert simulate.pool == "ise_llm"
     assert simulate.max_active_tis_per_dag == 4
-    assert "intent_label" in simulate.map_index_template
+    assert simulate.map_index_template == "{{ intent_label }}"
     assert dag.get_task("intents").pool == "ise_llm"
     assert dag.get_task("collect").trigger_rule == "none_failed"
 

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dags.airflow_env import BIN, REPO, run_dag_test, states, subprocess_env, tiny_params
+from tests.dags.airflow_env import (
+    BIN,
+    REPO,
+    airflow_project,
+    run_dag_test,
+    states,
+    subprocess_env,
+    tiny_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +85,7 @@ def _same_content(left: Path, right: Path) -> bool:
 def test_whole_dag_matches_the_cli_one_instance_per_intent(
     airflow_db: Path, tmp_path: Path
 ) -> None:
-    dag_project, cli_project = tmp_path / "dag", tmp_path / "cli"
+    dag_project, cli_project = airflow_project(), tmp_path / "cli"
     dag_params, cli_params = tiny_params(dag_project), tiny_params(cli_project)
     _make_dvc_project(dag_project)
     # `ise run` on the same params, at the same time (same code, same machine).
@@ -133,7 +141,7 @@ def test_failing_gate_fails_its_task_and_nothing_downstream_runs(
 ) -> None:
     # Retries are on: a failed gate must not be retried (a retry cannot change its verdict).
     params = tiny_params(
-        tmp_path / "project",
+        airflow_project(),
         # Vendi of n intents is below n unless they are orthogonal: this cannot hold.
         gates={"intents": {"min_vendi_score": 1000.0, "min_vendi_share": 1.0}},
         airflow={"retries": 2, "retry_delay_s": 1},
@@ -145,15 +153,15 @@ def test_failing_gate_fails_its_task_and_nothing_downstream_runs(
     assert by_task["gate_intents"] == ["failed"]
     for task_id in DOWNSTREAM_OF_INTENTS[1:]:
         assert by_task[task_id] == ["upstream_failed"], (task_id, by_task)
-    assert "gate intents failed" in log
+    assert "gate intents failed" in log, log[-5000:]
     # The gate's readable report (which expectation, what was expected) is in the task's log.
     report = log.split("AirflowFailException: gate intents failed", 1)[-1]
     assert "FAILED" in report and "expected" in report
-    assert not (tmp_path / "project/data/trajectories").exists()
+    assert not (params.parent / "data/trajectories").exists()
 
 
 def test_bad_run_conf_fails_the_first_task_with_the_key(airflow_db: Path, tmp_path: Path) -> None:
-    params = tiny_params(tmp_path / "project")
+    params = tiny_params(airflow_project())
     result, log = run_dag_test(params, conf={"intent_count": 0})
     by_task = states(result)
     assert result["state"] == "failed"
@@ -162,4 +170,4 @@ def test_bad_run_conf_fails_the_first_task_with_the_key(airflow_db: Path, tmp_pa
         assert by_task[task_id] == ["upstream_failed"], (task_id, by_task)
     assert "intents.count" in log
     assert "the run's conf was {'intent_count': 0}" in log
-    assert not (tmp_path / "project/data").exists()
+    assert not (params.parent / "data").exists()

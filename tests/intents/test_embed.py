@@ -113,6 +113,12 @@ def test_store_write_is_all_or_nothing(tmp_path: Path) -> None:
             store.put(keys[:3], vectors[:2])
 
 
+def test_unreadable_cache_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "m.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BackendError, match=r"m\.sqlite: embedding cache is unreadable"):
+        EmbeddingStore(tmp_path, "m")
+
+
 def _write_rows(cache_dir: str, first: int, count: int) -> None:
     with EmbeddingStore(Path(cache_dir), "m") as store:
         for start in range(first, first + count, 50):

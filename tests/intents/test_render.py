@@ -62,9 +62,7 @@ def samples(taxonomy: Taxonomy) -> list[IntentSample]:
 
 @pytest.fixture(scope="module")
 def rendered(samples: list[IntentSample]) -> list[Intent]:
-    outcome = asyncio.run(
-        render_intents(samples, ScriptedChat("writer", seed=7), max_attempts=3)
-    )
+    outcome = asyncio.run(render_intents(samples, ScriptedChat("writer", seed=7), max_attempts=3))
     assert outcome.rejected == []
     return outcome.intents
 
@@ -165,9 +163,19 @@ def test_every_phrase_bank_slot_is_known(samples: list[IntentSample]) -> None:
     draft = Draft(sample=samples[0].model_dump(mode="json"), rng=random.Random(0), bank=phrases())
     invent_slots(draft)
     runtime = {
-        "tasks": "x", "tasks_all": "x", "deliverables": "x", "fixture": "x", "path": "x",
-        "command": "x", "text": "x", "a": "x", "b": "x", "head": "x", "last": "x",
-        "proj": "x", "stem": "x",
+        "tasks": "x",
+        "tasks_all": "x",
+        "deliverables": "x",
+        "fixture": "x",
+        "path": "x",
+        "command": "x",
+        "text": "x",
+        "a": "x",
+        "b": "x",
+        "head": "x",
+        "last": "x",
+        "proj": "x",
+        "stem": "x",
     }
     draft.slots.update(runtime)
 
@@ -222,8 +230,10 @@ def test_parse_tolerates_a_json_fence_and_surrounding_prose() -> None:
         (json.dumps({k: v for k, v in VALID_SPEC.items() if k != "goal"}), "goal"),
         (json.dumps({**VALID_SPEC, "mood": "happy"}), "mood"),
         (json.dumps({**VALID_SPEC, "checks": [{"kind": "file_contains", "path": "a"}]}), "text"),
-        (json.dumps({**VALID_SPEC, "checks": [{"kind": "file_exists", "path": "/etc/x"}]}),
-         "relative"),
+        (
+            json.dumps({**VALID_SPEC, "checks": [{"kind": "file_exists", "path": "/etc/x"}]}),
+            "relative",
+        ),
         (json.dumps({**VALID_SPEC, "fixtures": [{"path": "../x", "content": "y"}]}), "relative"),
     ],
 )

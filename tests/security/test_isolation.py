@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.workspace import SandboxWorkspace
+from ise_core.workspace import SandboxWorkspace, cgroups
 from ise_core.workspace.docker_backend import docker_client
 from tests.workspace.fixtures import WorkspaceFactory
 
@@ -246,6 +246,7 @@ def test_nothing_remains_after_close(workspace_factory: WorkspaceFactory, backen
     assert _processes_mentioning(str(session_dir)) == []
     assert not session_dir.exists()
     assert str(session_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert [d for d in cgroups.stale_directories() if d.name == session_dir.name] == []
     if container is not None:
         client = docker_client()
         assert [c.id for c in client.containers.list(all=True) if c.id == container] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -13,40 +12,15 @@ import yaml
 from ise_core.config import load_settings
 from ise_core.records import Check
 from ise_core.simulate.stage import collect_stage, episode_path, simulate_stage
-from tests.fakes.openai_server import FakeOpenAIServer, Faults, completion, tool_call
+from tests.fakes.both_roles import BothRoles
+from tests.fakes.openai_server import FakeOpenAIServer, Faults
 from tests.simulate.helpers import REPO, local_sandbox_reason, make_intent, write_intents
 
 pytestmark = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
 
 
-def _is_user_simulator(request: dict[str, Any]) -> bool:
-    system = (request.get("messages") or [{}])[0].get("content") or ""
-    return "You are NOT an assistant" in system
-
-
-def both_roles(request: dict[str, Any]) -> dict[str, Any]:
-    messages = request["messages"]
-    if _is_user_simulator(request):
-        turns = sum(1 for m in messages if m["role"] == "assistant")
-        if turns == 0:
-            turn = {
-                "completed": False,
-                "query": "Put 'hello 42' in greetings/hi.txt please.",
-                "reason": "opening",
-                "is_success": None,
-            }
-        else:
-            turn = {"completed": True, "query": "Thanks!", "reason": "done", "is_success": True}
-        return completion(request, content=json.dumps(turn))
-    assert {t["function"]["name"] for t in request["tools"]} >= {"exec", "write", "read"}
-    last = messages[-1]
-    if last["role"] == "user":
-        args = json.dumps({"path": "greetings/hi.txt", "content": "hello 42\n"})
-        return completion(request, tool_calls=[tool_call("write", args, "call_w")])
-    if last["role"] == "tool" and last["tool_call_id"] == "call_w":
-        args = json.dumps({"command": "cat greetings/hi.txt"})
-        return completion(request, tool_calls=[tool_call("exec", args, "call_c")])
-    return completion(request, content=f"Done; the file reads: {last['content'].strip()}")
+# One user turn: the agent writes greetings/hi.txt, reads it back, and answers.
+both_roles = BothRoles()
 
 
 def test_an_episode_runs_end_to_end_over_http(tmp_path: Path) -> None:

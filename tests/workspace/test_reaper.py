@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.workspace import reap
+from ise_core.workspace import cgroups, reap
 from ise_core.workspace.local import bwrap_features
 from ise_core.workspace.session import process_start_time
 from tests.workspace.fixtures import PROJECT, make_settings, require_backend
@@ -77,13 +77,29 @@ os.kill(os.getpid(), 9)
 """
 
 
+def _processes_running(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _alive(int(entry)):
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if text.encode() in cmdline and b"python" not in cmdline:
+                found.append(int(entry))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_crashed_run_leaves_no_process_and_reap_removes_its_directory(tmp_path: Path) -> None:
@@ -102,12 +118,13 @@ def test_a_crashed_run_leaves_no_process_and_reap_removes_its_directory(tmp_path
     while _alive(int(bwrap_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(int(bwrap_pid)), "bwrap outlived its parent"
-    leftovers = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == ""
+    assert _processes_running("sleep 600") == []
     assert Path(session_dir).exists()
     report = reap(make_settings(root), PROJECT, include_docker=False)
     assert report.directories == [session_dir]
     assert not Path(session_dir).exists()
+    leftover_cgroups = [d for d in cgroups.stale_directories() if d.name == Path(session_dir).name]
+    assert leftover_cgroups == []
 
 
 def test_reap_kills_stray_bwrap_processes_of_dead_sessions(tmp_path: Path) -> None:
@@ -156,3 +173,13 @@ def test_reap_report_mentions_docker(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     report = reap(make_settings(tmp_path / "sandboxes"), PROJECT)
     assert "no Docker engine socket" in report.docker and report.containers == []
+
+
+def test_root_without_a_pids_cgroup_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ise_core.workspace import local
+
+    require_backend("local")
+    monkeypatch.setattr(local.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cgroups, "available", lambda: False)
+    ok, why = local.local_available()
+    assert not ok and "exempt from RLIMIT_NPROC" in why

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ import pytest
 from ise_core.errors import BackendError
 from ise_core.records import Check, FixtureFile, Persona
 from ise_core.workspace import SandboxWorkspace
+from ise_core.workspace.local import LocalWorkspace
 from tests.workspace.fixtures import WorkspaceFactory
 
 
@@ -316,6 +319,15 @@ def test_reset_restores_template_and_kills_processes(local_ws: SandboxWorkspace)
     assert "Nothing yet." in local_ws.call("read", {"path": "MEMORY.md"}).content
     assert local_ws.call("process", {"action": "list"}).content == "No background processes."
     assert run(local_ws, "ps -eo args | grep -c '[s]leep 300' || true") == "0\n"
+    again = local_ws.call("process", {"action": "start", "command": "echo second life"})
+    assert again.content.startswith("Started p1")
+    deadline = time.monotonic() + 5
+    seen = status = ""
+    while "exited" not in status and time.monotonic() < deadline:
+        status = local_ws.call("process", {"action": "poll", "id": "p1"}).content
+        seen += status
+        time.sleep(0.05)
+    assert status.startswith("p1 exited with code 0") and "second life" in seen
 
 
 def test_checks(local_ws: SandboxWorkspace) -> None:
@@ -370,3 +382,23 @@ def test_the_sandbox_survives_kill_all_from_inside(local_ws: SandboxWorkspace) -
     result = local_ws.call("exec", {"command": "kill -9 -1; kill -9 1; echo still here"})
     assert "still here" in result.content or not result.ok
     assert run(local_ws, "echo alive") == "alive\n"
+
+
+def test_a_dead_sandbox_is_restarted_with_its_files(local_ws: SandboxWorkspace) -> None:
+    assert isinstance(local_ws, LocalWorkspace) and local_ws.host_pid is not None
+    local_ws.call("write", {"path": "kept.txt", "content": "survives"})
+    os.kill(local_ws.host_pid, signal.SIGKILL)
+    failed = local_ws.call("exec", {"command": "true"})
+    assert not failed.ok and "the sandbox stopped" in failed.content
+    assert run(local_ws, "cat kept.txt") == "survives"
+
+
+def test_a_workspace_outlives_the_thread_that_opened_it(
+    workspace_factory: WorkspaceFactory,
+) -> None:
+    opened: list[SandboxWorkspace] = []
+    thread = threading.Thread(target=lambda: opened.append(workspace_factory("local")))
+    thread.start()
+    thread.join()
+    time.sleep(0.2)  # PR_SET_PDEATHSIG would have fired by now
+    assert run(opened[0], "echo still alive") == "still alive\n"

@@ -1,0 +1,309 @@
+"""What the saturation benchmarks share: the machine, the loopback server, projects, runs.
+
+Not a benchmark itself (``make bench`` skips files starting with ``_``). The server runs in
+its own process (tests/fakes/both_roles.py) so that every CPU figure measured here belongs
+to the pipeline; the pipeline runs in its own process too (``run_simulate``), measured from
+inside with ``time.process_time`` (this process's threads) and ``RUSAGE_CHILDREN`` (the
+sandbox processes it started and reaped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+KEY_ENV = "ISE_BENCH_KEY"  # the loopback server checks no key; the client wants a variable
+MODEL = "fake-model"
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, memory, CPU model, Python and the load average right now."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return {
+        "nproc": usable,
+        "memory_gib": _memory_gib(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": load_average(),
+    }
+
+
+# --- the loopback server ------------------------------------------------------------------------
+
+
+class LoopbackServer:
+    """tests/fakes/both_roles.py in a subprocess; ``report()`` after ``stop()``."""
+
+    def __init__(
+        self, *, latency_s: float, user_turns: int, tool_calls: int, limit: int, report: Path
+    ) -> None:
+        self.report_path = report
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.both_roles",
+                "--latency",
+                str(latency_s),
+                "--user-turns",
+                str(user_turns),
+                "--tool-calls",
+                str(tool_calls),
+                "--limit",
+                str(limit),
+                "--report",
+                str(report),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise SystemExit("the loopback server did not start")
+        self.base_url: str = json.loads(line)["base_url"]
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()  # the server stops (and writes its report) on EOF
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def report(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.report_path.read_text(encoding="utf-8"))
+        return data
+
+
+# --- projects -----------------------------------------------------------------------------------
+
+
+def bench_params(
+    project: Path,
+    base_url: str,
+    *,
+    intents: int,
+    max_concurrency: int,
+    episodes_at_once: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A complete params.yaml in ``project``: scripted writer, user and agent on the loopback
+    endpoint, local sandboxes under the project, a fresh response cache (read_write: every
+    request is a miss and is written, as on a first run), gates sized for a fake model."""
+    from ise_core.config import deep_merge, settings_from_dict
+
+    params: dict[str, Any] = {
+        "seed": 7,
+        "intents": {"count": intents, "taxonomy": str(ROOT / "ise_core" / "taxonomy")},
+        "embedding": {"model": "all-MiniLM-L6-v2", "batch_size": 64},
+        "llm": {
+            "provider": "openai",
+            "base_url": base_url,
+            "model": MODEL,
+            "api_key_env": KEY_ENV,
+            "max_concurrency": max_concurrency,
+            "cache": "read_write",
+            "cache_dir": str(project / ".cache" / "llm"),
+            "timeout_s": 60.0,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 1.0,
+            "roles": {"writer": {"provider": "scripted"}},
+        },
+        "workspace": {
+            "backend": "local",
+            "template": str(ROOT / "ise_core" / "workspace" / "template"),
+            "root": str(project / ".cache" / "sandboxes"),
+        },
+        # The loopback agent does not do the intents' real work: checks still run, but an
+        # episode is kept on the user's word alone.
+        "simulate": {"concurrency": episodes_at_once, "require_checks": False},
+        "export": {"valid_fraction": 0.0},
+        "gates": {
+            "intents": {"min_vendi_score": 0.0, "min_unique_share": 0.0},
+            "trajectories": {
+                "min_kept_share": 0.0,
+                "min_mean_user_turns": 0.0,
+                "min_mean_dialogue_turns": 0.0,
+            },
+            "sft": {"min_train_rows": 0},
+        },
+        "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+    }
+    params = deep_merge(params, extra or {})
+    complete = settings_from_dict(params, "benchmark params").model_dump(mode="json")
+    project.mkdir(parents=True, exist_ok=True)
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(complete, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_scripted_intents(params: Path) -> int:
+    """intents.jsonl straight from the scripted writer (no embedding, no de-duplication)."""
+    from ise_core.config import load_settings
+    from ise_core.intents.render import render_intents
+    from ise_core.intents.sample import sample_intents
+    from ise_core.intents.taxonomy import load_taxonomy
+    from ise_core.llm.scripted import ScriptedChat
+    from ise_core.records import write_jsonl
+
+    settings = load_settings(params)
+    taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))
+    samples = sample_intents(taxonomy, settings.intents, settings.seed)
+    outcome = asyncio.run(
+        render_intents(
+            samples,
+            ScriptedChat("writer", settings.seed),
+            max_attempts=settings.intents.max_render_attempts,
+        )
+    )
+    write_jsonl(settings.path(settings.intents.out_dir) / "intents.jsonl", outcome.intents)
+    return len(outcome.intents)
+
+
+# --- the measured simulate process ---------------------------------------------------------------
+
+# `ise simulate` in a fresh interpreter, with CPU accounting around it. The imports it would
+# make lazily anyway (the stage, the SDK) happen first and are reported as start-up.
+_RUNNER = r"""
+import json, resource, sys, time
+wall0, cpu0 = time.perf_counter(), time.process_time()
+import openai  # noqa: F401
+import ise_core.simulate.stage  # noqa: F401
+from ise_core.cli import main
+cpu_startup = time.process_time() - cpu0
+profile_path, out_path, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+profiler = None
+if profile_path:
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.002, async_mode="disabled")
+    profiler.start()
+wall1, cpu1 = time.perf_counter(), time.process_time()
+code = main(argv)
+wall_s, cpu_s = time.perf_counter() - wall1, time.process_time() - cpu1
+if profiler is not None:
+    profiler.stop()
+    with open(profile_path, "w") as handle:
+        handle.write(profiler.output_text(unicode=False, color=False, show_all=False))
+    profiler.last_session.save(profile_path + ".pyisession")  # re-render: pyinstrument --load
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+this = resource.getrusage(resource.RUSAGE_SELF)
+with open(out_path, "w") as handle:
+    json.dump({
+        "exit_code": code,
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "startup_wall_s": wall1 - wall0,
+        "startup_cpu_s": cpu_startup,
+        "children_cpu_s": (children.ru_utime + children.ru_stime)
+        - (children0.ru_utime + children0.ru_stime),
+        "peak_rss_mib": this.ru_maxrss / 1024,
+    }, handle)
+sys.exit(code)
+"""
+
+
+def run_simulate(
+    params: Path,
+    concurrency: int,
+    *,
+    log: Path,
+    profile: Path | None = None,
+    extra_args: Sequence[str] = (),
+    timeout_s: float = 1800,
+) -> dict[str, Any]:
+    """``ise simulate --params P --concurrency N`` in its own process; its figures."""
+    out = log.with_suffix(".figures.json")
+    env = dict(os.environ, **{KEY_ENV: "sk-benchmark-not-a-real-key"})
+    env["PYTHONPATH"] = str(ROOT)
+    argv = ["simulate", "--params", str(params), "--concurrency", str(concurrency)]
+    with log.open("w", encoding="utf-8") as handle:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, str(profile or ""), str(out), *argv, *extra_args],
+            cwd=params.parent,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+        )
+    if done.returncode != 0 or not out.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"ise simulate failed (exit {done.returncode}):\n{tail}")
+    figures: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return figures
+
+
+def episode_counts(params: Path) -> dict[str, Any]:
+    """collect over the project: kept, rejected, failed, tool calls."""
+    from ise_core.config import load_settings
+    from ise_core.simulate.stage import collect_stage
+
+    stats = collect_stage(load_settings(params))
+    return {
+        "n_episodes": stats["n_episodes"],
+        "n_kept": stats["n_kept"],
+        "n_failed": stats["n_failed"],
+        "user_turns_mean": stats["user_turns"]["mean"],
+        "dialogue_turns_mean": stats["dialogue_turns"]["mean"],
+        "tool_calls_mean": stats["tool_calls"]["mean"],
+        "stop_reasons": stats["stop_reasons"],
+        "requests_recorded": stats["llm_usage"].get("requests"),
+    }
+
+
+def rounded(value: float, digits: int = 3) -> float:
+    return round(float(value), digits)
+
+
+def elapsed_since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)

@@ -1,0 +1,46 @@
+"""Experiments: `dvc exp run --set-param` builds a variant; `dvc exp show` lists its stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.dvc.project import Project
+
+
+def _metric(entry: dict[str, Any], path: str, key: str) -> Any:
+    return entry["data"]["metrics"][path]["data"][key]
+
+
+def test_exp_run_with_a_param_and_exp_show_lists_the_stats(clone: Project) -> None:
+    clone.commit_version("dataset", "v1")
+    count = clone.params()["intents"]["count"] + 1
+    output = clone.timed(
+        f"dvc exp run --set-param intents.count={count}",
+        "exp",
+        "run",
+        "--name",
+        "more-intents",
+        "--set-param",
+        f"intents.count={count}",
+    )
+    assert "Ran experiment(s): more-intents" in output
+
+    (baseline,) = clone.dvc_json("exp", "show", "--json")
+    (experiment,) = [e for e in baseline["experiments"] if e["name"] == "more-intents"]
+    (exp_run,) = experiment["revs"]
+    params = exp_run["data"]["params"]["params.yaml"]["data"]
+    assert params["intents"]["count"] == count
+    assert baseline["data"]["params"]["params.yaml"]["data"]["intents"]["count"] == count - 1
+
+    for entry, n in ((baseline, count - 1), (exp_run, count)):
+        assert _metric(entry, "data/intents/stats.json", "n_sampled") == n
+        kept = _metric(entry, "data/trajectories/stats.json", "n_kept")
+        assert 1 <= kept <= n
+        train = _metric(entry, "data/sft/stats.json", "n_train")
+        assert train + _metric(entry, "data/sft/stats.json", "n_valid") == kept
+
+    # The CSV view people read lists the same statistics per experiment.
+    table = clone.dvc("exp", "show", "--csv").stdout
+    header = table.splitlines()[0].split(",")
+    assert {"n_sampled", "n_kept", "n_train", "intents.count"} <= set(header)
+    assert any(line.startswith("more-intents,") for line in table.splitlines()[1:])

@@ -1,0 +1,40 @@
+"""Incremental re-runs: DVC runs a stage again only when its code, data or params changed."""
+
+from __future__ import annotations
+
+from tests.dvc.conftest import Built, Versions
+from tests.dvc.project import STAGES, Project, ran_stages, skipped_stages
+
+
+def test_a_fresh_copy_builds_every_stage(built: Built) -> None:
+    assert ran_stages(built.output) == list(STAGES)
+    assert (built.project.root / "dvc.lock").is_file()
+    assert (built.project.root / "data/sft/train.jsonl").stat().st_size > 0
+
+
+def test_a_second_repro_does_nothing(built: Built) -> None:
+    output = built.project.timed("dvc repro, nothing changed", "repro")
+    assert ran_stages(output) == []
+    assert skipped_stages(output) == list(STAGES)
+    assert "Data and pipelines are up to date." in built.project.dvc("status").stdout
+    assert built.project.dvc_json("status", "--json") == {}
+
+
+def test_changing_an_export_param_reruns_only_export(versions: Versions) -> None:
+    assert set(versions.status_before_repro) == {"export"}
+    assert ran_stages(versions.repro_output) == ["export"]
+    assert skipped_stages(versions.repro_output) == ["intents", "simulate", "collect"]
+    assert versions.project.dvc_json("status", "--json") == {}
+
+
+def test_changing_max_turns_reruns_simulate_collect_and_export_not_intents(
+    clone: Project,
+) -> None:
+    clone.set_params({"simulate": {"max_turns": 18}})
+    assert set(clone.dvc_json("status", "--json")) == {"simulate", "collect", "export"}
+    output = clone.timed("dvc repro, simulate.max_turns changed", "repro")
+    assert ran_stages(output) == ["simulate", "collect", "export"]
+    assert skipped_stages(output) == ["intents"]
+    # A new fingerprint: every episode was simulated again rather than resumed.
+    assert "0 skipped (already done)" in output
+    assert clone.dvc_json("status", "--json") == {}

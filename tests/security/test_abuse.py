@@ -1,0 +1,196 @@
+"""More of what untrusted model output may try: fill the disk, wipe or kill everything, flood
+the output with bytes that are not text. Each is contained and the workspace stays usable.
+
+The disk quota belongs to the local backend (its workspace is a plain host directory); the
+other checks run on every backend that runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ise_core.workspace import SandboxWorkspace
+from tests.workspace.fixtures import WorkspaceFactory
+
+
+def _allocated_mb(folder: Path) -> float:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total / 2**20
+
+
+def test_one_file_cannot_outgrow_the_file_size_limit(any_ws: SandboxWorkspace) -> None:
+    limit_mb = any_ws.settings.max_file_mb
+    result = any_ws.call("exec", {"command": f"head -c {(limit_mb + 8) << 20} /dev/zero > big"})
+    # local: the write fails with EFBIG; docker: the writer is killed by SIGXFSZ.
+    assert not result.ok, result.content
+    assert "File too large" in result.content or "File size limit exceeded" in result.content
+    size = any_ws.files.root.joinpath("big").stat().st_size
+    assert size <= limit_mb << 20
+    assert any_ws.call("exec", {"command": "rm big && echo gone"}).content == "gone\n"
+
+
+def test_the_workspace_quota_stops_a_disk_filler(workspace_factory: WorkspaceFactory) -> None:
+    ws = workspace_factory("local", disk_quota_mb=64, max_file_mb=16, call_timeout_s=20)
+    started = time.monotonic()
+    filler = ws.call(
+        "exec",
+        {"command": "i=0; while :; do i=$((i+1)); head -c 8000000 /dev/zero > f$i; done"},
+    )
+    assert time.monotonic() - started < 10  # stopped, not timed out
+    assert not filler.ok and "workspace quota exceeded" in filler.content
+    assert "the command was stopped" in filler.content
+    assert _allocated_mb(ws.workspace_dir) < 64 + 64  # overshoot: at most ~0.2 s of writes
+
+    # Full: files cannot grow, but the agent can look around and delete.
+    grow = ws.call("exec", {"command": "echo more >> f1"})
+    assert not grow.ok and "workspace quota exceeded" in grow.content
+    cleanup = ws.call("exec", {"command": "rm -f f* && du -sk . | cut -f1"})
+    assert cleanup.ok, cleanup.content
+    assert ws.call("exec", {"command": "echo fine > ok.txt && cat ok.txt"}).content == "fine\n"
+
+    # Many small steps, each under the poll interval, still meet the quota.
+    for step in range(12):
+        last = ws.call("exec", {"command": f"head -c 9000000 /dev/zero > g{step}"})
+    assert "workspace quota exceeded" in last.content
+    assert _allocated_mb(ws.workspace_dir) < 64 + 16
+    ws.call("exec", {"command": "rm -f g*"})
+
+    # A background filler is stopped between requests too.
+    ws.call(
+        "process",
+        {
+            "action": "start",
+            "command": "i=0; while :; do i=$((i+1)); head -c 4000000 "
+            "/dev/zero > /workspace/b$i; sleep 0.02; done",
+        },
+    )
+    time.sleep(3)
+    listing = ws.call("process", {"action": "list"})
+    assert "running" not in listing.content, listing.content
+    assert _allocated_mb(ws.workspace_dir) < 64 + 128
+
+
+def test_too_many_files_count_against_the_quota(workspace_factory: WorkspaceFactory) -> None:
+    ws = workspace_factory("local", max_files=5000)
+    result = ws.call(
+        "exec",
+        {
+            "command": "python3 -c \"import time\nfor i in range(10**6):\n"
+            "    open(f'n{i}', 'w').close()\n    i % 1000 or time.sleep(0.01)\""
+        },
+    )
+    assert not result.ok and "more than 5000 files and folders" in result.content
+    assert len(os.listdir(ws.workspace_dir)) < 200_000
+    assert ws.call("exec", {"command": "find . -name 'n*' -delete; echo ok"}).content == "ok\n"
+
+
+def _known_docker_gap(request: pytest.FixtureRequest, ws: SandboxWorkspace, why: str) -> None:
+    request.applymarker(pytest.mark.xfail(ws.backend == "docker", reason=why, strict=True))
+
+
+def test_rm_rf_root_only_touches_the_workspace(
+    any_ws: SandboxWorkspace, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _known_docker_gap(
+        request, any_ws, "the exec's output file lives in /run/ise/procs, which rm -rf deletes"
+    )
+    sentinel = tmp_path / "host-file.txt"
+    sentinel.write_text("still here")
+    wipe = any_ws.call(
+        "exec", {"command": "rm -rf --no-preserve-root / 2>/dev/null; echo exit=$?", "timeout": 20}
+    )
+    # It walks the read-only system folders to the end, or runs out of time there.
+    assert "exit=" in wipe.content or wipe.content.startswith("Error: command timed out")
+    assert sentinel.read_text() == "still here"
+    assert Path("/usr/bin/env").exists() and Path("/etc/passwd").exists()
+    # The sandbox still works: its system files were read-only, its own files are gone.
+    after = any_ws.call("exec", {"command": "echo alive && ls -A /workspace | wc -l"})
+    assert after.ok and after.content.startswith("alive\n"), after.content
+    assert any_ws.call("write", {"path": "again.txt", "content": "x"}).ok
+
+
+def test_kill_everything_kills_only_the_sandbox(
+    any_ws: SandboxWorkspace, request: pytest.FixtureRequest
+) -> None:
+    _known_docker_gap(
+        request, any_ws, "a killed background process's wrapper never writes its exit code"
+    )
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        any_ws.call("process", {"action": "start", "command": "sleep 300"})
+        killer = any_ws.call("exec", {"command": "kill -9 -1; echo survived=$?"})
+        assert bystander.poll() is None, "a host process was killed from inside the sandbox"
+        assert os.getpid() and Path(f"/proc/{os.getpid()}").exists()
+        # The sandbox itself survives (the caller's own shell may be among the killed).
+        after = any_ws.call("exec", {"command": "echo alive"})
+        assert after.ok and after.content == "alive\n", (killer.content, after.content)
+        assert "running" not in any_ws.call("process", {"action": "list"}).content
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_binary_and_non_utf8_output_become_text(any_ws: SandboxWorkspace) -> None:
+    raw = any_ws.call(
+        "exec", {"command": "printf 'ok \\377\\376\\000 end\\n'; head -c 2048 /dev/urandom"}
+    )
+    assert raw.ok
+    assert raw.content.startswith("ok ") and "\ufffd" in raw.content
+    json.dumps(raw.content)  # what goes into an episode file must serialise
+    raw.content.encode("utf-8")
+    made = any_ws.call("exec", {"command": "head -c 3000 /dev/urandom > blob.bin; echo made"})
+    assert made.ok
+    read = any_ws.call("read", {"path": "blob.bin"})
+    json.dumps(read.content)
+    read.content.encode("utf-8")
+
+
+def test_a_hundred_megabytes_of_output_are_cut(
+    any_ws: SandboxWorkspace, request: pytest.FixtureRequest
+) -> None:
+    _known_docker_gap(
+        request, any_ws, "output goes through a file, so max_file_mb of output kills the command"
+    )
+    started = time.monotonic()
+    flood = any_ws.call(
+        "exec", {"command": "head -c 104857600 /dev/zero | tr '\\0' x", "timeout": 60}
+    )
+    assert time.monotonic() - started < 30
+    assert flood.ok and flood.truncated
+    assert "of 104857600 bytes omitted" in flood.content
+    assert len(flood.content) < any_ws.settings.output_limit + 200
+    binary = any_ws.call("exec", {"command": "head -c 104857600 /dev/urandom", "timeout": 60})
+    assert binary.truncated and len(binary.content) < 4 * any_ws.settings.output_limit + 200
+    json.dumps(binary.content)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "cat /etc/shadow",
+        "ls /root/.ssh",
+        "cat /proc/1/environ | tr '\\0' '\\n' | grep -i key",
+        "ls /proc | grep -c '^[0-9]'",
+        "cat /sys/fs/cgroup/../../etc/hostname",
+        "ln -s /proc/1/root/etc host-etc && ls host-etc/",
+    ],
+)
+def test_host_secrets_stay_out_of_reach(any_ws: SandboxWorkspace, command: str) -> None:
+    result = any_ws.call("exec", {"command": command})
+    text = result.content
+    assert "root:" not in text and "id_rsa" not in text and "API_KEY" not in text.upper()
+    if command.startswith("ls /proc"):
+        # Only the sandbox's own few processes are visible, not the host's.
+        assert int(text.split()[0]) < 20, text
