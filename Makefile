@@ -8,7 +8,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_HOME := $(CURDIR)/airflow_home
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install run test lint bench clean-data airflow
+.PHONY: install run test lint bench soak clean-data airflow
 
 install:            ## install system packages and .venv from requirements.lock (idempotent)
 	@scripts/install.sh
@@ -23,8 +23,24 @@ lint: install       ## ruff + mypy on ise_core
 	$(VENV)/ruff check ise_core tests benchmarks
 	$(VENV)/mypy
 
-bench: install      ## every benchmark in benchmarks/, results in benchmarks/results/
-	@for script in benchmarks/*.py; do echo "==> $$script"; $(VENV)/python $$script || exit 1; done
+# Stage 1 at scale samples this many intents (the published run's size); e.g.
+# `make bench BENCH_INTENTS=5000` for a quicker pass (~15 min in all at the default).
+BENCH_INTENTS ?= 50000
+bench: install      ## every benchmark in benchmarks/, then benchmarks/results/SUMMARY.md
+	@$(VENV)/python benchmarks/report.py --begin; failed=0; \
+	for script in benchmarks/[!_]*.py; do \
+		[ "$$script" = benchmarks/report.py ] && continue; \
+		args=(); [ "$$script" = benchmarks/intents_scale.py ] && args=(--count $(BENCH_INTENTS)); \
+		echo "==> $$script $${args[*]}"; started=$$SECONDS; \
+		$(VENV)/python "$$script" "$${args[@]}"; code=$$?; \
+		$(VENV)/python benchmarks/report.py --record "$$script" $$code $$((SECONDS - started)); \
+		[ $$code -eq 0 ] || { echo "==> $$script exited $$code"; failed=1; }; \
+	done; \
+	$(VENV)/python benchmarks/report.py; exit $$failed
+
+soak: install       ## 500 episodes at concurrency 16: fds, processes, memory, pace (CI runs 80)
+	$(VENV)/python -m tests.reliability.soak --episodes 500 --concurrency 16 --batch-size 50 \
+		--baseline 50 --out benchmarks/results/soak.json
 
 clean-data:         ## remove generated data (keeps caches)
 	rm -rf data/intents data/trajectories data/sft

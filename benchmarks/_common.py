@@ -125,6 +125,59 @@ class LoopbackServer:
         return data
 
 
+def bare_client_ceiling(latency_s: float, limit: int, seconds: float = 8.0) -> dict[str, Any]:
+    """The efficiency this machine allows right now, with no pipeline at all: ``limit``
+    requests kept in flight through the SDK's HTTP library alone, for about ``seconds``,
+    against the plain loopback server (tests/fakes/openai_server.py, its own process)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "fakes" / "openai_server.py"),
+            "--latency",
+            str(latency_s),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = json.loads(proc.stdout.readline())["base_url"]
+        requests = max(limit, round(seconds * limit / latency_s))
+        wall_s, cpu_s = asyncio.run(_bare_load(base_url, limit, requests))
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=20)
+    ideal = limit / latency_s
+    return {
+        "requests": requests,
+        "efficiency": round(requests / wall_s / ideal, 4),
+        "cpu_ms_per_request": round(1000 * cpu_s / requests, 3),
+        "load_average": load_average(),
+    }
+
+
+async def _bare_load(base_url: str, limit: int, requests: int) -> tuple[float, float]:
+    import openai
+
+    gate = asyncio.Semaphore(limit)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+    async with openai.DefaultAsyncHttpxClient() as client:
+
+        async def one() -> None:
+            async with gate:
+                reply = await client.post(f"{base_url}/chat/completions", json=body)
+                reply.raise_for_status()
+                reply.json()
+
+        await asyncio.gather(*(one() for _ in range(limit)))  # warm the connection pool
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one() for _ in range(requests)))
+        return time.perf_counter() - wall0, time.process_time() - cpu0
+
+
 # --- projects -----------------------------------------------------------------------------------
 
 
@@ -223,14 +276,21 @@ from ise_core.cli import main
 cpu_startup = time.process_time() - cpu0
 profile_path, out_path, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-profiler = None
-if profile_path:
+profiler = cprofiler = None
+if profile_path.endswith(".prof"):  # cProfile: CPU per function of the event-loop thread
+    import cProfile
+    cprofiler = cProfile.Profile()
+    cprofiler.enable()
+elif profile_path:  # pyinstrument: where the event-loop thread spends its wall-clock time
     from pyinstrument import Profiler
     profiler = Profiler(interval=0.002, async_mode="disabled")
     profiler.start()
 wall1, cpu1 = time.perf_counter(), time.process_time()
 code = main(argv)
 wall_s, cpu_s = time.perf_counter() - wall1, time.process_time() - cpu1
+if cprofiler is not None:
+    cprofiler.disable()
+    cprofiler.dump_stats(profile_path)
 if profiler is not None:
     profiler.stop()
     with open(profile_path, "w") as handle:

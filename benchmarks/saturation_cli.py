@@ -24,6 +24,7 @@ calls, 68 dialogue turns), so request bodies grow as in real runs.
     python benchmarks/saturation_cli.py                      # the default run (~3 min)
     python benchmarks/saturation_cli.py --intents 50 --user-turns 3 --json /tmp/s.json
     python benchmarks/saturation_cli.py --profile /tmp/simulate.txt   # pyinstrument profile
+    python benchmarks/saturation_cli.py --profile /tmp/simulate.prof  # cProfile stats
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (
     RESULTS,
     LoopbackServer,
+    bare_client_ceiling,
     bench_params,
     episode_counts,
     load_average,
@@ -80,6 +82,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     finally:
         server.stop()
     served = server.report()
+    ceiling = bare_client_ceiling(args.latency, args.limit) if args.ceiling else None
     episodes = episode_counts(params)
     requests = int(served["requests"])
     ideal_rps = args.limit / args.latency
@@ -108,6 +111,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         "efficiency": rounded(efficiency, 4),
         "target": TARGET,
         "target_met": efficiency >= TARGET,
+        "machine_ceiling": ceiling,
+        "efficiency_vs_ceiling": (
+            rounded(efficiency / ceiling["efficiency"], 4) if ceiling else None
+        ),
         "steady_state": {
             "busy_window_s": served["busy_window_s"],
             "mean_in_flight": served["mean_in_flight"],
@@ -140,9 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes-at-once", type=int, default=32, help="simulate concurrency")
     parser.add_argument("--user-turns", type=int, default=8)
     parser.add_argument("--tool-calls", type=int, default=3, help="tool calls per user turn")
-    parser.add_argument("--profile", type=Path, default=None, help="pyinstrument text profile")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="profile the simulate process: pyinstrument text, or cProfile stats for *.prof",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "saturation_cli.json")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip the 8 s bare-client run that measures what the machine allows right now",
+    )
     parser.add_argument(
         "--keep", type=Path, default=None, help="work in this folder and keep it (episodes, logs)"
     )

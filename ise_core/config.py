@@ -381,8 +381,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges; SafeLoader resolves it below
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key != "<<":
+            if isinstance(key, Hashable):
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"found duplicate key {key!r}", key_node.start_mark

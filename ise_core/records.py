@@ -237,8 +237,13 @@ _TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{6})\.(\d+)-[^.]+\.tmp$")
 STALE_TEMP_AGE_S = 3600.0
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file.
+
+    ``durable=False`` skips the fsync: readers still see the whole file or none, but after a
+    power loss the file may be empty. Only for files whose loss costs nothing but a redo
+    (response-cache entries, which read as a miss when damaged).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # The writer's host and pid in the name let a later run tell a dead writer's leftover
@@ -252,7 +257,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -302,9 +308,9 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
     return removed
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> Path:
     """Atomically write UTF-8 text (``\n`` line endings, as given)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:

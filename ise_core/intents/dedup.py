@@ -53,11 +53,14 @@ def exact_duplicates(normalized: Sequence[str]) -> ExactDupResult:
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, as contiguous float32 (zero rows stay zero)."""
-    matrix = np.asarray(vectors, dtype=np.float32)
+    # One float32 copy, scaled in place (the caller's array is never modified).
+    matrix = np.array(vectors, dtype=np.float32, order="C", copy=True)
     if matrix.ndim != 2:
         raise ValueError(f"expected an n × d matrix, got shape {matrix.shape}")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.ascontiguousarray(matrix / np.maximum(norms, np.finfo(np.float32).tiny))
+    # einsum, not linalg.norm: the latter squares into a temporary as large as the matrix.
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
+    matrix /= np.maximum(norms, np.finfo(np.float32).tiny)
+    return matrix
 
 
 def _upper_mask(size: int) -> np.ndarray:

@@ -12,7 +12,8 @@ shared, frozen cache) and ``off``. A hit sends nothing and returns the stored us
 Several processes (parallel Airflow tasks) may share one cache directory: entries are written
 to a temp file and renamed into place, so a reader sees a whole entry or none, without locks;
 two writers of the same key write the same request's reply and the last rename wins. An entry
-that cannot be read (hand-edited, truncated by a full disk) counts as a miss and is rewritten.
+that cannot be read (hand-edited, truncated by a full disk, emptied by a power loss: entries
+are not fsynced) counts as a miss and is rewritten.
 
 What is cached: every reply the endpoint answered with 200 and a JSON body that holds a
 message, including messages that turn out to be malformed (the model did answer, and a replay
@@ -125,7 +126,12 @@ class ResponseCache:
         }
         path = self.path_for(key)
         try:
-            atomic_write_text(path, json.dumps(entry, ensure_ascii=False, sort_keys=True))
+            # No fsync: a reader still sees a whole entry or none, and the one a power loss
+            # could empty reads as a miss and is fetched again. Syncing every entry cost
+            # ~6 ms of disk wait and half the write's CPU per request on a busy disk.
+            atomic_write_text(
+                path, json.dumps(entry, ensure_ascii=False, sort_keys=True), durable=False
+            )
         except OSError as exc:
             self.errors += 1
             log.warning("llm cache: cannot write %s (%s); continuing without it", path, exc)

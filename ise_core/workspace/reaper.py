@@ -114,6 +114,7 @@ def reap(settings: WorkspaceSettings, base_dir: Path, *, include_docker: bool = 
                 orphaned.append(directory)
             else:
                 report.kept += 1
+        _reap_transit_dirs(root, report)
     marker = f"{root}/{SESSION_PREFIX}"
     for pid, ppid, cmdline in _bwrap_processes():
         if marker not in cmdline:
@@ -144,6 +145,20 @@ def reap(settings: WorkspaceSettings, base_dir: Path, *, include_docker: bool = 
     return report
 
 
+def _reap_transit_dirs(root: Path, report: ReapReport) -> None:
+    """Remove ``.ise-sbx-<session>.<pid>`` directories (a session being made or removed)
+    whose process is gone: what a crash in open() or close() leaves."""
+    for directory in sorted(root.glob(f".{SESSION_PREFIX}*")):
+        pid = directory.name.rsplit(".", 1)[-1]
+        if not pid.isdigit() or process_start_time(int(pid)) is not None:
+            continue  # not ours, or its maker still runs
+        shutil.rmtree(directory, ignore_errors=True)
+        if directory.exists():
+            report.errors.append(f"cannot remove {directory}")
+        else:
+            report.directories.append(str(directory))
+
+
 def _reap_cgroups(root: Path, orphaned: list[Path], report: ReapReport) -> None:
     """Empty and remove the cgroups of orphaned (or vanished) local sandboxes."""
     from ise_core.workspace import cgroups
@@ -153,7 +168,11 @@ def _reap_cgroups(root: Path, orphaned: list[Path], report: ReapReport) -> None:
         session_dir = root / group_dir.name
         if group_dir.name not in orphaned_names and session_dir.exists():
             continue  # a live session (or one of another root): leave it
-        if not session_dir.exists() and time.time() - group_dir.stat().st_mtime < 60:
+        try:
+            age_s = time.time() - group_dir.stat().st_mtime
+        except FileNotFoundError:
+            continue  # removed meanwhile by its own session or another reaper
+        if not session_dir.exists() and age_s < 60:
             continue  # possibly a session of another run with a different root, just starting
         try:
             pids = [int(p) for p in (group_dir / "cgroup.procs").read_text().split()]

@@ -204,8 +204,7 @@ class SandboxWorkspace:
             raise BackendError(f"workspace {self.session_id} is closed; open a new one")
         if not self._opened:
             try:
-                self.workspace_dir.mkdir(parents=True, exist_ok=False)
-                self.procs_dir.mkdir()
+                self._create_session_dir()
             except FileExistsError:
                 raise BackendError(
                     f"{self.session_dir} already exists: session id {self.session_id!r} is in use"
@@ -215,11 +214,6 @@ class SandboxWorkspace:
                     f"cannot create the workspace under {self.root_dir} "
                     f"(params key 'workspace.root'): {exc}"
                 ) from None
-            owner = self._file_owner()
-            if owner is not None:
-                for directory in (self.workspace_dir, self.procs_dir):
-                    os.chown(directory, *owner)
-            write_owner_file(self.session_dir / OWNER_FILE, self.owner_record())
             _OPEN.add(self)
             self._opened = True
             try:
@@ -230,6 +224,30 @@ class SandboxWorkspace:
                 raise
             return
         self.reset(fixtures, persona)
+
+    def _transit_dir(self) -> Path:
+        """The hidden name the session directory has while it is made or removed; it carries
+        this process's pid, so the reaper can tell a crashed maker or remover from a live one."""
+        return self.root_dir / f".{SESSION_PREFIX}{self.session_id}.{os.getpid()}"
+
+    def _create_session_dir(self) -> None:
+        """Make the session directory with its owner file already inside (built under the
+        transit name, then renamed): a crash never leaves an ownerless session directory."""
+        if self.session_dir.exists():
+            raise FileExistsError(self.session_dir)
+        transit = self._transit_dir()
+        transit.mkdir(parents=True)
+        try:
+            owner = self._file_owner()
+            for name in (self.workspace_dir.name, self.procs_dir.name):
+                (transit / name).mkdir()
+                if owner is not None:
+                    os.chown(transit / name, *owner)
+            write_owner_file(transit / OWNER_FILE, self.owner_record())
+            os.rename(transit, self.session_dir)
+        except BaseException:
+            shutil.rmtree(transit, ignore_errors=True)
+            raise
 
     def reset(self, fixtures: Sequence[FixtureFile] = (), persona: Persona | None = None) -> None:
         """Back to template + fixtures: kill every process, clear the files, copy them again."""
@@ -275,7 +293,14 @@ class SandboxWorkspace:
             if self._opened:
                 self._stop()
         finally:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+            # Out of sight first (one rename), then deleted: a crash halfway leaves the transit
+            # name, which the reaper removes, never a half-deleted session without its owner.
+            transit = self._transit_dir()
+            try:
+                os.rename(self.session_dir, transit)
+            except OSError:
+                transit = self.session_dir
+            shutil.rmtree(transit, ignore_errors=True)
 
     def __enter__(self) -> SandboxWorkspace:
         return self

@@ -7,6 +7,7 @@ collection time, before any test module imports it. Each session gets its own AI
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -26,6 +27,15 @@ DAG_FILE = REPO / "dags" / "ise_refresh.py"
 BIN = Path(sys.executable).parent
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ise-airflow-home-"))
+_CREATOR = os.getpid()
+
+
+def _remove_home() -> None:
+    if os.getpid() == _CREATOR:  # not from a forked child
+        shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+atexit.register(_remove_home)
 
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -53,6 +63,25 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
+
+
+def migrate_airflow_db() -> Path:
+    """``airflow db migrate`` of this session's SQLite database (once); returns AIRFLOW_HOME."""
+    marker = AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        done = subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"airflow db migrate failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
+        marker.touch()
+    return AIRFLOW_HOME
 
 
 def airflow_project() -> Path:

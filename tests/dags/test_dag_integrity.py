@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -73,7 +73,19 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     assert isinstance(simulate, MappedOperator)
     assert simulate.pool == "ise_llm"
     assert simulate.max_active_tis_per_dag == 4
-    assert simulate.map_index_template == "{{ intent_label }}"
+    # Named by the intent id(s): from the argument while running, then the task's own label.
+    import jinja2
+
+    assert simulate.map_index_template
+    template = jinja2.Environment().from_string(simulate.map_index_template)
+
+    class _Task:
+        op_kwargs: ClassVar[dict[str, Any]] = {"intent_ids": ["it-1", "it-2"]}
+
+    assert template.render(task=_Task()) == "it-1, it-2"
+    assert template.render(task=_Task(), intent_label="it-1 … it-9 (9 intents)") == (
+        "it-1 … it-9 (9 intents)"
+    )
     assert dag.get_task("intents").pool == "ise_llm"
     assert dag.get_task("collect").trigger_rule == "none_failed"
 

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvc.project import TRACE_HOOK, Project
-from tests.dvc.scripted_endpoint import ScriptedEndpoint
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.dvc.project import TRACE_HOOK, Project, sandbox_missing
 
 
 @dataclass
@@ -60,6 +58,9 @@ def traced_env(project: Project, trace_dir: Path, *, calls: bool) -> dict[str, s
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]) -> Built:
     """A fresh copy (tiny params, scripted LLM, local sandbox) after one traced ``dvc repro``."""
+    reason = sandbox_missing()
+    if reason is not None:
+        pytest.skip(f"no local sandbox: {reason}")
     root = tmp_path_factory.mktemp("built") / "project"
     project = Project.create(root, timings=timings)
     trace_dir = root.parent / "trace"
@@ -75,44 +76,6 @@ def built(tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]) -
 def clone(built: Built, tmp_path: Path) -> Iterator[Project]:
     """A private copy of the built project to change."""
     yield built.project.clone_to(tmp_path / "project")
-
-
-@dataclass
-class OpenAIBuilt:
-    """A copy built by ``dvc repro`` against the loopback OpenAI-compatible server."""
-
-    project: Project
-    server: FakeOpenAIServer
-    endpoint: ScriptedEndpoint
-    output: str
-    trace_dir: Path
-
-
-@pytest.fixture(scope="session")
-def openai_built(
-    tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]
-) -> Iterator[OpenAIBuilt]:
-    """Every role (writer, user, agent) served over HTTP by the scripted programs; the
-    server keeps running (and counting requests) for the tests that re-run from the cache."""
-    root = tmp_path_factory.mktemp("openai") / "project"
-    endpoint = ScriptedEndpoint(root / "params.yaml")
-    with FakeOpenAIServer(endpoint) as server:
-        llm = {
-            "provider": "openai",
-            "base_url": server.base_url,
-            "model": "fake-model",
-            "max_retries": 1,
-            "backoff_base_s": 0.01,
-            "backoff_max_s": 0.05,
-        }
-        project = Project.create(root, {"llm": llm}, timings=timings)
-        trace_dir = root.parent / "trace"
-        output = project.timed(
-            "dvc repro, OpenAI-compatible endpoint (traced)",
-            "repro",
-            env=traced_env(project, trace_dir, calls=True),
-        )
-        yield OpenAIBuilt(project, server, endpoint, output, trace_dir)
 
 
 @dataclass

@@ -39,6 +39,14 @@ RUN_RECORD_DIRS = ("data/trajectories/timing/",)
 STAGES = ("intents", "simulate", "collect", "export")
 
 
+def sandbox_missing() -> str | None:
+    """Why the local workspace sandbox cannot run here (the pipeline needs it), or None."""
+    from ise_core.workspace.local import local_available
+
+    ok, reason = local_available()
+    return None if ok else reason
+
+
 def deep_update(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
@@ -195,8 +203,8 @@ class Project:
         return json.loads(self.dvc(*args).stdout)
 
     def commit_version(self, message: str, tag: str) -> None:
-        """Commit a dataset version as the README says: dvc.lock, params, metrics, plots and
-        the .gitignore files DVC writes; tag it."""
+        """Commit a dataset version as the README says (dvc.lock, params, metrics and plot
+        data; .gitignore keeps the rest of data/ out) and tag it."""
         self.git("add", "dvc.lock", "params.yaml", "data")
         self.git("commit", "-q", "-m", message)
         self.git("tag", tag)
@@ -208,7 +216,7 @@ class Project:
         files = {}
         for path in sorted((self.root / "data").rglob("*")):
             relative = path.relative_to(self.root).as_posix()
-            if not path.is_file() or path.name in RUN_RECORDS or path.name == ".gitignore":
+            if not path.is_file() or path.name in RUN_RECORDS:
                 continue
             if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
                 continue

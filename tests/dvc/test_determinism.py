@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvc.conftest import Built, OpenAIBuilt
-from tests.dvc.project import BIN, REPO, STAGES, Project, ran_stages, run
+from tests.dvc.conftest import Built
+from tests.dvc.project import BIN, REPO, Project, run, sandbox_missing
+from tests.dvc.scripted_endpoint import ScriptedEndpoint
+from tests.fakes.openai_server import FakeOpenAIServer
 
 DATASET_FILES = (
     "data/intents/intents.jsonl",
@@ -111,29 +113,44 @@ def test_dvc_repro_ise_run_and_the_dag_build_identical_datasets(
     assert dag.dvc_json("status", "--json") == {}
 
 
+@pytest.mark.slow
 def test_openai_rerun_is_served_from_the_llm_cache(
-    openai_built: OpenAIBuilt, timings: dict[str, float]
+    tmp_path: Path, timings: dict[str, float]
 ) -> None:
-    project, server, endpoint = openai_built.project, openai_built.server, openai_built.endpoint
-    assert ran_stages(openai_built.output) == list(STAGES)
-    # Every role went over HTTP: the writer once per intent, the user and agent per turn.
-    n_intents = project.params()["intents"]["count"]
-    assert endpoint.calls["writer"] >= n_intents
-    assert endpoint.calls["user"] > n_intents and endpoint.calls["agent"] > endpoint.calls["user"]
-    first_requests = server.requests
-    assert first_requests == sum(endpoint.calls.values())
-    first = project.produced_files()
+    reason = sandbox_missing()
+    if reason is not None:
+        pytest.skip(f"no local sandbox: {reason}")
+    root = tmp_path / "project"
+    endpoint = ScriptedEndpoint(root / "params.yaml")
+    with FakeOpenAIServer(endpoint) as server:
+        llm = {
+            "provider": "openai",
+            "base_url": server.base_url,
+            "model": "fake-model",
+            "max_retries": 1,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 0.05,
+        }
+        project = Project.create(root, {"llm": llm}, timings=timings)
+        project.timed("ise run, OpenAI-compatible endpoint", "ise", "run")
+        # Every role went over HTTP: the writer once per intent, the user and agent per turn.
+        n_intents = project.params()["intents"]["count"]
+        assert endpoint.calls["writer"] >= n_intents
+        assert endpoint.calls["user"] > n_intents
+        assert endpoint.calls["agent"] > endpoint.calls["user"]
+        assert server.requests == sum(endpoint.calls.values())
+        first = project.produced_files()
 
-    # Re-run from nothing but the LLM cache (.cache/llm): the data folder is gone.
-    shutil.rmtree(project.root / "data")
-    server.reset()
-    project.timed("ise run, OpenAI endpoint, from the LLM cache", "ise", "run")
-    assert server.requests == 0
+        # Re-run with nothing but the LLM cache (.cache/llm): the data folder is gone.
+        shutil.rmtree(root / "data")
+        server.reset()
+        project.timed("ise run, OpenAI endpoint, from the LLM cache", "ise", "run")
+        assert server.requests == 0
     second = project.produced_files()
 
     for name in DATASET_FILES:
         assert first[name] == second[name], name
-    # Episodes, splits and the card too. stats.json files count what the run itself did
-    # (requests sent vs. cache hits, embeddings computed), so they are compared apart.
+    # Episodes, splits and the card too. stats.json files also count what the run itself did
+    # (requests sent vs. cache hits, embeddings computed), so they are left out here.
     assert _different(first, second, skip=(GATE_RESULT, "stats.json")) == []
     assert _same_verdicts(first, second)

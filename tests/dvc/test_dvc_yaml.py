@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from ise_core.config import Settings
 from ise_core.export.stage import EXPORT_PARAMS
 from ise_core.intents.stage import FINGERPRINT_KEYS
 from ise_core.simulate.stage import SIMULATE_KEYS
-from tests.dvc.conftest import Built, OpenAIBuilt
+from tests.dvc.conftest import Built
 from tests.dvc.project import REPO, RUN_RECORD_DIRS, RUN_RECORDS, STAGES
 
 SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
@@ -34,6 +35,7 @@ GATE_MODULES = {
     "collect": "ise_core/quality/trajectories_gate.py",
     "export": "ise_core/quality/sft_gate.py",
 }
+BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
 # Settings that say where outputs go; dvc.yaml's outs name those places.
 LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
@@ -77,7 +79,11 @@ def minimal(keys: Iterable[str]) -> set[str]:
 def settings_reads(relative: str) -> set[str]:
     """``settings.<block>.<key>`` and ``settings.seed`` read in a module's source."""
     text = (REPO / relative).read_text(encoding="utf-8")
-    keys = {f"{block}.{key}" for block, key in re.findall(r"\bsettings\.(\w+)\.(\w+)\b", text)}
+    keys = {
+        f"{block}.{key}"
+        for block, key in re.findall(r"\bsettings\.(\w+)\.(\w+)\b", text)
+        if block in BLOCKS
+    }
     if re.search(r"\bsettings\.seed\b", text):
         keys.add("seed")
     # settings.llm.role(...) resolves several keys: handled where it is used.
@@ -154,7 +160,9 @@ def _relative(paths: Iterable[str], root: Path) -> set[str]:
 
 def traced(runs: list[tuple[Path, Path]]) -> dict[str, dict[str, set[str]]]:
     """Per stage: modules called / imported and data files opened, over all traced runs."""
-    out = {s: {"called": set(), "imported": set(), "opened": set()} for s in STAGES}
+    out: dict[str, dict[str, set[str]]] = {
+        s: {"called": set(), "imported": set(), "opened": set()} for s in STAGES
+    }
     seen = set()
     for root, trace_dir in runs:
         for record_path in sorted(trace_dir.glob("*.json")):
@@ -179,7 +187,8 @@ def traced(runs: list[tuple[Path, Path]]) -> dict[str, dict[str, set[str]]]:
 def locked_deps(root: Path, stage: str) -> tuple[set[str], set[str]]:
     """(ise_core modules, other ise_core files) a stage depends on, from dvc.lock."""
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
-    code, data = set(), set()
+    code: set[str] = set()
+    data: set[str] = set()
     for dep in lock["stages"][stage]["deps"]:
         path = root / dep["path"]
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -192,14 +201,8 @@ def locked_deps(root: Path, stage: str) -> tuple[set[str], set[str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_deps_are_the_code_and_files_each_stage_runs(
-    stage: str, built: Built, openai_built: OpenAIBuilt
-) -> None:
-    runs = [
-        (built.project.root, built.trace_dir),
-        (openai_built.project.root, openai_built.trace_dir),
-    ]
-    seen = traced(runs)[stage]
+def test_deps_are_the_code_and_files_each_stage_runs(stage: str, built: Built) -> None:
+    seen = traced([(built.project.root, built.trace_dir)])[stage]
     code, data = locked_deps(built.project.root, stage)
 
     ran_unlisted = sorted(seen["called"] - code)
@@ -259,7 +262,7 @@ def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Bui
     undeclared = []
     for path in sorted((root / "data").rglob("*")):
         relative = path.relative_to(root).as_posix()
-        if not path.is_file() or path.name == ".gitignore" or path.name in RUN_RECORDS:
+        if not path.is_file() or path.name in RUN_RECORDS:
             continue
         if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
             continue
@@ -273,12 +276,7 @@ def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Bui
     untracked = sorted(line[3:] for line in status.splitlines())
     plots = sorted(p.relative_to(root).as_posix() for p in (root / "data/sft/plots").iterdir())
     expected = sorted(
-        [
-            "dvc.lock",
-            *(f"data/{s}/.gitignore" for s in ("intents", "sft", "trajectories")),
-            *(f"data/{s}/stats.json" for s in ("intents", "sft", "trajectories")),
-            *plots,
-        ]
+        ["dvc.lock", *(f"data/{s}/stats.json" for s in ("intents", "sft", "trajectories")), *plots]
     )
     assert untracked == expected
 

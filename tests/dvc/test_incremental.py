@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.dvc.conftest import Built, Versions
 from tests.dvc.project import STAGES, Project, ran_stages, skipped_stages
+
+pytestmark = pytest.mark.slow  # they build or change a dataset
 
 
 def test_a_fresh_copy_builds_every_stage(built: Built) -> None:
@@ -17,7 +21,6 @@ def test_a_second_repro_does_nothing(built: Built) -> None:
     assert ran_stages(output) == []
     assert skipped_stages(output) == list(STAGES)
     assert "Data and pipelines are up to date." in built.project.dvc("status").stdout
-    assert built.project.dvc_json("status", "--json") == {}
 
 
 def test_changing_an_export_param_reruns_only_export(versions: Versions) -> None:
@@ -31,10 +34,17 @@ def test_changing_max_turns_reruns_simulate_collect_and_export_not_intents(
     clone: Project,
 ) -> None:
     clone.set_params({"simulate": {"max_turns": 18}})
-    assert set(clone.dvc_json("status", "--json")) == {"simulate", "collect", "export"}
+    # Both stages read the key; export follows because collect's output changes.
+    assert set(clone.dvc_json("status", "--json")) == {"simulate", "collect"}
     output = clone.timed("dvc repro, simulate.max_turns changed", "repro")
     assert ran_stages(output) == ["simulate", "collect", "export"]
     assert skipped_stages(output) == ["intents"]
     # A new fingerprint: every episode was simulated again rather than resumed.
     assert "0 skipped (already done)" in output
+    assert clone.dvc_json("status", "--json") == {}
+
+
+def test_keys_that_only_change_speed_or_caching_rerun_nothing(clone: Project) -> None:
+    clone.set_params({"llm": {"max_concurrency": 3, "cache": "off"}})
+    clone.set_params({"simulate": {"concurrency": 1, "intents_per_task": 2}})
     assert clone.dvc_json("status", "--json") == {}

@@ -115,12 +115,14 @@ def test_blocked_search_equals_brute_force_for_any_block_size(seed: int) -> None
     sources = rng.integers(0, 400, 120)
     noise = rng.standard_normal((120, 24)).astype(np.float32)
     vectors[planted] = vectors[sources] + 0.3 * noise  # chains and clusters of near-copies
+    original = vectors.copy()
     keep, removed = _brute_force(vectors, 0.9)
     assert 30 < len(removed) < 120  # the data really exercises both outcomes
     for block_size in (1, 7, 64, 150, 400, 4096):
         result = near_duplicates(vectors, threshold=0.9, block_size=block_size)
         assert np.array_equal(result.keep_mask, keep), block_size
         assert [(r, k) for r, k, _ in result.removed] == removed, block_size
+    assert np.array_equal(vectors, original)  # the caller's matrix is left alone
 
 
 def test_removed_item_does_not_remove_later_items() -> None:

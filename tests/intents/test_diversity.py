@@ -50,7 +50,9 @@ def test_vendi_ignores_vector_length() -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((50, 16))
     scaled = x * rng.uniform(0.1, 10.0, size=(50, 1))
+    before = scaled.copy()
     assert vendi_score(scaled) == pytest.approx(vendi_score(x), rel=1e-9)
+    assert np.array_equal(scaled, before)  # scaled in a copy, never in place
     assert vendi_score(x.astype(np.float32)) == pytest.approx(vendi_score(x), rel=1e-5)
 
 

@@ -95,10 +95,10 @@ class ScriptedEndpoint:
             raise LookupError("no intent's request is quoted in the user simulator's prompt")
         opening = next((m.content or "" for m in messages if m.role == "user"), "")
         with self._lock:
-            intent = self._by_opening.get(opening)
-        if intent is None:
+            found = self._by_opening.get(opening)
+        if found is None:
             raise LookupError(f"no intent opened with {opening[:80]!r}")
-        return intent
+        return found
 
     def _remember_opening(self, reply: Message, context: dict[str, Any]) -> None:
         try:

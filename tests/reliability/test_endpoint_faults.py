@@ -31,7 +31,8 @@ pytestmark = [
 ]
 
 # Drawn in this order per request: 1 - 0.88 * 0.88 * 0.94 * 0.95 = 30.9% of requests fail.
-FAULTS = {"rate_limit": 0.12, "server_error": 0.12, "slow": 0.06, "drop": 0.05}
+FAULTS = Faults(seed=11, rate_limit=0.12, server_error=0.12, slow=0.06, slow_s=1.5, drop=0.05)
+FAULT_KINDS = ("rate_limit", "server_error", "slow", "drop")
 CLIENT = {
     "timeout_s": 1.0,  # a "slow" reply takes 1.5 s: the client gives up and retries
     "max_retries": 12,  # 0.31 ** 13: no request fails for good
@@ -87,7 +88,7 @@ def test_thirty_percent_faults_keep_the_same_episodes(reference: Reference, tmp_
         faulty_run = pool.submit(
             run_over_http,
             tmp_path / "faulty",
-            Faults(seed=11, slow_s=1.5, **FAULTS),
+            FAULTS,
             ["run"],
         )
         clean_run = pool.submit(
@@ -104,7 +105,7 @@ def test_thirty_percent_faults_keep_the_same_episodes(reference: Reference, tmp_
     n_faults = sum(faulty_stats["faults"].values())
     assert sum(clean_stats["faults"].values()) == 0
     assert n_faults / faulty_stats["requests"] >= 0.25, faulty_stats
-    assert all(faulty_stats["faults"][kind] > 0 for kind in FAULTS), faulty_stats
+    assert all(faulty_stats["faults"][kind] > 0 for kind in FAULT_KINDS), faulty_stats
 
     # The writer wrote the same intents as the scripted reference run, and the faulty run
     # kept the same episodes, with the same conversations, as the fault-free one.

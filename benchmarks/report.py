@@ -1,0 +1,368 @@
+"""benchmarks/results/SUMMARY.md: every benchmark's figures, its target, and the machine.
+
+``make bench`` calls this three ways:
+
+    python benchmarks/report.py --begin                      # machine + load before anything runs
+    python benchmarks/report.py --record SCRIPT EXIT SECONDS # after each benchmark script
+    python benchmarks/report.py                              # the summary, from results/*.json
+
+Run with no arguments it only reads what is in benchmarks/results/ (a figure whose JSON is
+missing is listed as not measured), so it is cheap and safe to run at any time. Every figure
+is shown with the load average recorded when it was measured: on a shared machine the same
+code gives different numbers at load 1 and at load 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import RESULTS, machine_info, now_iso
+from ise_core.records import atomic_write_text, write_json
+
+SESSION = RESULTS / "session.json"
+SUMMARY = RESULTS / "SUMMARY.md"
+
+Row = tuple[str, str, str, str]  # figure, value, target, met
+
+
+def _read(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _get(data: dict[str, Any] | None, *keys: str | int) -> Any:
+    value: Any = data
+    for key in keys:
+        if isinstance(value, dict):
+            value = value.get(str(key))
+        elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return None
+    return value
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, float):
+        text = f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def _mtime(path: Path) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+
+
+def _met(flag: Any) -> str:
+    if flag is None:
+        return "-"
+    return "yes" if flag else "**no**"
+
+
+def _at_most(value: Any, limit: float) -> bool | None:
+    return None if not isinstance(value, int | float) else value <= limit
+
+
+def _load(value: Any) -> str:
+    if isinstance(value, list) and value:
+        return " / ".join(f"{x:g}" for x in value[:3])
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    return "?"
+
+
+# --- one section per benchmark ------------------------------------------------------------------
+
+
+def saturation_cli(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    shape = data.get("episode_shape", {})
+    note = (
+        f"{data.get('intents')} intents, {shape.get('requests_per_episode')} requests and "
+        f"{shape.get('user_turns', 0) * shape.get('tool_calls_per_turn', 0)} tool calls per "
+        f"episode, latency {data.get('latency_s')} s, C = {data.get('max_concurrency')}, "
+        f"{data.get('episodes_at_once')} episodes at once; load "
+        f"{_load(data.get('load_average_before'))} (1/5/15 min) at the start"
+    )
+    ceiling = _get(data, "machine_ceiling", "efficiency")
+    rows: list[Row] = [
+        (
+            "efficiency (achieved req/s / (C / latency))",
+            f"{_fmt(data.get('efficiency'))} ({_fmt(data.get('achieved_rps'))} of "
+            f"{_fmt(data.get('ideal_rps'))} req/s)",
+            ">= 0.9",
+            _met(data.get("target_met")),
+        ),
+        (
+            "steady state: mean requests in flight / C",
+            _fmt(_get(data, "steady_state", "utilisation")),
+            "-",
+            "-",
+        ),
+        (
+            "bare HTTP client at the same moment (machine ceiling)",
+            _fmt(ceiling),
+            "-",
+            "-",
+        ),
+        ("episodes per hour", _fmt(data.get("episodes_per_hour")), "-", "-"),
+        (
+            "pipeline CPU per model request",
+            _fmt(data.get("pipeline_cpu_ms_per_request"), "ms"),
+            "-",
+            "-",
+        ),
+        (
+            "sandbox CPU per model request",
+            _fmt(data.get("sandbox_cpu_ms_per_request"), "ms"),
+            "-",
+            "-",
+        ),
+    ]
+    return note, rows
+
+
+def saturation_airflow(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    note = (
+        f"{data.get('runner')}; {data.get('intents')} intents, "
+        f"{_get(data, 'episode_shape', 'requests_per_episode')} requests per episode; "
+        f"`ise simulate` on the same intents: {_fmt(_get(data, 'cli', 'wall_s'), 's')} at load "
+        f"{_load(_get(data, 'cli', 'load_average_before'))}"
+    )
+    rows: list[Row] = []
+    for per_task, run in sorted(
+        (data.get("per_task") or {}).items(), key=lambda item: int(item[0])
+    ):
+        load = _load(run.get("load_average_before"))
+        rows.append(
+            (
+                f"intents_per_task={per_task}: overhead per mapped instance (load {load})",
+                f"{_fmt(run.get('overhead_per_ti_ms'), 'ms')} over "
+                f"{run.get('mapped_instances')} instances",
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"intents_per_task={per_task}: Airflow simulate span / CLI wall",
+                f"{_fmt(run.get('ratio_to_cli'))}x ({_fmt(run.get('span_s'), 's')}; whole DAG "
+                f"run {_fmt(run.get('dag_run_wall_s'), 's')})",
+                "-",
+                "-",
+            )
+        )
+    return note, rows
+
+
+def intents_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    targets = data.get("targets") or {}
+    cold = data.get("cold") or {}
+    note = (
+        f"{_fmt(data.get('count'))} intents sampled; load "
+        f"{_load(_get(data, 'machine', 'load_average_at_start'))} at the start, "
+        f"{_load(_get(data, 'machine', 'load_average_at_end'))} at the end; "
+        f"{_get(cold, 'dedup_vendi_matrix', 'source') or ''}"
+    )
+    minilm = _get(cold, "embedding", "all-MiniLM-L6-v2", "sentences_per_s")
+    mpnet = _get(cold, "embedding", "all-mpnet-base-v2", "sentences_per_s")
+    rows: list[Row] = [
+        (
+            "write-out (scripted writer)",
+            _fmt(_get(cold, "write_out", "write_out_s"), "s"),
+            "-",
+            "-",
+        ),
+        ("unique intents", _fmt(_get(cold, "dedup_vendi", "n_unique")), "-", "-"),
+        ("Vendi score", _fmt(_get(cold, "dedup_vendi", "vendi_score")), "-", "-"),
+        ("embedding, all-MiniLM-L6-v2", _fmt(minilm, "sentences/s"), "-", "-"),
+        ("embedding, all-mpnet-base-v2", _fmt(mpnet, "sentences/s"), "-", "-"),
+        (
+            "exact + near de-duplication + Vendi",
+            _fmt(targets.get("dedup_plus_vendi_s"), "s"),
+            "< 30 s",
+            _met(targets.get("dedup_plus_vendi_under_30s")),
+        ),
+        (
+            "peak memory of de-duplication + Vendi",
+            _fmt(targets.get("peak_rss_gib"), "GiB"),
+            "< 4 GiB",
+            _met(targets.get("under_4gib")),
+        ),
+        (
+            "warm re-run: texts embedded",
+            _fmt(targets.get("warm_run_embedded")),
+            "0",
+            _met(targets.get("warm_run_embeds_nothing")),
+        ),
+        ("cold run, whole stage", _fmt(cold.get("total_s"), "s"), "-", "-"),
+        ("warm run, whole stage", _fmt(_get(data, "warm", "total_s"), "s"), "-", "-"),
+    ]
+    return note, rows
+
+
+def workspace_overhead(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    note = (
+        f"{data.get('calls')} calls of `echo hi` per backend; load "
+        f"{_load(data.get('load_average_before'))} before, "
+        f"{_load(data.get('load_average_after'))} after"
+    )
+    targets = data.get("targets_ms") or {}
+    backends = data.get("backends") or {}
+    rows: list[Row] = [
+        (
+            "plain subprocess, median",
+            _fmt(_get(data, "plain_subprocess", "median_ms"), "ms"),
+            "-",
+            "-",
+        )
+    ]
+    for name in sorted(backends):
+        figures = backends[name]
+        if not isinstance(figures, dict) or "exec" not in figures:
+            reason = figures.get("skipped") if isinstance(figures, dict) else figures
+            rows.append((f"{name} backend", f"skipped: {reason}", "-", "-"))
+            continue
+        exec_ms = _get(figures, "exec", "median_ms")
+        exec_target = _get(targets, name, "exec")
+        rows.append(
+            (
+                f"{name}: exec median (p95)",
+                f"{_fmt(exec_ms, 'ms')} ({_fmt(_get(figures, 'exec', 'p95_ms'), 'ms')})",
+                f"<= {exec_target:g} ms" if exec_target else "-",
+                _met(_at_most(exec_ms, exec_target)) if exec_target else "-",
+            )
+        )
+        open_ms = _get(figures, "open_close", "median_ms")
+        open_target = _get(targets, name, "open_close")
+        rows.append(
+            (
+                f"{name}: open + close median",
+                _fmt(open_ms, "ms"),
+                f"<= {open_target:g} ms" if open_target else "-",
+                _met(_at_most(open_ms, open_target)) if open_target else "-",
+            )
+        )
+    return note, rows
+
+
+def llm_throughput(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    note = (
+        f"{data.get('requests')} requests at concurrency {data.get('concurrency')}, latency "
+        f"{data.get('server_latency_s')} s; load {_load(data.get('load_average_1m'))} (1 min)"
+    )
+    rows: list[Row] = [
+        (
+            "client efficiency (achieved / ideal req/s)",
+            f"{_fmt(data.get('efficiency'))} ({_fmt(data.get('throughput_rps'))} of "
+            f"{_fmt(data.get('ideal_rps'))} req/s)",
+            f">= {data.get('target', 0.9)}",
+            _met(data.get("target_met")),
+        ),
+        (
+            "bare HTTP library, same load (machine floor)",
+            _fmt(_get(data, "bare_transport", "efficiency")),
+            "-",
+            "-",
+        ),
+        ("client CPU per request", _fmt(data.get("client_cpu_ms_per_request"), "ms"), "-", "-"),
+    ]
+    return note, rows
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
+    ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
+    ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
+    ("intents_scale", "Stage 1 at scale", intents_scale),
+    ("workspace_overhead", "Workspace overhead per call", workspace_overhead),
+    ("llm_throughput", "LLM client throughput", llm_throughput),
+]
+
+
+def render(session: dict[str, Any] | None) -> str:
+    machine = (session or {}).get("machine") or machine_info()
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Written {now_iso()} by `benchmarks/report.py` from `benchmarks/results/*.json`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| nproc | {machine.get('nproc')} |",
+        f"| memory | {machine.get('memory_gib')} GiB |",
+        f"| CPU model | {machine.get('cpu_model')} |",
+        f"| platform | {machine.get('platform')}, Python {machine.get('python')} |",
+        f"| load average at start (1/5/15 min) | {_load(machine.get('load_average'))} |",
+    ]
+    if session:
+        lines.append(f"| `make bench` started | {session.get('started')} |")
+    lines.append("")
+    runs = (session or {}).get("runs") or {}
+    if runs:
+        lines += ["| script | exit | seconds |", "|---|---|---|"]
+        for script, run in runs.items():
+            lines.append(f"| {script} | {run['exit']} | {run['seconds']} |")
+        lines.append("")
+    for name, title, section in SECTIONS:
+        data = _read(name)
+        lines += [f"## {title}", ""]
+        if data is None:
+            lines += [f"Not measured: `benchmarks/results/{name}.json` is missing.", ""]
+            continue
+        when = data.get("measured_at") or data.get("started") or _mtime(RESULTS / f"{name}.json")
+        try:
+            note, rows = section(data)
+        except (TypeError, KeyError, AttributeError) as exc:
+            lines += [f"`{name}.json` has an unexpected shape ({exc}); see the file.", ""]
+            continue
+        lines += [f"Measured {when}. {note}.", ""]
+        lines += ["| figure | value | target | met |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--begin", action="store_true", help="record the machine before a run")
+    parser.add_argument(
+        "--record", nargs=3, metavar=("SCRIPT", "EXIT", "SECONDS"), help="record one script"
+    )
+    parser.add_argument("--out", type=Path, default=SUMMARY)
+    args = parser.parse_args(argv)
+    if args.begin:
+        write_json(SESSION, {"started": now_iso(), "machine": machine_info(), "runs": {}})
+        return 0
+    session = None
+    if SESSION.exists():
+        session = json.loads(SESSION.read_text(encoding="utf-8"))
+    if args.record:
+        script, code, seconds = args.record
+        session = session or {"started": now_iso(), "machine": machine_info(), "runs": {}}
+        session["runs"][Path(script).name] = {"exit": int(code), "seconds": int(seconds)}
+        write_json(SESSION, session)
+        return 0
+    atomic_write_text(args.out, render(session) + "\n")
+    print(f"summary written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
