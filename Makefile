@@ -23,8 +23,9 @@ lint: install       ## ruff + mypy on ise_core
 	$(VENV)/ruff check ise_core tests benchmarks
 	$(VENV)/mypy
 
-# Stage 1 at scale samples this many intents (the published run's size); e.g.
-# `make bench BENCH_INTENTS=5000` for a quicker pass (~15 min in all at the default).
+# Stage 1 at scale samples this many intents (the published run's size). On 2 shared cores the
+# whole target took ~18 min, 11 of them stage 1; `make bench BENCH_INTENTS=5000` shortens its
+# write-out and de-duplication (its embedding subsets keep their size). See docs/performance.md.
 BENCH_INTENTS ?= 50000
 bench: install      ## every benchmark in benchmarks/, then benchmarks/results/SUMMARY.md
 	@$(VENV)/python benchmarks/report.py --begin; failed=0; \

@@ -32,8 +32,8 @@ SUMMARY = RESULTS / "SUMMARY.md"
 Row = tuple[str, str, str, str]  # figure, value, target, met
 
 
-def _read(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
+def _read(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -141,19 +141,23 @@ def saturation_cli(data: dict[str, Any]) -> tuple[str, list[Row]]:
 
 def saturation_airflow(data: dict[str, Any]) -> tuple[str, list[Row]]:
     note = (
-        f"{data.get('runner')}; {data.get('intents')} intents, "
-        f"{_get(data, 'episode_shape', 'requests_per_episode')} requests per episode; "
-        f"`ise simulate` on the same intents: {_fmt(_get(data, 'cli', 'wall_s'), 's')} at load "
-        f"{_load(_get(data, 'cli', 'load_average_before'))}"
+        f"{data.get('intents')} intents, "
+        f"{_get(data, 'episode_shape', 'requests_per_episode')} requests per episode, "
+        f"simulate.concurrency {data.get('episodes_at_once')}; `ise simulate` on the same "
+        f"intents: {_fmt(_get(data, 'cli', 'wall_s'), 's')} at load "
+        f"{_load(_get(data, 'cli', 'load_average_before'))}. dag.test() runs instances one "
+        "after another in one process; LocalExecutor runs each in its own process"
     )
     rows: list[Row] = []
-    for per_task, run in sorted(
-        (data.get("per_task") or {}).items(), key=lambda item: int(item[0])
-    ):
+    for run in data.get("runs") or []:
+        name = (
+            f"{run.get('runner')}, parallelism {run.get('parallelism')}, "
+            f"intents_per_task={run.get('intents_per_task')}"
+        )
         load = _load(run.get("load_average_before"))
         rows.append(
             (
-                f"intents_per_task={per_task}: overhead per mapped instance (load {load})",
+                f"{name}: overhead per mapped instance (load {load})",
                 f"{_fmt(run.get('overhead_per_ti_ms'), 'ms')} over "
                 f"{run.get('mapped_instances')} instances",
                 "-",
@@ -162,7 +166,7 @@ def saturation_airflow(data: dict[str, Any]) -> tuple[str, list[Row]]:
         )
         rows.append(
             (
-                f"intents_per_task={per_task}: Airflow simulate span / CLI wall",
+                f"{name}: Airflow simulate span / CLI wall",
                 f"{_fmt(run.get('ratio_to_cli'))}x ({_fmt(run.get('span_s'), 's')}; whole DAG "
                 f"run {_fmt(run.get('dag_run_wall_s'), 's')})",
                 "-",
@@ -178,11 +182,9 @@ def intents_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
     note = (
         f"{_fmt(data.get('count'))} intents sampled; load "
         f"{_load(_get(data, 'machine', 'load_average_at_start'))} at the start, "
-        f"{_load(_get(data, 'machine', 'load_average_at_end'))} at the end; "
-        f"{_get(cold, 'dedup_vendi_matrix', 'source') or ''}"
+        f"{_load(_get(data, 'machine', 'load_average_at_end'))} at the end. De-duplication and "
+        f"Vendi timed on: {_get(cold, 'dedup_vendi_matrix', 'source') or '?'}"
     )
-    minilm = _get(cold, "embedding", "all-MiniLM-L6-v2", "sentences_per_s")
-    mpnet = _get(cold, "embedding", "all-mpnet-base-v2", "sentences_per_s")
     rows: list[Row] = [
         (
             "write-out (scripted writer)",
@@ -190,13 +192,33 @@ def intents_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
             "-",
             "-",
         ),
-        ("unique intents", _fmt(_get(cold, "dedup_vendi", "n_unique")), "-", "-"),
-        ("Vendi score", _fmt(_get(cold, "dedup_vendi", "vendi_score")), "-", "-"),
-        ("embedding, all-MiniLM-L6-v2", _fmt(minilm, "sentences/s"), "-", "-"),
-        ("embedding, all-mpnet-base-v2", _fmt(mpnet, "sentences/s"), "-", "-"),
+        ("exact duplicates", _fmt(_get(cold, "exact", "n_exact_duplicates")), "-", "-"),
+    ]
+    for model, figures in sorted((cold.get("embedding") or {}).items()):
+        projected = figures.get("projected_all_unique_s")
+        rows.append(
+            (
+                f"embedding, {model} ({_fmt(figures.get('n_computed'))} texts)",
+                _fmt(figures.get("sentences_per_s"), "sentences/s")
+                + (f"; all unique texts: ~{projected / 60:,.0f} min" if projected else ""),
+                "-",
+                "-",
+            )
+        )
+    for model, subset in sorted((cold.get("real_subsets") or {}).items()):
+        rows.append(
+            (
+                f"Vendi score, real {model} vectors (n = {_fmt(subset.get('n_unique'))})",
+                _fmt(subset.get("vendi_score")),
+                "-",
+                "-",
+            )
+        )
+    rows += [
         (
-            "exact + near de-duplication + Vendi",
-            _fmt(targets.get("dedup_plus_vendi_s"), "s"),
+            "exact + near de-duplication + Vendi (wall; CPU)",
+            f"{_fmt(targets.get('dedup_plus_vendi_s'), 's')}; "
+            f"{_fmt(targets.get('near_dedup_plus_vendi_cpu_s'), 's')}",
             "< 30 s",
             _met(targets.get("dedup_plus_vendi_under_30s")),
         ),
@@ -212,8 +234,8 @@ def intents_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
             "0",
             _met(targets.get("warm_run_embeds_nothing")),
         ),
-        ("cold run, whole stage", _fmt(cold.get("total_s"), "s"), "-", "-"),
-        ("warm run, whole stage", _fmt(_get(data, "warm", "total_s"), "s"), "-", "-"),
+        ("cold run, whole benchmark stage", _fmt(cold.get("total_s"), "s"), "-", "-"),
+        ("warm run, whole benchmark stage", _fmt(_get(data, "warm", "total_s"), "s"), "-", "-"),
     ]
     return note, rows
 
@@ -296,7 +318,8 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]
 ]
 
 
-def render(session: dict[str, Any] | None) -> str:
+def render(session: dict[str, Any] | None, results: Path = RESULTS) -> str:
+    """The summary's markdown from the JSON files in ``results`` (and the session record)."""
     machine = (session or {}).get("machine") or machine_info()
     lines = [
         "# Benchmark summary",
@@ -321,12 +344,12 @@ def render(session: dict[str, Any] | None) -> str:
             lines.append(f"| {script} | {run['exit']} | {run['seconds']} |")
         lines.append("")
     for name, title, section in SECTIONS:
-        data = _read(name)
+        data = _read(results, name)
         lines += [f"## {title}", ""]
         if data is None:
             lines += [f"Not measured: `benchmarks/results/{name}.json` is missing.", ""]
             continue
-        when = data.get("measured_at") or data.get("started") or _mtime(RESULTS / f"{name}.json")
+        when = data.get("measured_at") or data.get("started") or _mtime(results / f"{name}.json")
         try:
             note, rows = section(data)
         except (TypeError, KeyError, AttributeError) as exc:
@@ -345,22 +368,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--record", nargs=3, metavar=("SCRIPT", "EXIT", "SECONDS"), help="record one script"
     )
-    parser.add_argument("--out", type=Path, default=SUMMARY)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of results JSON")
+    parser.add_argument("--out", type=Path, default=None, help="default: RESULTS/SUMMARY.md")
     args = parser.parse_args(argv)
+    session_path = args.results / SESSION.name
     if args.begin:
-        write_json(SESSION, {"started": now_iso(), "machine": machine_info(), "runs": {}})
+        write_json(session_path, {"started": now_iso(), "machine": machine_info(), "runs": {}})
         return 0
     session = None
-    if SESSION.exists():
-        session = json.loads(SESSION.read_text(encoding="utf-8"))
+    if session_path.exists():
+        session = json.loads(session_path.read_text(encoding="utf-8"))
     if args.record:
         script, code, seconds = args.record
         session = session or {"started": now_iso(), "machine": machine_info(), "runs": {}}
         session["runs"][Path(script).name] = {"exit": int(code), "seconds": int(seconds)}
-        write_json(SESSION, session)
+        write_json(session_path, session)
         return 0
-    atomic_write_text(args.out, render(session) + "\n")
-    print(f"summary written to {args.out}")
+    out = args.out or args.results / SUMMARY.name
+    atomic_write_text(out, render(session, args.results) + "\n")
+    print(f"summary written to {out}")
     return 0
 
 

@@ -25,8 +25,8 @@ Per run it reports:
 * ``ratio_to_cli``: span / wall time of `ise simulate` on the same intents (and the whole
   DAG run's wall time over it, for context).
 
-    python benchmarks/saturation_airflow.py          # 12 intents; serial 1 and 4 per task,
-                                                     # LocalExecutor 1 per task at parallelism 4
+    python benchmarks/saturation_airflow.py          # 8 intents; dag.test() at 1 and 4 per
+                                                     # task, LocalExecutor at 4 per task, 2 slots
     python benchmarks/saturation_airflow.py --intents 24 --per-task 1 8 24 --local-per-task
 """
 
@@ -368,7 +368,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--intents", type=int, default=12)
+    parser.add_argument("--intents", type=int, default=8)
     parser.add_argument(
         "--per-task",
         type=int,
@@ -380,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         "--local-per-task",
         type=int,
         nargs="*",
-        default=[1],
+        default=[4],
         help="intents_per_task values run through the LocalExecutor (none: skip it)",
     )
-    parser.add_argument("--parallelism", type=int, default=4, help="LocalExecutor slots")
+    parser.add_argument("--parallelism", type=int, default=2, help="LocalExecutor slots")
     parser.add_argument("--latency", type=float, default=0.3, help="server seconds per reply")
     parser.add_argument("--limit", type=int, default=16, help="llm.max_concurrency")
     parser.add_argument("--episodes-at-once", type=int, default=16, help="simulate.concurrency")

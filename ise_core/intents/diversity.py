@@ -90,10 +90,15 @@ def plot_vendi_curve(curve: Sequence[dict[str, Any]], path: Path, title: str) ->
         )
     if sizes and min(sizes) > 0 and max(sizes) > 10 * min(sizes):
         axes.set_xscale("log")
+        axes.minorticks_off()
+    # Label the measured sizes themselves (200, 1,000, 43,956), not powers of ten.
+    axes.set_xticks(sizes, [f"{size:,}" for size in sizes], rotation=45 if len(sizes) > 6 else 0)
+    # From zero, so a flattening curve is not drawn as a steep one.
+    axes.set_ylim(bottom=0, top=max(scores, default=1.0) * 1.12)
     axes.set_xlabel("number of intents (nested random subsets)")
     axes.set_ylabel("Vendi score (q = 1, cosine)")
     axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
+    axes.grid(True, alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -253,7 +253,17 @@ def _progress(total: int, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="simulate", unit="ep", file=sys.stderr, dynamic_ncols=True)
+    # In a log file (Airflow, CI, nohup) a redraw per episode is noise: one line every 30 s.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(
+        total=total,
+        desc="simulate",
+        unit="ep",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=interval,
+        maxinterval=max(interval, 10.0),
+    )
 
 
 async def simulate_async(

@@ -178,6 +178,12 @@ def _reap_cgroups(root: Path, orphaned: list[Path], report: ReapReport) -> None:
             pids = [int(p) for p in (group_dir / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
             pids = []
+        if pids and group_dir.name not in orphaned_names:
+            # Not a session of this root whose owner is known dead: it may belong to another
+            # run on this machine (another project or sandbox root). Its processes die with
+            # their owner (--die-with-parent), so a live process means a live owner: keep it.
+            report.kept += 1
+            continue
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

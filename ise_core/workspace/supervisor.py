@@ -24,6 +24,11 @@ written by hand so that start-up imports nothing beyond built-in modules (``json
 Every command runs in its own session (so a timeout kills its whole process group), with
 stdin from /dev/null and stdout+stderr combined. The resource limits are set once on this
 process and inherited by every command.
+
+The workspace quota (``disk_quota_mb``, ``max_files`` over the ``watch`` folders) is measured
+here too: every 0.2 s while a command runs, after each command, and every second while
+background processes run. Over it, the command or background process is stopped, the reply
+says why, and later commands cannot grow files until enough is deleted.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Shared DVC projects: one traced ``dvc repro`` of a fresh copy that most tests read or clone.
 
 Building the dataset is the expensive part (every stage and gate, ~30-60 s on two cores), so it
-happens once per session; a test that changes something clones the built copy first.
+happens once per session; a test that changes something clones the built copy first. When the
+determinism tests are selected, their reference builds (`ise run`, the DAG) start in the
+background first and run beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.dvc import reference
 from tests.dvc.project import TRACE_HOOK, Project, sandbox_missing
+from tests.dvc.reference import ReferenceBuilds
 
 
 @dataclass
@@ -55,12 +59,50 @@ def traced_env(project: Project, trace_dir: Path, *, calls: bool) -> dict[str, s
     return project.env(**extra)
 
 
+# The tests that check the background builds, and the builds each needs.
+REFERENCE_TESTS = {
+    "test_dvc_repro_and_ise_run_build_identical_datasets": "cli",
+    "test_the_dag_builds_the_same_dataset": "dag",
+    "test_openai_rerun_is_served_from_the_llm_cache": "openai",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The reference builds run in the background meanwhile: wait for them after this folder's
+    # other tests (the hook sees the whole session; only this folder's span is reordered).
+    here = Path(__file__).parent
+    mine = [i for i, item in enumerate(items) if Path(item.path).is_relative_to(here)]
+    if mine:
+        low, high = mine[0], mine[-1] + 1
+        items[low:high] = sorted(items[low:high], key=lambda item: item.name in REFERENCE_TESTS)
+
+
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]) -> Built:
+def reference_builds(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    timings: dict[str, float],
+) -> ReferenceBuilds:
+    """The builds the selected determinism tests need, started in background threads."""
+    reason = sandbox_missing()
+    if reason is not None:
+        pytest.skip(f"no local sandbox: {reason}")
+    wanted = {REFERENCE_TESTS[i.name] for i in request.session.items if i.name in REFERENCE_TESTS}
+    return reference.start(tmp_path_factory.mktemp("reference"), timings, wanted)
+
+
+@pytest.fixture(scope="session")
+def built(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    timings: dict[str, float],
+) -> Built:
     """A fresh copy (tiny params, scripted LLM, local sandbox) after one traced ``dvc repro``."""
     reason = sandbox_missing()
     if reason is not None:
         pytest.skip(f"no local sandbox: {reason}")
+    if any(item.name in REFERENCE_TESTS for item in request.session.items):
+        request.getfixturevalue("reference_builds")  # start them beside this build
     root = tmp_path_factory.mktemp("built") / "project"
     project = Project.create(root, timings=timings)
     trace_dir = root.parent / "trace"

@@ -212,11 +212,11 @@ class Project:
     # --- outputs -----------------------------------------------------------------------------
 
     def produced_files(self) -> dict[str, bytes]:
-        """Every file under data/ except run records, by relative path."""
+        """Every data file under data/ (not run records, not git's files), by relative path."""
         files = {}
         for path in sorted((self.root / "data").rglob("*")):
             relative = path.relative_to(self.root).as_posix()
-            if not path.is_file() or path.name in RUN_RECORDS:
+            if not path.is_file() or path.name in RUN_RECORDS or path.name == ".gitignore":
                 continue
             if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
                 continue

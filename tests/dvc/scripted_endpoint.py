@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ class ScriptedEndpoint:
         self._intents: list[Intent] = []
         self._mtime = 0.0
         self.calls = {"writer": 0, "user": 0, "agent": 0}
+        self._lock = threading.Lock()  # the server answers requests in parallel threads
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -98,7 +100,8 @@ class ScriptedEndpoint:
         else:
             role = "user" if USER_SIMULATOR_MARK in system else "agent"
             context = self.context(self._intent_for(role, messages))
-        self.calls[role] += 1
+        with self._lock:
+            self.calls[role] += 1
         chat = ScriptedChat(role, seed=self.settings.seed, context=context)
         result = asyncio.run(chat.complete(messages, request.get("tools")))
         reply = result.message

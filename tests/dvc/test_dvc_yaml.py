@@ -181,6 +181,9 @@ def traced(runs: list[tuple[Path, Path]]) -> dict[str, dict[str, set[str]]]:
                 if not p.endswith((".py", ".pyc")) and "__pycache__" not in p
             }
     assert seen == set(COMMANDS), f"traced commands: {sorted(seen)}"
+    for stage, bucket in out.items():  # the trace itself worked
+        package = "simulate" if stage == "collect" else stage
+        assert f"ise_core/{package}/stage.py" in bucket["called"], f"{stage}: no calls traced"
     return out
 
 
@@ -256,6 +259,7 @@ def test_metrics_and_plots_live_in_git_and_data_in_the_cache() -> None:
         assert path.startswith("data/sft/plots/") and path.endswith(".csv"), path
 
 
+@pytest.mark.slow
 def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Built) -> None:
     root = built.project.root
     declared = declared_outputs()
@@ -281,6 +285,7 @@ def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Bui
     assert untracked == expected
 
 
+@pytest.mark.slow
 def test_metrics_show_and_plots_show_read_the_stats(built: Built) -> None:
     metrics = built.project.dvc_json("metrics", "show", "--json")
     data = next(iter(metrics.values()))["data"]

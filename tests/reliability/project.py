@@ -130,8 +130,11 @@ def temp_files(project: Path) -> list[Path]:
 
 
 def sandbox_dirs(project: Path) -> list[Path]:
+    """Session directories, and the hidden ones of sessions being made or removed."""
     root = project / ".cache" / "sandboxes"
-    return sorted(root.glob("ise-sbx-*")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted([*root.glob("ise-sbx-*"), *root.glob(".ise-sbx-*")])
 
 
 def dataset_files(

@@ -74,6 +74,18 @@ def _setup(kind: str, name: str, project: Path) -> str:
     return "export"
 
 
+def _check_error(
+    kind: str, expected: list[str], project: Path, code: int, stdout: str, stderr: str
+) -> None:
+    assert code == 2, (code, stderr[-3000:])
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    assert stderr.startswith("ise: error: "), stderr
+    for fragment in expected:
+        assert fragment in stderr, (fragment, stderr)
+    if kind == "params":
+        assert str(project / "params.yaml") in stderr
+
+
 @pytest.mark.parametrize(
     ("kind", "name", "expected"),
     [
@@ -83,23 +95,30 @@ def _setup(kind: str, name: str, project: Path) -> str:
     ],
 )
 def test_bad_file_is_a_clear_error(
-    kind: str, name: str, expected: list[str], tmp_path: Path
+    kind: str, name: str, expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if kind == "intents" and local_sandbox_reason() is not None:
-        pytest.skip("simulate needs the local sandbox")
+    """Through the CLI's entry point in this process (each case costs milliseconds)."""
+    from ise_core.cli import main
+
+    project = tmp_path / "project"
+    command = _setup(kind, name, project)
+    before = _fingerprint(project)
+    code = main([command, "--params", str(project / "params.yaml")])
+    out, err = capsys.readouterr()
+    _check_error(kind, expected, project, code, out, err)
+    # Nothing written, nothing changed (and no temp file left behind).
+    assert _fingerprint(project) == before
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_the_ise_process_says_the_same(kind: str, tmp_path: Path) -> None:
+    """The first case of each kind through a real `ise` process: exit 2, no traceback."""
+    name, expected = next(iter(CASES[kind].items()))
     project = tmp_path / "project"
     command = _setup(kind, name, project)
     before = _fingerprint(project)
     done = run_ise(project, command, timeout=120)
-    message = done.stderr
-    assert done.returncode == 2, (done.returncode, message[-3000:])
-    assert "Traceback" not in message and "Traceback" not in done.stdout, message
-    assert message.startswith("ise: error: "), message
-    for fragment in expected:
-        assert fragment in message, (fragment, message)
-    if kind == "params":
-        assert str(project / "params.yaml") in message
-    # Nothing written, nothing changed (and no temp file left behind).
+    _check_error(kind, expected, project, done.returncode, done.stdout, done.stderr)
     assert _fingerprint(project) == before
 
 

@@ -129,3 +129,8 @@ def test_thirty_percent_faults_keep_the_same_episodes(reference: Reference, tmp_
     # Every failed attempt of simulation was retried: the endpoint saw them all.
     assert faulty_usage["requests"] + faulty_usage["retries"] <= faulty_stats["requests"]
     assert wait_for_no_processes(tmp_path) == []
+    print(
+        f"\nfaulty endpoint: {faulty_stats['requests']} requests, {n_faults} faults "
+        f"({n_faults / faulty_stats['requests']:.0%}: {faulty_stats['faults']}); kept "
+        f"{len(faulty)} of 6 as without faults; llm_usage {faulty_usage}"
+    )

@@ -32,13 +32,16 @@ def test_soak_leaks_nothing_and_keeps_its_pace(tmp_path: Path) -> None:
     assert growth["fds"] <= 1.10, report.samples
     assert growth["rss"] <= 1.10, report.samples
     assert growth["objects"] <= 1.10, report.samples
-    assert report.samples[-1].children == report.at(BASELINE).children == 0
+    # Session-scoped services of other tests (e.g. a test dockerd) may be children too: what
+    # matters is that episodes leave none of their own behind.
+    assert report.samples[-1].children <= report.at(BASELINE).children
     # While a batch runs: bounded by its concurrency, not by how many ran before.
     assert max(b.peak_children for b in report.batches) <= CONCURRENCY * 8
     peaks = [b.peak_fds for b in report.batches]
     assert max(peaks) <= 2 * min(peaks) + 16, peaks
 
     pace = report.throughput()
+    print(f"\nsoak: growth since {BASELINE} episodes {growth}; episodes/s per batch {pace}")
     assert min(pace) >= 0.5 * statistics.median(pace), pace
     second_half = statistics.mean(pace[len(pace) // 2 :])
     assert second_half >= 0.7 * statistics.mean(pace[: len(pace) // 2]), pace

@@ -51,7 +51,9 @@ def test_the_workspace_quota_stops_a_disk_filler(workspace_factory: WorkspaceFac
     assert time.monotonic() - started < 10  # stopped, not timed out
     assert not filler.ok and "workspace quota exceeded" in filler.content
     assert "the command was stopped" in filler.content
-    assert _allocated_mb(ws.workspace_dir) < 64 + 64  # overshoot: at most ~0.2 s of writes
+    # The quota is polled (every 0.2 s), so the overshoot is what a writer manages between two
+    # polls; on a loaded machine that can be a few polls' worth.
+    assert _allocated_mb(ws.workspace_dir) < 64 + 160
 
     # Full: files cannot grow, but the agent can look around and delete.
     grow = ws.call("exec", {"command": "echo more >> f1"})
@@ -87,7 +89,7 @@ def test_too_many_files_count_against_the_quota(workspace_factory: WorkspaceFact
     result = ws.call(
         "exec",
         {
-            "command": "python3 -c \"import time\nfor i in range(10**6):\n"
+            "command": 'python3 -c "import time\nfor i in range(10**6):\n'
             "    open(f'n{i}', 'w').close()\n    i % 1000 or time.sleep(0.01)\""
         },
     )

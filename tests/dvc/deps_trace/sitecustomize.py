@@ -28,20 +28,12 @@ _CO_OPTIMIZED = 0x0001  # set on function code; unset on module and class bodies
 _IMPORT_FRAME = "_find_and_load"
 
 
-def _imports_in_progress() -> int:
-    # This file is itself being imported: count the import frames below us.
-    frame: FrameType | None = sys._getframe()
-    depth = 0
-    while frame is not None:
-        depth += frame.f_code.co_name == _IMPORT_FRAME
-        frame = frame.f_back
-    return depth
-
-
 def _install(out_dir: str, trace_calls: bool) -> None:
     called: set[str] = set()
     opened: set[str] = set()
-    importing = [_imports_in_progress()]
+    # Imports under way now (this file's own) never report their return to a trace function
+    # installed inside them, so counting starts at zero.
+    importing = [0]
     tracing = [trace_calls]
 
     # sys.settrace, not sys.setprofile: its global function sees Python calls only (no C
