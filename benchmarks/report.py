@@ -99,7 +99,8 @@ def saturation_cli(data: dict[str, Any]) -> tuple[str, list[Row]]:
         f"{shape.get('user_turns', 0) * shape.get('tool_calls_per_turn', 0)} tool calls per "
         f"episode, latency {data.get('latency_s')} s, C = {data.get('max_concurrency')}, "
         f"{data.get('episodes_at_once')} episodes at once; load "
-        f"{_load(data.get('load_average_before'))} (1/5/15 min) at the start"
+        f"{_load(data.get('load_average_before'))} (1/5/15 min) at the start, "
+        f"{_load(data.get('load_average_after'))} at the end"
     )
     ceiling = _get(data, "machine_ceiling", "efficiency")
     rows: list[Row] = [
@@ -113,6 +114,12 @@ def saturation_cli(data: dict[str, Any]) -> tuple[str, list[Row]]:
         (
             "steady state: mean requests in flight / C",
             _fmt(_get(data, "steady_state", "utilisation")),
+            "-",
+            "-",
+        ),
+        (
+            "the workload's ceiling: no overhead at all (end-of-stage drain only)",
+            _fmt(data.get("workload_ceiling")),
             "-",
             "-",
         ),

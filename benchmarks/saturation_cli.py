@@ -12,7 +12,10 @@ Figures:
 
 * efficiency = achieved request rate / (C / latency), over the whole stage (start-up of the
   episodes and the tail included) - target >= 0.9; also the mean number of requests the
-  server had in flight during its busy window, divided by C (the steady state);
+  server had in flight during its busy window, divided by C (the steady state); and two
+  ceilings to read it against: the workload's (what a pipeline with no overhead would reach,
+  below 1 only because the endpoint cannot be full once fewer episodes remain than C) and the
+  machine's (a bare HTTP client keeping C requests in flight for 8 s right after the run);
 * episodes per hour;
 * pipeline CPU per model request: CPU time of the simulate process (its threads, not the
   sandboxes it starts) / requests; the sandboxes' CPU is reported per request beside it.
@@ -33,6 +36,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,35 @@ from benchmarks._common import (
 from ise_core.records import write_json
 
 TARGET = 0.9
+
+
+def workload_ceiling(episodes: int, requests_per_episode: int, at_once: int, limit: int) -> float:
+    """The efficiency a pipeline with no overhead at all would reach on this workload.
+
+    Every request takes one latency; episodes are chains of requests; ``at_once`` episodes
+    run, sharing ``limit`` slots first come first served. Below 1 only because of the end of
+    the stage, when fewer episodes remain than slots.
+    """
+    queue: deque[int] = deque()
+    remaining: dict[int, int] = {}
+    started = 0
+    for _ in range(min(at_once, episodes)):
+        remaining[started] = requests_per_episode
+        queue.append(started)
+        started += 1
+    rounds = 0
+    while queue:
+        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        rounds += 1
+        for episode in batch:
+            remaining[episode] -= 1
+            if remaining[episode]:
+                queue.append(episode)
+            elif started < episodes:
+                remaining[started] = requests_per_episode
+                queue.append(started)
+                started += 1
+    return episodes * requests_per_episode / (rounds * limit) if rounds else 0.0
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -111,6 +144,15 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         "efficiency": rounded(efficiency, 4),
         "target": TARGET,
         "target_met": efficiency >= TARGET,
+        "workload_ceiling": rounded(
+            workload_ceiling(
+                episodes["n_episodes"],
+                served["requests_per_episode"],
+                args.episodes_at_once,
+                args.limit,
+            ),
+            4,
+        ),
         "machine_ceiling": ceiling,
         "efficiency_vs_ceiling": (
             rounded(efficiency / ceiling["efficiency"], 4) if ceiling else None

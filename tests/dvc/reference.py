@@ -61,8 +61,13 @@ def cli_build(root: Path, timings: dict[str, float]) -> ReferenceBuild:
 def dag_build(root: Path, timings: dict[str, float]) -> ReferenceBuild:
     """dag.test() of dags/ise_refresh.py on the copy's params (the DAG tests' runner and
     their private AIRFLOW_HOME, migrated once)."""
-    from tests.dags.airflow_env import AIRFLOW_HOME, run_dag_test, subprocess_env
+    from tests.dags.airflow_env import AIRFLOW_HOME, airflow_project, run_dag_test, subprocess_env
 
+    # Every Airflow run of a session must use one project path: asset names are fixed and
+    # Airflow keeps one URI per name, so a second path in the same metadata DB fails the
+    # gate tasks that publish them. ``root`` is only a hint for where the caller wanted it.
+    del root
+    root = airflow_project()
     project = Project.create(root, timings=timings)
     marker = AIRFLOW_HOME / ".migrated"
     if not marker.exists():
