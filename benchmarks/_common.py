@@ -10,6 +10,7 @@ sandbox processes it started and reaped).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import platform
@@ -194,6 +195,7 @@ def bench_params(
     endpoint, local sandboxes under the project, a fresh response cache (read_write: every
     request is a miss and is written, as on a first run), gates sized for a fake model."""
     from ise_core.config import deep_merge, settings_from_dict
+    from tests.fakes.params import MANUAL_AIRFLOW, PERMISSIVE_GATES
 
     params: dict[str, Any] = {
         "seed": 7,
@@ -221,16 +223,8 @@ def bench_params(
         # episode is kept on the user's word alone.
         "simulate": {"concurrency": episodes_at_once, "require_checks": False},
         "export": {"valid_fraction": 0.0},
-        "gates": {
-            "intents": {"min_vendi_score": 0.0, "min_unique_share": 0.0},
-            "trajectories": {
-                "min_kept_share": 0.0,
-                "min_mean_user_turns": 0.0,
-                "min_mean_dialogue_turns": 0.0,
-            },
-            "sft": {"min_train_rows": 0},
-        },
-        "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+        "gates": copy.deepcopy(PERMISSIVE_GATES),
+        "airflow": dict(MANUAL_AIRFLOW),
     }
     params = deep_merge(params, extra or {})
     complete = settings_from_dict(params, "benchmark params").model_dump(mode="json")

@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a gate or check failed, 2 bad input or configuration.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -171,11 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     for module in ("ise_core.cli_workspace", "ise_core.cli_llm"):
-        _register_optional(module, sub)
+        _register(module, sub)
     return parser
 
 
-def _register_optional(module_name: str, sub: Any) -> None:
+def _register(module_name: str, sub: Any) -> None:
+    # Imported by name so each command group keeps its own module (and its own imports).
     import importlib
 
     module = importlib.import_module(module_name)
@@ -199,11 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ise: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
-
-
-def print_json_line(value: dict[str, Any]) -> None:
-    """One compact JSON object on one line (machine-readable command output)."""
-    print(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
 if __name__ == "__main__":

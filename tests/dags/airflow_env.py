@@ -8,6 +8,7 @@ collection time, before any test module imports it. Each session gets its own AI
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import os
 import shutil
@@ -19,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from ise_core.config import settings_from_dict
+from ise_core.config import deep_merge, settings_from_dict
 from ise_core.errors import ConfigError
+from tests.fakes.params import MANUAL_AIRFLOW, PERMISSIVE_GATES
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "ise_refresh.py"
@@ -107,22 +109,10 @@ def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:
         "workspace": {"backend": "local", "template": str(REPO / "ise_core/workspace/template")},
         "simulate": {"max_turns": 20, "concurrency": 2},
         "export": {"valid_fraction": 0.0},
-        "gates": {
-            "intents": {"min_vendi_score": 0.0, "min_unique_share": 0.0},
-            "trajectories": {
-                "min_kept_share": 0.0,
-                "min_mean_user_turns": 0.0,
-                "min_mean_dialogue_turns": 0.0,
-            },
-            "sft": {"min_train_rows": 0},
-        },
-        "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+        "gates": copy.deepcopy(PERMISSIVE_GATES),
+        "airflow": dict(MANUAL_AIRFLOW),
     }
-    for name, values in blocks.items():
-        if isinstance(values, dict) and isinstance(params.get(name), dict):
-            _update(params[name], values)
-        else:
-            params[name] = values
+    params = deep_merge(params, blocks)
     # Written out in full (every key, defaults included), as DVC reads params by key; a
     # deliberately invalid one is written as given.
     try:
@@ -133,14 +123,6 @@ def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:
     path = project / "params.yaml"
     path.write_text(yaml.safe_dump(complete, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _update(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _update(base[key], value)
-        else:
-            base[key] = value
 
 
 # Runs dag.test() in a fresh interpreter (the DAG reads ISE_PARAMS at parse time) and prints

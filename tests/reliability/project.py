@@ -9,6 +9,7 @@ process or mount that still refers to the project.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ise_core.config import deep_merge
+from tests.fakes.params import MANUAL_AIRFLOW, PERMISSIVE_GATES
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,27 +43,10 @@ def tiny_params(**blocks: Any) -> dict[str, Any]:
         "workspace": {"backend": "local", "template": str(REPO / "ise_core/workspace/template")},
         "simulate": {"concurrency": 4},
         "export": {"valid_fraction": 0.2},
-        "gates": {
-            "intents": {"min_vendi_score": 0.0, "min_unique_share": 0.0},
-            "trajectories": {
-                "min_kept_share": 0.0,
-                "min_mean_user_turns": 0.0,
-                "min_mean_dialogue_turns": 0.0,
-            },
-            "sft": {"min_train_rows": 0},
-        },
-        "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+        "gates": copy.deepcopy(PERMISSIVE_GATES),
+        "airflow": dict(MANUAL_AIRFLOW),
     }
-    _deep_update(params, blocks)
-    return params
-
-
-def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
+    return deep_merge(params, blocks)
 
 
 def make_project(folder: Path, **blocks: Any) -> Path:
