@@ -15,8 +15,8 @@ time the server asked for, so concurrent requests do not hammer it.
 Retry policy (applied by the client, one attempt per ``slot``): 408, 409, 429 and every 5xx,
 timeouts and dropped connections are retried up to ``max_retries`` times with exponential
 backoff and jitter (``backoff_base_s * 2**n``, capped at ``backoff_max_s``, half of it
-random); a ``Retry-After`` (seconds or an HTTP date) is honoured as a lower bound, up to
-``MAX_RETRY_AFTER_S``. Other 4xx are not retried.
+random); a ``retry-after-ms`` (milliseconds) or ``Retry-After`` (seconds or an HTTP date) is
+honoured as a lower bound, up to ``MAX_RETRY_AFTER_S``. Other 4xx are not retried.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -75,23 +75,46 @@ def is_retryable_status(status: int) -> bool:
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if value is None:
+    if value is None or not value.strip():
         return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
+    seconds = _number(value)
+    if seconds is None:
         try:
-            when = parsedate_to_datetime(text)
+            when = parsedate_to_datetime(value.strip())
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    return _capped(seconds)
+
+
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """Seconds to wait from a ``retry-after-ms`` header (milliseconds; no date form)."""
+    milliseconds = _number(value)
+    # Convert before capping: the cap is in seconds.
+    return None if milliseconds is None else _capped(milliseconds / 1000.0)
+
+
+def retry_after_from_headers(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a reply asks for: ``retry-after-ms`` (the finer one) if it parses, else
+    ``Retry-After``; None when neither says anything usable."""
+    seconds = parse_retry_after_ms(headers.get("retry-after-ms"))
+    return seconds if seconds is not None else parse_retry_after(headers.get("retry-after"), now)
+
+
+def _number(value: str | None) -> float | None:
+    """A header's value as a finite-or-infinite number, or None (absent, text, NaN)."""
+    if value is None:
         return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return None if number != number else number  # NaN says nothing
+
+
+def _capped(seconds: float) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 

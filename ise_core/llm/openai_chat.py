@@ -39,7 +39,7 @@ from ise_core.llm.limits import (
     LimitSettings,
     backoff_delay,
     is_retryable_status,
-    parse_retry_after,
+    retry_after_from_headers,
     shared_limiter,
 )
 from ise_core.llm.replies import (
@@ -383,13 +383,7 @@ class OpenAIChat:
                     status = exc.status_code
                     detail = _server_message(exc.body, exc.message)
                     retryable = is_retryable_status(status)
-                    headers = exc.response.headers
-                    retry_ms = parse_retry_after(headers.get("retry-after-ms"))
-                    retry_after = (
-                        retry_ms / 1000
-                        if retry_ms is not None
-                        else parse_retry_after(headers.get("retry-after"))
-                    )
+                    retry_after = retry_after_from_headers(exc.response.headers)
                     if status == 429 and retry_after:
                         self.limiter.pause(retry_after)
                     content = None

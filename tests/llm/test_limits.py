@@ -15,6 +15,8 @@ from ise_core.llm.limits import (
     backoff_delay,
     is_retryable_status,
     parse_retry_after,
+    parse_retry_after_ms,
+    retry_after_from_headers,
     shared_limiter,
 )
 
@@ -34,6 +36,41 @@ def test_parse_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
     for junk in (None, "", "soon", "nan"):
         assert parse_retry_after(junk) is None
+
+
+def test_parse_retry_after_ms_converts_before_capping() -> None:
+    assert parse_retry_after_ms("1500") == 1.5
+    assert parse_retry_after_ms("30000") == 30.0
+    assert parse_retry_after_ms(" 250.5 ") == 0.2505
+    assert parse_retry_after_ms("0") == 0.0
+    assert parse_retry_after_ms("-20") == 0.0
+    assert parse_retry_after_ms("700000") == MAX_RETRY_AFTER_S  # 700 s: over the cap
+    for junk in (None, "", "soon", "nan", formatdate(time.time() + 30, usegmt=True)):
+        assert parse_retry_after_ms(junk) is None  # no date form for milliseconds
+
+
+def test_absurd_retry_after_values_are_bounded() -> None:
+    for value in ("inf", "1e309", "99999999999999999999", "1e12"):
+        assert parse_retry_after(value) == MAX_RETRY_AFTER_S
+        assert parse_retry_after_ms(value) == MAX_RETRY_AFTER_S
+    for value in ("-inf", "-1e309"):
+        assert parse_retry_after(value) == 0.0
+        assert parse_retry_after_ms(value) == 0.0
+    now = time.time()
+    far = formatdate(now + 10 * 365 * 86400, usegmt=True)  # ten years away
+    assert parse_retry_after(far, now=now) == MAX_RETRY_AFTER_S
+    assert parse_retry_after("Mon, 99 Foo 2026 99:99:99 GMT") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00") is None  # no zone: ambiguous
+
+
+def test_retry_after_from_headers_prefers_milliseconds() -> None:
+    assert retry_after_from_headers({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+    assert retry_after_from_headers({"retry-after": "2"}) == 2.0
+    assert retry_after_from_headers({"retry-after-ms": "soon", "retry-after": "2"}) == 2.0
+    assert retry_after_from_headers({}) is None
+    now = time.time()
+    date = {"retry-after": formatdate(now + 20, usegmt=True)}
+    assert abs((retry_after_from_headers(date, now=now) or 0) - 20) <= 1
 
 
 def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
