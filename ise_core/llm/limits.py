@@ -8,6 +8,7 @@ the endpoint. A limiter bounds:
 - requests per minute and tokens per minute (token buckets, both optional). A bucket holds a
   tenth of a minute's allowance, so a cold start bursts at most that much above the sustained
   rate. Tokens are reserved from an estimate before sending and settled from the reported usage.
+  Waiters are served first come, first served, whatever their size.
 
 After a 429 with ``Retry-After`` the whole endpoint pauses: no new attempt starts before the
 time the server asked for, so concurrent requests do not hammer it.
@@ -136,7 +137,15 @@ def backoff_delay(
 
 
 class TokenBucket:
-    """``per_minute`` units per minute, holding at most ``BURST_FRACTION`` of a minute."""
+    """``per_minute`` units per minute, holding at most ``BURST_FRACTION`` of a minute.
+
+    Waiters are served in arrival order: ``take`` reserves its units at once, letting the
+    level go below zero, and sleeps until the refill has paid that debt. A later request
+    queues behind the debt of every earlier one, so a large request cannot be overtaken by a
+    stream of small ones (which a wait-then-retry loop allows: each small one fits into the
+    refill the large one is waiting for). Units still pass at ``per_minute``: the same
+    throughput, in a fair order.
+    """
 
     def __init__(self, per_minute: float) -> None:
         self.rate = per_minute / 60.0
@@ -160,15 +169,26 @@ class TokenBucket:
                 return 0.0
             return (amount - self.level) / self.rate
 
+    def reserve(self, amount: float) -> float:
+        """Take ``amount`` now, on credit; return the seconds until the refill covers it."""
+        amount = min(amount, self.capacity)  # a request bigger than the burst still goes
+        with self._lock:
+            self._refill()
+            self.level -= amount
+            return max(0.0, -self.level / self.rate)
+
     async def take(self, amount: float) -> float:
-        """Wait until ``amount`` is available and take it; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            wait = self.try_take(amount)
-            if wait <= 0:
-                return waited
+        """Wait for ``amount`` in arrival order and take it; returns the seconds waited."""
+        wait = self.reserve(amount)
+        if wait <= 0:
+            return 0.0
+        try:
             await asyncio.sleep(wait)
-            waited += wait
+        except asyncio.CancelledError:
+            # A cancelled waiter gives its reservation back to those still coming.
+            self.adjust(-min(amount, self.capacity))
+            raise
+        return wait
 
     def adjust(self, delta: float) -> None:
         """Charge (positive) or refund (negative) units after the fact; may go below zero."""
