@@ -30,6 +30,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ALNUM = string.ascii_letters + string.digits
 
 
+# The kinds the earlier redactor let through, and those it already caught.
+NEWLY_CAUGHT_KINDS = (
+    "private_key",
+    "json_web_token",
+    "google_api_key",
+    "stripe_access_key",
+    "gitlab_token",
+    "basic_auth_credentials",
+    "authorization_header",
+)
+EARLIER_KINDS = ("openai_token", "aws_access_key", "github_token", "bearer_token")
+
+
 @dataclass(frozen=True)
 class Secret:
     """One secret: the kind it must be counted as, its text, and the parts that must go."""

@@ -10,6 +10,7 @@ import pytest
 from ise_core.export import build_redactor, export_stage
 from ise_core.export.redact import SECRET_MARK, Redactor, secret_env_values
 from ise_core.records import FunctionCall, Message, ToolCall
+from tests.export.secret_corpus import NEWLY_CAUGHT_KINDS, secret_samples
 from tests.quality.stage_outputs import (
     make_intent,
     make_trajectory,
@@ -140,22 +141,12 @@ def test_only_secret_looking_env_values_are_collected() -> None:
 
 def test_new_secret_kinds_are_redacted_and_counted_in_stats(tmp_path: Path) -> None:
     """The kinds the earlier redactor let through, through the export stage end to end."""
-    from tests.export.secret_corpus import secret_samples
-
     project = tmp_path / "project"
     settings = settings_for(project, export={"formats": ["openai", "sharegpt"]})
     intents = [make_intent(i) for i in range(4)]
     write_intents(settings, intents)
     trajectories = [make_trajectory(intent) for intent in intents]
-    wanted = (
-        "private_key",
-        "json_web_token",
-        "google_api_key",
-        "stripe_access_key",
-        "gitlab_token",
-        "basic_auth_credentials",
-        "authorization_header",
-    )
+    wanted = NEWLY_CAUGHT_KINDS
     planted = {}
     for sample in secret_samples():
         assert sample.secret is not None
