@@ -188,10 +188,10 @@ class WorkspaceSettings(Block):
     docker_image: str = "ise-workspace:latest"
     cpus: float = Field(1.0, gt=0, le=256)  # docker backend: CPU share of one container
     tmp_mb: int = Field(256, ge=16)  # size of the sandbox's private /tmp (memory-backed)
-    # local backend: what the workspace and process logs may hold together on the host disk;
+    # What the workspace and process logs may hold together on the host disk (both backends);
     # over it the running command is stopped and files cannot grow until some are deleted.
     disk_quota_mb: int = Field(1024, ge=1)
-    max_files: int = Field(100_000, ge=10)  # local backend: files and folders, likewise
+    max_files: int = Field(100_000, ge=10)  # files and folders, likewise
 
 
 class ScriptedShapeSettings(Block):
