@@ -46,8 +46,8 @@ from ise_core.records import (
     write_jsonl,
 )
 from ise_core.simulate.episode import EpisodeResult, intent_hash, run_episode
+from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize
-from ise_core.viewer.index import write_index
 from ise_core.workspace.base import Workspace
 
 # Exactly the settings that change what an episode contains (not where it is written, nor

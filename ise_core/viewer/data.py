@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 from ise_core.config import Settings, load_settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.records import Trajectory, read_json, validate_record
-from ise_core.viewer.index import INDEX_FILE, read_index, rows_from_episodes
+from ise_core.simulate.episode_index import INDEX_FILE, read_index, rows_from_episodes
 from ise_core.viewer.listing import EpisodeIndex
 
 StageFolder = Literal["intents", "trajectories", "episodes", "timing", "sft", "plots"]

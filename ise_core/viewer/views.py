@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ise_core.records import Message, Trajectory
+from ise_core.simulate.episode_index import index_row
 from ise_core.viewer.data import DataRoot, episode_index, intent_record
-from ise_core.viewer.index import index_row
 
 PREVIEW_LINES = 6  # a tool output or argument longer than this starts collapsed
 # The stage folders that hold a stats.json and a gate_result.json.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ise_core.simulate.episode_index import INDEX_FILE, index_row, read_index, rows_from_episodes
 from ise_core.simulate.stage import collect_stage
 from ise_core.viewer.data import DataRoot, episode_index
-from ise_core.viewer.index import INDEX_FILE, index_row, read_index, rows_from_episodes
 from tests.quality.stage_outputs import build_pipeline_outputs, make_intent, make_trajectory
 
 
