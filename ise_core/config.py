@@ -167,6 +167,9 @@ class WorkspaceSettings(Block):
     # over it the running command is stopped and files cannot grow until some are deleted.
     disk_quota_mb: int = Field(1024, ge=1)
     max_files: int = Field(100_000, ge=10)  # files and folders, likewise
+    # Sandboxes kept started and reused between episodes (wiped in between); 0: a new
+    # sandbox per episode.
+    pool_size: int = Field(0, ge=0, le=1024)
 
 
 class ScriptedShapeSettings(Block):
