@@ -118,6 +118,7 @@ def open_workspace(
     return LocalWorkspace(settings, base_dir=base_dir, session_id=session_id)
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """The OpenAI ``tools`` list of the workspace tool set (no workspace needed)."""
-    return [spec.schema() for spec in TOOLS.values()]
+def tool_schemas(settings: WorkspaceSettings | None = None) -> list[dict[str, Any]]:
+    """The OpenAI ``tools`` list a workspace with ``settings`` offers (no workspace needed)."""
+    settings = settings or WorkspaceSettings()
+    return [spec.schema() for spec in TOOLS.values() if spec.offered(settings)]
