@@ -103,6 +103,28 @@ def common_settings(project: Path) -> dict[str, str]:
     }
 
 
+# Settings only the compose file sets, and why the script does without them.
+COMPOSE_ONLY_SETTINGS: dict[str, str] = {
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "the script gives each worker its own --concurrency",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": (
+        "the compose healthcheck asks the scheduler's health server, which would listen on "
+        "every interface here"
+    ),
+}
+
+
+def local_settings(api_port: int) -> dict[str, str]:
+    """Settings only the one-machine deployment needs (compose has a host per container)."""
+    return {
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__WORKERS": "1",
+        # Workers share this machine's name; each reports its own (see worker_hostname).
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "scripts.airflow_celery.worker_hostname",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+    }
+
+
 # Keys whose values are this machine's (addresses, secrets, files): both places must set them.
 SITE_KEYS = (
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -464,13 +486,7 @@ class CeleryDeployment:
                 "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets.jwt_secret,
                 "AIRFLOW__API__SECRET_KEY": self.secrets.api_secret_key,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.api_port),
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "scripts.airflow_celery.worker_hostname",
-                # Logs are files under AIRFLOW_HOME, read by the API server directly: the
-                # workers share this machine, so no worker serves its logs over HTTP.
-                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                **local_settings(self.api_port),
                 "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1",
                 "DVC_NO_ANALYTICS": "1",
@@ -542,19 +558,32 @@ class CeleryDeployment:
         self.components[name] = process
         return process
 
+    def commands(self) -> dict[str, list[str]]:
+        """Each component's ``airflow`` arguments, by name (what ``start`` runs). Logs are
+        files under AIRFLOW_HOME that the API server reads itself: the workers share this
+        machine, so none serves its logs over HTTP."""
+        commands = {
+            "api-server": ["api-server"],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+        }
+        if self.triggerer:
+            commands["triggerer"] = ["triggerer"]
+        for name in self.worker_names():
+            commands[name] = [
+                "celery", "worker", "--concurrency", str(self.concurrency),
+                "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
+            ]  # fmt: skip
+        return commands
+
     def worker_names(self) -> list[str]:
         return [f"worker-{i}" for i in range(1, self.workers + 1)]
 
     def start_worker(self, name: str) -> Process:
-        return self.start_component(
-            name,
-            ["celery", "worker", "--concurrency", str(self.concurrency),
-             "--celery-hostname", f"{name}@%h", "--skip-serve-logs"],
-            **{HOSTNAME_ENV: name},
-        )  # fmt: skip
+        return self.start_component(name, self.commands()[name], **{HOSTNAME_ENV: name})
 
     def start_scheduler(self) -> Process:
-        return self.start_component("scheduler", ["scheduler"])
+        return self.start_component("scheduler", self.commands()["scheduler"])
 
     def start(self) -> CeleryDeployment:
         """Everything, in dependency order; on any failure what started is stopped again."""
@@ -564,13 +593,13 @@ class CeleryDeployment:
             ).start()
             self.redis = Redis(self.home / "redis", free_port()).start()
             self.init()
-            api = self.start_component("api-server", ["api-server"])
-            self.start_scheduler()
-            self.start_component("dag-processor", ["dag-processor"])
-            if self.triggerer:
-                self.start_component("triggerer", ["triggerer"])
-            for name in self.worker_names():
-                self.start_worker(name)
+            workers = set(self.worker_names())
+            for name, argv in self.commands().items():
+                if name in workers:
+                    self.start_worker(name)
+                else:
+                    self.start_component(name, argv)
+            api = self.components["api-server"]
             _wait_for("the API server", self._api_up, 180, api.proc, api.log)  # type: ignore[arg-type]
             self.wait_for_workers(120)
         except BaseException:
