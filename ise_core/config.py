@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ise_core.errors import ConfigError
 from ise_core.records import canonical_json
@@ -146,6 +153,24 @@ class LLMSettings(Block):
     # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
     # /props, vLLM /v1/models) where it says; unknown means no compaction.
     context_window: int | None = Field(None, ge=256)
+    # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
+    # process its own), or shared by every process of a run in Redis: "redis" (the Celery
+    # broker's) or a redis:// URL. See ise_core/llm/redis_limits.py.
+    limiter: str = Field("process", min_length=1)
+    # Names the run whose processes share the budget under a Redis limiter (the Airflow DAG
+    # sets it to its run id); unset, the budget is each process's own.
+    budget_key: str | None = Field(None, min_length=1, max_length=500)
+
+    @field_validator("limiter")
+    @classmethod
+    def _limiter_shape(cls, value: str) -> str:
+        if value not in ("process", "redis") and not value.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                "must be 'process', 'redis' (the Celery broker's Redis) or a redis:// URL"
+            )
+        return value
 
     def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
         """The tool-calling mode of one role (its override, else the block's)."""
