@@ -316,12 +316,42 @@ def llm_throughput(data: dict[str, Any]) -> tuple[str, list[Row]]:
     return note, rows
 
 
+def limiter_fairness(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    params = data.get("params") or {}
+    note = (
+        f"{params.get('workers')} workers sending {params.get('small')}-token requests for "
+        f"{params.get('seconds')} s at {params.get('tpm')} tokens/min, one "
+        f"{params.get('large')}-token request arriving {params.get('arrive')} s in; load "
+        f"{_load(data.get('load_average_before'))} (1/5/15 min)"
+    )
+    rows: list[Row] = []
+    for policy, label in (("greedy", "previous (retry loop)"), ("fifo", "arrival order")):
+        run = data.get(policy) or {}
+        rows.append(
+            (
+                f"{label}: large request's wait (bound {_fmt(run.get('large_wait_bound_s'))} s)",
+                _fmt(run.get("large_wait_s"), "s"),
+                "<= bound + 0.5 s" if policy == "fifo" else "-",
+                _met(data.get("target_met")) if policy == "fifo" else "-",
+            )
+        )
+        rows.append(
+            (f"{label}: tokens/s granted / limit", _fmt(run.get("throughput_ratio")), "-", "-")
+        )
+    return note, rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
     ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
     ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
     ("intents_scale", "Stage 1 at scale", intents_scale),
     ("workspace_overhead", "Workspace overhead per call", workspace_overhead),
     ("llm_throughput", "LLM client throughput", llm_throughput),
+    (
+        "limiter_fairness",
+        "Tokens-per-minute limiter: a large request in a small stream",
+        limiter_fairness,
+    ),
 ]
 
 

@@ -78,6 +78,18 @@ class DiversitySettings(Block):
     )
 
 
+# How a role's tool calls travel: ``native`` offers the API's ``tools``; ``prompted`` writes the
+# tool schemas into the system prompt and reads calls back from the reply text (for models and
+# servers without a tool-call parser); ``auto`` probes the endpoint once and picks one.
+ToolCalling = Literal["native", "prompted", "auto"]
+
+# A reply runs on until the server's own limit when max_tokens is unset (a small model wrote
+# thousands of blank lines); these apply to an endpoint role unless llm.max_tokens or
+# llm.roles.<role>.max_tokens is set. The writer emits a whole intent spec, the user one short
+# JSON turn, the agent a tool call or a reply.
+DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024}
+
+
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -89,6 +101,7 @@ class RoleSettings(Block):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
+    tool_calling: ToolCalling | None = None
 
 
 class RolesSettings(Block):
@@ -129,6 +142,18 @@ class LLMSettings(Block):
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     roles: RolesSettings = RolesSettings()
+    tool_calling: ToolCalling = "native"
+    # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
+    # /props, vLLM /v1/models) where it says; unknown means no compaction.
+    context_window: int | None = Field(None, ge=256)
+
+    def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
+        """The tool-calling mode of one role (its override, else the block's)."""
+        return getattr(self.roles, name).tool_calling or self.tool_calling
+
+    def max_tokens_for(self, name: Literal["writer", "user", "agent"]) -> int:
+        """The reply length cap of one endpoint role: set, or the role's default."""
+        return self.role(name)["max_tokens"] or DEFAULT_MAX_TOKENS[name]
 
     def role(self, name: Literal["writer", "user", "agent"]) -> dict[str, Any]:
         """The resolved settings one role runs with (role overrides over the block)."""
@@ -163,10 +188,10 @@ class WorkspaceSettings(Block):
     docker_image: str = "ise-workspace:latest"
     cpus: float = Field(1.0, gt=0, le=256)  # docker backend: CPU share of one container
     tmp_mb: int = Field(256, ge=16)  # size of the sandbox's private /tmp (memory-backed)
-    # local backend: what the workspace and process logs may hold together on the host disk;
+    # What the workspace and process logs may hold together on the host disk (both backends);
     # over it the running command is stopped and files cannot grow until some are deleted.
     disk_quota_mb: int = Field(1024, ge=1)
-    max_files: int = Field(100_000, ge=10)  # local backend: files and folders, likewise
+    max_files: int = Field(100_000, ge=10)  # files and folders, likewise
 
 
 class ScriptedShapeSettings(Block):
@@ -431,13 +456,39 @@ def load_settings(
     return settings_from_dict(data, label, base_dir=source.resolve().parent)
 
 
+# Keys added after datasets were already made, with the default that reproduces the earlier
+# behaviour. At that default a key is left out of fingerprints, so upgrading does not make
+# every finished episode and stage output look stale; set to anything else it counts.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "llm.tool_calling": "native",
+    "llm.context_window": None,
+    **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
+}
+
+
+def _drop_neutral(dumped: dict[str, Any]) -> None:
+    for path, default in NEUTRAL_DEFAULTS.items():
+        *parents, leaf = path.split(".")
+        node: Any = dumped
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+
+
 def fingerprint(settings: Settings, *keys: str) -> str:
     """Hash of exactly the named settings (dotted paths), so stats say what produced them."""
     dumped = settings.model_dump(mode="json")
+    _drop_neutral(dumped)
     selected: dict[str, Any] = {}
     for key in sorted(keys):
         node: Any = dumped
-        for part in key.split("."):
-            node = node[part]
+        try:
+            for part in key.split("."):
+                node = node[part]
+        except KeyError:
+            if key in NEUTRAL_DEFAULTS:
+                continue  # a new key at its neutral default
+            raise
         selected[key] = node
     return hashlib.sha256(canonical_json(selected).encode("utf-8")).hexdigest()[:16]

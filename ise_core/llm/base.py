@@ -57,6 +57,8 @@ class ChatResult(BaseModel):
     retries: int = 0
     # "stop", "tool_calls", "length", ... as the endpoint reported it (None when unknown).
     finish_reason: str | None = None
+    # Tool calls read from the reply text rather than the API's tool_calls (ise_core.llm.dialect).
+    text_tool_calls: int = 0
 
 
 @runtime_checkable

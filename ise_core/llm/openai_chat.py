@@ -31,15 +31,17 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ise_core.errors import ConfigError, LLMError, MalformedResponse
+from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
 from ise_core.llm.base import ChatResult
 from ise_core.llm.cache import ResponseCache, request_key
+from ise_core.llm.context import is_context_overflow
+from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
     EndpointLimiter,
     LimitSettings,
     backoff_delay,
     is_retryable_status,
-    parse_retry_after,
+    retry_after_from_headers,
     shared_limiter,
 )
 from ise_core.llm.replies import (
@@ -50,6 +52,7 @@ from ise_core.llm.replies import (
     tool_names,
     worth_caching,
 )
+from ise_core.llm.toolcalls import to_prompted
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
@@ -125,6 +128,8 @@ class OpenAIChat:
         accountant: Accountant | None = None,
         limiter: EndpointLimiter | None = None,
         episode: str | None = None,
+        tool_calling: str = "native",
+        context_window: int | None = None,
     ) -> None:
         if not model:
             raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
@@ -138,6 +143,9 @@ class OpenAIChat:
         self.accountant = accountant
         self.limiter = limiter or shared_limiter(self.base_url, model, limits or LimitSettings())
         self.episode = episode
+        # native | prompted | auto (ise_core.llm.probe decides auto on the first request with tools)
+        self.tool_calling = tool_calling
+        self.context_window = context_window
         self.name = f"openai:{role}:{model}"
         self._api_key()  # fail at build time when a key is required and missing (not kept)
 
@@ -157,6 +165,7 @@ class OpenAIChat:
         sampling = {key: resolved.get(key) for key in SAMPLING_KEYS}
         if sampling["seed"] is None:
             sampling["seed"] = seed
+        sampling["max_tokens"] = llm.max_tokens_for(role)
         cache_dir = Path(llm.cache_dir)
         if not cache_dir.is_absolute():
             cache_dir = base_dir / cache_dir
@@ -181,6 +190,8 @@ class OpenAIChat:
             cache=ResponseCache(cache_dir, llm.cache),
             accountant=accountant,
             episode=episode,
+            tool_calling=llm.tool_calling_for(role),
+            context_window=llm.context_window,
         )
 
     def __repr__(self) -> str:
@@ -244,15 +255,18 @@ class OpenAIChat:
         for reserved in ("model", "messages", "tools", "stream"):
             if reserved in options:
                 raise ValueError(f"option {reserved!r} cannot be passed to complete()")
-        wire = [
-            to_wire(m if isinstance(m, Message) else Message.model_validate(m)) for m in messages
-        ]
+        typed = [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+        prompted = bool(tools) and self.tool_calling == "prompted"
+        if prompted:
+            # No ``tools`` field: the schemas go into the system prompt, calls come back as text.
+            typed = to_prompted(typed, list(tools or ()))
+        wire = [to_wire(m) for m in typed]
         body: dict[str, Any] = {"model": self.model, "messages": wire}
-        if tools:
+        if tools and not prompted:
             body["tools"] = list(tools)
         sampling = dict(self.sampling)
         for key, value in options.items():
-            if key in LOCAL_OPTIONS:
+            if key in LOCAL_OPTIONS or (prompted and key in ("tool_choice", "parallel_tool_calls")):
                 continue
             if value is None:
                 sampling.pop(key, None)
@@ -270,6 +284,10 @@ class OpenAIChat:
         started = time.perf_counter()
         episode = options.get("episode", self.episode)
         attempt = int(options.get("attempt") or 0)
+        if tools and self.tool_calling == "auto":
+            from ise_core.llm.probe import resolve_auto
+
+            self.tool_calling = await resolve_auto(self)
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
         key = request_key(self.base_url, body, attempt) if cache is not None else None
@@ -307,7 +325,12 @@ class OpenAIChat:
         episode: str | None,
     ) -> ChatResult:
         usage = reply_usage(stored)
-        message, problem = parse_reply(stored, tool_names(tools))
+        offered = tool_names(tools)
+        message, problem = parse_reply(stored, offered)
+        refined = refine_reply(
+            message, problem, finish_reason=stored.get("finish_reason"), offered=offered
+        )
+        message, problem = refined.message, refined.problem
         result = ChatResult(
             message=message,
             usage=usage,
@@ -316,6 +339,7 @@ class OpenAIChat:
             model=stored.get("model") or self.model,
             retries=retries,
             finish_reason=stored.get("finish_reason"),
+            text_tool_calls=refined.text_tool_calls,
         )
         if self.accountant is not None:
             self.accountant.record(
@@ -383,13 +407,7 @@ class OpenAIChat:
                     status = exc.status_code
                     detail = _server_message(exc.body, exc.message)
                     retryable = is_retryable_status(status)
-                    headers = exc.response.headers
-                    retry_ms = parse_retry_after(headers.get("retry-after-ms"))
-                    retry_after = (
-                        retry_ms / 1000
-                        if retry_ms is not None
-                        else parse_retry_after(headers.get("retry-after"))
-                    )
+                    retry_after = retry_after_from_headers(exc.response.headers)
                     if status == 429 and retry_after:
                         self.limiter.pause(retry_after)
                     content = None
@@ -427,6 +445,10 @@ class OpenAIChat:
         )
         # Info, not warning: the exception carries the message and its handler reports it.
         log.info("%s", message)
+        if is_context_overflow(status, detail):
+            return ContextOverflow(
+                message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
+            )
         return LLMError(
             message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
         )

@@ -19,6 +19,7 @@ written by hand so that start-up imports nothing beyond built-in modules (``json
     {"op": "kill", "id": str}                                        -> {"killed": bool}
     {"op": "reap"}                                                   -> {"exited": {id: code}}
     {"op": "killall"}                                                -> {}
+    {"op": "wipe", "dirs": [path]}  (kill all, empty the folders)    -> {"left": str}
     {"op": "ping"}                                                   -> {}
 
 Every command runs in its own session (so a timeout kills its whole process group), with
@@ -50,6 +51,7 @@ QUOTA_POLL_S = 0.2  # how often the disk use is measured while a command runs
 IDLE_POLL_S = 1.0  # ... and while only background processes run
 MAX_ENTRIES = 100_000  # files and folders the watched folders may hold, unless configured
 EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
+KILL_ROUNDS = 50  # kill(-1) rounds before giving up on processes that keep appearing
 
 
 class HeadTailBuffer:
@@ -118,6 +120,40 @@ def disk_usage(roots: list[str], max_entries: int) -> tuple[int, int]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
     return total, entries
+
+
+def empty_folder(folder: str) -> int:
+    """Remove everything inside ``folder`` (not the folder: it is a mount point); returns how
+    many entries are left. The agent may have taken away write or search permission."""
+    import shutil  # only on a wipe: start-up stays light
+
+    def retry_writable(_func: object, path: str, _exc: object) -> None:
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0  # absent here (no /dev/shm): nothing to empty
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, onerror=retry_writable)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+    try:
+        return len(os.listdir(folder))
+    except OSError:
+        return 0
 
 
 class Supervisor:
@@ -318,16 +354,39 @@ class Supervisor:
     def op_reap(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {"exited": dict(self.spawned_exit)}
 
+    def kill_everything(self) -> bool:
+        """SIGKILL every process of the namespace except PID 1, again until none is left
+        (one that was forking may leave a child the first signal missed); True when none is."""
+        for _ in range(KILL_ROUNDS):
+            try:
+                os.kill(-1, signal.SIGKILL)  # everything we may signal except ourselves
+            except ProcessLookupError:
+                self.reap()
+                return True
+            time.sleep(0.002)
+            self.reap()
+        return False
+
     def op_killall(self, _req: dict[str, Any]) -> dict[str, Any]:
-        try:  # noqa: SIM105 (contextlib would cost an import at start-up)
-            os.kill(-1, signal.SIGKILL)  # everything in the namespace except PID 1
-        except ProcessLookupError:
-            pass
-        time.sleep(0.01)
-        self.reap()
+        self.kill_everything()
         self.spawned.clear()
         self.spawned_exit.clear()
         return {}
+
+    def op_wipe(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Kill every process and empty the scratch folders (/tmp ...): what a reused
+        sandbox needs besides the workspace and logs, which the host empties itself."""
+        left: list[str] = []
+        if not self.kill_everything():
+            left.append("processes that survive SIGKILL")
+        self.spawned.clear()
+        self.spawned_exit.clear()
+        self.disk_full = False
+        for folder in req.get("dirs") or ():
+            remaining = empty_folder(str(folder))
+            if remaining:
+                left.append(f"{remaining} entries in {folder}")
+        return {"left": "; ".join(left)}
 
     def op_ping(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -360,6 +419,7 @@ class Supervisor:
             "kill": self.op_kill,
             "reap": self.op_reap,
             "killall": self.op_killall,
+            "wipe": self.op_wipe,
             "ping": self.op_ping,
         }
         write({"ready": True, "pid": os.getpid()})
@@ -417,10 +477,14 @@ def apply_limits(config: dict[str, Any]) -> None:
         # space gets 4x that, since runtimes such as V8 reserve ranges they never touch.
         resource.RLIMIT_DATA: memory,
         resource.RLIMIT_AS: memory * AS_HEADROOM,
-        resource.RLIMIT_NPROC: int(config["max_processes"]),
         resource.RLIMIT_FSIZE: int(config["max_file_mb"]) * 1024 * 1024,
         resource.RLIMIT_CORE: 0,
     }
+    # RLIMIT_NPROC counts every process of the uid on the host; where a cgroup caps the
+    # sandbox's own processes (docker's pids limit) it is left unset, so that one sandbox's
+    # fork bomb cannot stop the others (same uid) from forking.
+    if config.get("max_processes"):
+        limits[resource.RLIMIT_NPROC] = int(config["max_processes"])
     for kind, value in limits.items():
         resource.setrlimit(kind, (value, value))
 

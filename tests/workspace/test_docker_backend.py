@@ -46,7 +46,17 @@ def test_container_is_locked_down(docker_ws: SandboxWorkspace) -> None:
     assert attrs["Config"]["Labels"]["ise.sandbox"] == "1"
     mounts = [m["Source"] for m in attrs["Mounts"]]
     assert all("docker.sock" not in source for source in mounts)
-    assert sorted(m["Destination"] for m in attrs["Mounts"]) == ["/run/ise/procs", "/workspace"]
+    writable = sorted(m["Destination"] for m in attrs["Mounts"] if m["RW"])
+    assert writable == ["/run/ise/procs", "/workspace"]
+    read_only = [m["Destination"] for m in attrs["Mounts"] if not m["RW"]]
+    assert read_only == ["/run/ise/supervisor.py"]
+    # What the sandbox prints never reaches the engine's disk.
+    assert host["LogConfig"]["Type"] == "none"
+    # PID 1 is the supervisor, which the agent's processes cannot signal.
+    assert attrs["Path"] == "/usr/bin/python3" and "/run/ise/supervisor.py" in attrs["Args"]
+    pid1 = docker_ws.call("exec", {"command": "kill -9 1; kill -TERM 1; echo tried"})
+    assert pid1.content.endswith("tried\n")
+    assert docker_ws.call("exec", {"command": "echo alive"}).content == "alive\n"
 
 
 def test_tools_work_in_the_container(docker_ws: SandboxWorkspace) -> None:
