@@ -133,6 +133,23 @@ def test_a_symlink_inside_the_root_is_followed(root: DataRoot) -> None:
     assert root.file("episodes", "alias.json") == target.resolve()
 
 
+def test_files_linked_into_the_projects_dvc_cache_are_read(tmp_path: Path) -> None:
+    """DVC's ``symlink`` cache type makes every data file a link into .dvc/cache."""
+    settings = build_pipeline_outputs(tmp_path, n=2, rejected=0)
+    collect_stage(settings)
+    root = DataRoot.from_settings("current", settings)
+    cache = tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab"
+    cache.mkdir(parents=True)
+    episode = root.folder("episodes") / "intent-00001.json"
+    stored = cache / "cdef0123"
+    episode.rename(stored)
+    os.symlink(stored, episode)
+    (tmp_path / ".git").mkdir()
+    assert root.file("episodes", "intent-00001.json") == stored.resolve()
+    status, _ = raw_get(create_app({"current": root}), "/episodes/intent-00001")
+    assert status == 200
+
+
 def test_every_route_carries_the_given_dependencies(root: DataRoot) -> None:
     """What the Airflow plugin relies on: its login check guards static files and plots too."""
 
