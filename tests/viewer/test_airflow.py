@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,15 +131,6 @@ def test_the_plugin_adds_the_navigation_entry_and_the_dag_and_task_tabs(airflow:
     assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == [VIEWER]
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    reason = browser.missing()
-    if reason:
-        pytest.fail(f"the browser tests need Chromium: {reason}")
-    with browser.chromium() as instance:
-        yield instance
-
-
 def _frame_heading(driver: Any) -> str:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -177,3 +169,32 @@ def test_in_the_browser_the_login_decides(driver: Any, airflow: Airflow) -> None
     driver.get(airflow.url + "/dags/ise_refresh/plugin/ise-viewer-dag")
     assert _frame_heading(driver).startswith("Run overview")
     driver.delete_all_cookies()
+
+
+def test_the_viewer_follows_the_params_variable_the_dag_uses(
+    airflow: Airflow, older_version: Path
+) -> None:
+    """Set in the UI, the ``ise_params`` Variable points the DAG's tasks at another params
+    file; the viewer then shows that run's data too."""
+    params = older_version.parent / "params.yaml"
+    params.write_text("seed: 7\n", encoding="utf-8")  # every stage folder under ./data
+    auth = {"Authorization": f"Bearer {airflow.token}", "Content-Type": "application/json"}
+    body = json.dumps({"key": "ise_params", "value": str(params)}).encode()
+    request = urllib.request.Request(
+        airflow.url + "/api/v2/variables", data=body, headers=auth, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+    try:
+        episodes = len(list((older_version / "trajectories" / "episodes").glob("*.json")))
+        status, page = get(airflow.url + VIEWER + "/episodes", auth)
+        assert status == 200 and f"of {episodes} episodes match" in page
+    finally:
+        delete = urllib.request.Request(
+            airflow.url + "/api/v2/variables/ise_params", headers=auth, method="DELETE"
+        )
+        with urllib.request.urlopen(delete, timeout=30) as response:
+            assert response.status == 204
+    status, page = get(airflow.url + VIEWER + "/episodes", auth)
+    current = len(list((airflow.project.root / "data/trajectories/episodes").glob("*.json")))
+    assert status == 200 and f"of {current} episodes match" in page

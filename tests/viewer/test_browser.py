@@ -40,15 +40,6 @@ def viewer_url(
         yield url
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    reason = browser.missing()
-    if reason:
-        pytest.fail(f"the browser tests need Chromium: {reason}")
-    with browser.chromium() as instance:
-        yield instance
-
-
 def wait(driver: Any, condition: Any, timeout: float = 30) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
