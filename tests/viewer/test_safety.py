@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -208,18 +209,30 @@ def test_ise_view_warns_before_serving_beyond_this_machine(
     import uvicorn
 
     from ise_core.cli import main
+    from ise_core.viewer import serve
 
     served: list[dict[str, object]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
     params = root.intents.parent.parent / "params.yaml"
     params.write_text("seed: 7\n", encoding="utf-8")  # every folder at its default: data/...
-    assert main(["view", "--params", str(params), "--port", "9999"]) == 0
+    assert main(["view", "--params", str(params), "--port", "0"]) == 0
     assert served[-1]["host"] == "127.0.0.1" and "WARNING" not in capsys.readouterr().err
+    # Nothing is bound here beyond loopback: the port probe is skipped for this case.
+    monkeypatch.setattr(serve, "check_port", lambda host, port: None)
     assert main(["view", "--params", str(params), "--host", "0.0.0.0"]) == 0
     err = capsys.readouterr().err
     assert served[-1]["host"] == "0.0.0.0"
     assert "WARNING: serving on 0.0.0.0" in err and "no login" in err
     assert "3 episodes from the index" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
     assert main(["view", "--params", str(params), "--port", "70000"]) == 2
-    assert main(["view", "--params", str(params), "--compare", str(root.intents / "nope")]) == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["view", "--params", str(params), "--port", port]) == 2
+        assert "cannot listen there" in capsys.readouterr().err
+    nope = str(root.intents / "nope")
+    assert main(["view", "--params", str(params), "--port", "0", "--compare", nope]) == 2
     assert "not found" in capsys.readouterr().err
