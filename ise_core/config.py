@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ise_core.errors import ConfigError
 from ise_core.records import canonical_json
@@ -113,6 +120,18 @@ class DiversitySettings(Block):
     )
 
 
+# How a role's tool calls travel: ``native`` offers the API's ``tools``; ``prompted`` writes the
+# tool schemas into the system prompt and reads calls back from the reply text (for models and
+# servers without a tool-call parser); ``auto`` probes the endpoint once and picks one.
+ToolCalling = Literal["native", "prompted", "auto"]
+
+# A reply runs on until the server's own limit when max_tokens is unset (a small model wrote
+# thousands of blank lines); these apply to an endpoint role unless llm.max_tokens or
+# llm.roles.<role>.max_tokens is set. The writer emits a whole intent spec, the user one short
+# JSON turn, the agent a tool call or a reply.
+DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024}
+
+
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -124,6 +143,7 @@ class RoleSettings(Block):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
+    tool_calling: ToolCalling | None = None
 
 
 class RolesSettings(Block):
@@ -164,6 +184,36 @@ class LLMSettings(Block):
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     roles: RolesSettings = RolesSettings()
+    tool_calling: ToolCalling = "native"
+    # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
+    # /props, vLLM /v1/models) where it says; unknown means no compaction.
+    context_window: int | None = Field(None, ge=256)
+    # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
+    # process its own), or shared by every process of a run in Redis: "redis" (the Celery
+    # broker's) or a redis:// URL. See ise_core/llm/redis_limits.py.
+    limiter: str = Field("process", min_length=1)
+    # Names the run whose processes share the budget under a Redis limiter (the Airflow DAG
+    # sets it to its run id); unset, the budget is each process's own.
+    budget_key: str | None = Field(None, min_length=1, max_length=500)
+
+    @field_validator("limiter")
+    @classmethod
+    def _limiter_shape(cls, value: str) -> str:
+        if value not in ("process", "redis") and not value.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                "must be 'process', 'redis' (the Celery broker's Redis) or a redis:// URL"
+            )
+        return value
+
+    def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
+        """The tool-calling mode of one role (its override, else the block's)."""
+        return getattr(self.roles, name).tool_calling or self.tool_calling
+
+    def max_tokens_for(self, name: Literal["writer", "user", "agent"]) -> int:
+        """The reply length cap of one endpoint role: set, or the role's default."""
+        return self.role(name)["max_tokens"] or DEFAULT_MAX_TOKENS[name]
 
     def role(self, name: Literal["writer", "user", "agent"]) -> dict[str, Any]:
         """The resolved settings one role runs with (role overrides over the block)."""
@@ -184,6 +234,41 @@ class LLMSettings(Block):
         return resolved
 
 
+BRAVE_SEARCH_URL = "https://api.search.brave.com/res/v1/web/search"
+
+
+class WebSearchSettings(Block):
+    """The ``web_search`` tool's provider; it runs on the host (the sandbox has no network)."""
+
+    # off: the tool is not offered. searxng: a SearXNG instance's JSON API (base_url).
+    # brave: the Brave Search API, with the key in the variable named by api_key_env.
+    provider: Literal["off", "searxng", "brave"] = "off"
+    base_url: str | None = None  # searxng: required; brave: defaults to the public endpoint
+    api_key_env: str | None = None  # the NAME of the variable; brave: BRAVE_API_KEY by default
+    timeout_s: float = Field(15.0, gt=0, le=300)
+    max_results: int = Field(5, ge=1, le=20)  # results when the agent does not ask for a count
+    cache: Literal["read_write", "read_only", "off"] = "read_write"
+    cache_dir: str = ".cache/web_search"
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> WebSearchSettings:
+        if self.provider == "searxng" and not self.base_url:
+            raise ValueError(
+                "provider searxng needs base_url (the instance, e.g. http://host:8888)"
+            )
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL (got {self.base_url!r})")
+        return self
+
+    def endpoint(self) -> str:
+        if self.provider == "brave":
+            return self.base_url or BRAVE_SEARCH_URL
+        return (self.base_url or "").rstrip("/") + "/search"
+
+    def key_variable(self) -> str | None:
+        return self.api_key_env or ("BRAVE_API_KEY" if self.provider == "brave" else None)
+
+
 class WorkspaceSettings(Block):
     backend: Literal["auto", "local", "docker"] = "auto"
     template: str = "ise_core/workspace/template"
@@ -198,10 +283,14 @@ class WorkspaceSettings(Block):
     docker_image: str = "ise-workspace:latest"
     cpus: float = Field(1.0, gt=0, le=256)  # docker backend: CPU share of one container
     tmp_mb: int = Field(256, ge=16)  # size of the sandbox's private /tmp (memory-backed)
-    # local backend: what the workspace and process logs may hold together on the host disk;
+    # What the workspace and process logs may hold together on the host disk (both backends);
     # over it the running command is stopped and files cannot grow until some are deleted.
     disk_quota_mb: int = Field(1024, ge=1)
-    max_files: int = Field(100_000, ge=10)  # local backend: files and folders, likewise
+    max_files: int = Field(100_000, ge=10)  # files and folders, likewise
+    # Sandboxes kept started and reused between episodes (wiped in between); 0: a new
+    # sandbox per episode.
+    pool_size: int = Field(0, ge=0, le=1024)
+    web_search: WebSearchSettings = WebSearchSettings()
 
 
 class ScriptedShapeSettings(Block):
@@ -466,13 +555,41 @@ def load_settings(
     return settings_from_dict(data, label, base_dir=source.resolve().parent)
 
 
+# Keys added after datasets were already made, with the default that reproduces the earlier
+# behaviour. At that default a key is left out of fingerprints, so upgrading does not make
+# every finished episode and stage output look stale; set to anything else it counts.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "llm.tool_calling": "native",
+    "llm.context_window": None,
+    **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
+    # web_search off: episodes are what they were before the tool existed.
+    "workspace.web_search": WebSearchSettings().model_dump(mode="json"),
+}
+
+
+def _drop_neutral(dumped: dict[str, Any]) -> None:
+    for path, default in NEUTRAL_DEFAULTS.items():
+        *parents, leaf = path.split(".")
+        node: Any = dumped
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+
+
 def fingerprint(settings: Settings, *keys: str) -> str:
     """Hash of exactly the named settings (dotted paths), so stats say what produced them."""
     dumped = settings.model_dump(mode="json")
+    _drop_neutral(dumped)
     selected: dict[str, Any] = {}
     for key in sorted(keys):
         node: Any = dumped
-        for part in key.split("."):
-            node = node[part]
+        try:
+            for part in key.split("."):
+                node = node[part]
+        except KeyError:
+            if key in NEUTRAL_DEFAULTS:
+                continue  # a new key at its neutral default
+            raise
         selected[key] = node
     return hashlib.sha256(canonical_json(selected).encode("utf-8")).hexdigest()[:16]

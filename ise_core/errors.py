@@ -7,9 +7,11 @@ ISEError                 base; ``exit_code`` says how the CLI ends
 ├── BackendError         a backend cannot do what was asked (no isolation, ...)  (exit 2)
 ├── LLMError             an LLM request failed for good: names endpoint, model,  (exit 1)
 │   │                    status and attempts, never the key
-│   └── MalformedResponse  the endpoint answered but the reply is unusable;      (exit 1)
-│                          ``kind`` + ``detail``, the caller may turn it into an
-│                          observation or retry with ``attempt=n``
+│   ├── MalformedResponse  the endpoint answered but the reply is unusable;      (exit 1)
+│   │                      ``kind`` + ``detail``, the caller may turn it into an
+│   │                      observation or retry with ``attempt=n``
+│   └── ContextOverflow    the server refused the request as longer than its     (exit 1)
+│                          context window (a 400 naming the context length)
 ├── BudgetExceeded       ``llm.budget`` reached: raised before a request is sent (exit 1)
 └── GateFailed           a quality gate's expectations did not hold              (exit 1)
 """
@@ -83,7 +85,15 @@ class MalformedResponse(LLMError):
     so the tokens are still accounted and the caller can show the model its own mistake.
     """
 
-    KINDS = ("no_choices", "invalid_tool_arguments", "unknown_tool", "invalid_tool_call", "empty")
+    KINDS = (
+        "no_choices",
+        "invalid_tool_arguments",
+        "unknown_tool",
+        "invalid_tool_call",
+        "empty",
+        "truncated",  # finish_reason "length": cut off at max_tokens
+        "repetition",  # degenerate output: one piece repeated, or a run of blank lines
+    )
 
     def __init__(
         self,
@@ -115,6 +125,16 @@ class MalformedResponse(LLMError):
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "detail": self.detail, "model": self.model}
+
+
+class ContextOverflow(LLMError):
+    """The request did not fit the model's context window (the server said so with a 400).
+
+    A caller that can shorten the conversation compacts it and tries once more; otherwise the
+    episode ends with stop reason ``context_overflow``.
+    """
+
+    stop_reason = "context_overflow"
 
 
 def _rebuild(

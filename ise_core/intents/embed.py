@@ -469,6 +469,7 @@ def encoder_for(settings: Settings) -> Encoder:
         )
     from ise_core.llm.embeddings import OpenAIEmbeddings
     from ise_core.llm.limits import LimitSettings
+    from ise_core.llm.openai_chat import endpoint_limiter
 
     base_url = block.base_url or settings.llm.base_url
     if not base_url:
@@ -477,12 +478,14 @@ def encoder_for(settings: Settings) -> Encoder:
         raise ConfigError(
             "embedding.base_url (or llm.base_url): must be set when embedding.provider is openai"
         )
+    limits = LimitSettings.from_llm(settings.llm)
     client = OpenAIEmbeddings(
         model=block.model,
         base_url=base_url,
         api_key_env=block.api_key_env or settings.llm.api_key_env,
         timeout_s=settings.llm.timeout_s,
-        limits=LimitSettings.from_llm(settings.llm),
+        limits=limits,
+        limiter=endpoint_limiter(settings.llm, base_url, block.model, limits),
         dimensions=block.dimensions,
     )
     return EndpointEncoder(client, block.batch_size)

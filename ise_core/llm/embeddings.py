@@ -2,8 +2,9 @@
 
 Works with vLLM, text-embeddings-inference, llama.cpp's server started with ``--embedding``,
 Ollama and hosted APIs. Built on ``OpenAIEndpoint``, the chat client's base: the same pooled
-connections, the same process-wide limiter of (endpoint, model) with the ``llm`` block's
-concurrency, requests-per-minute and tokens-per-minute limits, and the same retries with
+connections, the same limiter of (endpoint, model) with the ``llm`` block's concurrency,
+requests-per-minute and tokens-per-minute limits (process-wide, or shared through Redis when
+``llm.limiter`` says so), and the same retries with
 backoff on 429/5xx/timeouts/dropped connections honouring ``Retry-After``. Vectors are cached
 per text by the caller (ise_core.intents.embed), so a re-run sends nothing.
 
@@ -28,7 +29,7 @@ from ise_core.llm.limits import LimitSettings
 from ise_core.llm.openai_chat import OpenAIEndpoint
 
 if TYPE_CHECKING:
-    from ise_core.llm.limits import EndpointLimiter
+    from ise_core.llm.base import Limiter
 
 
 class EmbeddingResponseError(BackendError):
@@ -49,7 +50,7 @@ class OpenAIEmbeddings(OpenAIEndpoint):
         api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 120.0,
         limits: LimitSettings | None = None,
-        limiter: EndpointLimiter | None = None,
+        limiter: Limiter | None = None,
         dimensions: int | None = None,
     ) -> None:
         super().__init__(

@@ -31,15 +31,16 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ise_core.errors import ConfigError, LLMError, MalformedResponse
-from ise_core.llm.base import ChatResult
+from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
+from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
+from ise_core.llm.context import is_context_overflow
+from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
-    EndpointLimiter,
     LimitSettings,
     backoff_delay,
     is_retryable_status,
-    parse_retry_after,
+    retry_after_from_headers,
     shared_limiter,
 )
 from ise_core.llm.replies import (
@@ -50,6 +51,7 @@ from ise_core.llm.replies import (
     tool_names,
     worth_caching,
 )
+from ise_core.llm.toolcalls import to_prompted
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
@@ -109,6 +111,18 @@ def _clients_of_running_loop() -> dict[tuple[str, str, float], Any]:
     return clients
 
 
+def endpoint_limiter(
+    llm: LLMSettings, base_url: str | None, model: str, limits: LimitSettings
+) -> Limiter | None:
+    """The limiter ``llm.limiter`` asks for: None for the process-wide one (the default),
+    else the Redis-backed one shared by every process of the run."""
+    if llm.limiter == "process":
+        return None
+    from ise_core.llm.redis_limits import redis_limiter
+
+    return redis_limiter(llm.limiter, (base_url or DEFAULT_BASE_URL).rstrip("/"), model, limits)
+
+
 class OpenAIEndpoint:
     """One OpenAI-compatible endpoint and model: the SDK client, the limiter, the retry policy.
 
@@ -129,13 +143,15 @@ class OpenAIEndpoint:
         api_key_env: str,
         timeout_s: float,
         limits: LimitSettings | None,
-        limiter: EndpointLimiter | None,
+        limiter: Limiter | None,
     ) -> None:
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
-        self.limiter = limiter or shared_limiter(self.base_url, model, limits or LimitSettings())
+        self.limiter: Limiter = limiter or shared_limiter(
+            self.base_url, model, limits or LimitSettings()
+        )
         self._api_key()  # fail at build time when a key is required and missing (not kept)
 
     # --- the SDK client ----------------------------------------------------------------------
@@ -237,13 +253,7 @@ class OpenAIEndpoint:
                     status = exc.status_code
                     detail = _server_message(exc.body, exc.message)
                     retryable = is_retryable_status(status)
-                    headers = exc.response.headers
-                    retry_ms = parse_retry_after(headers.get("retry-after-ms"))
-                    retry_after = (
-                        retry_ms / 1000
-                        if retry_ms is not None
-                        else parse_retry_after(headers.get("retry-after"))
-                    )
+                    retry_after = retry_after_from_headers(exc.response.headers)
                     if status == 429 and retry_after:
                         self.limiter.pause(retry_after)
                     content = None
@@ -276,6 +286,10 @@ class OpenAIEndpoint:
         )
         # Info, not warning: the exception carries the message and its handler reports it.
         log.info("%s", message)
+        if is_context_overflow(status, detail):
+            return ContextOverflow(
+                message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
+            )
         return LLMError(
             message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
         )
@@ -296,8 +310,10 @@ class OpenAIChat(OpenAIEndpoint):
         timeout_s: float = 120.0,
         cache: ResponseCache | None = None,
         accountant: Accountant | None = None,
-        limiter: EndpointLimiter | None = None,
+        limiter: Limiter | None = None,
         episode: str | None = None,
+        tool_calling: str = "native",
+        context_window: int | None = None,
     ) -> None:
         if not model:
             raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
@@ -306,6 +322,9 @@ class OpenAIChat(OpenAIEndpoint):
         self.cache = cache
         self.accountant = accountant
         self.episode = episode
+        # native | prompted | auto (ise_core.llm.probe decides auto on the first request with tools)
+        self.tool_calling = tool_calling
+        self.context_window = context_window
         self.name = f"openai:{role}:{model}"
         super().__init__(
             model=model,
@@ -332,6 +351,7 @@ class OpenAIChat(OpenAIEndpoint):
         sampling = {key: resolved.get(key) for key in SAMPLING_KEYS}
         if sampling["seed"] is None:
             sampling["seed"] = seed
+        sampling["max_tokens"] = llm.max_tokens_for(role)
         cache_dir = Path(llm.cache_dir)
         if not cache_dir.is_absolute():
             cache_dir = base_dir / cache_dir
@@ -345,17 +365,22 @@ class OpenAIChat(OpenAIEndpoint):
                 f"llm.prices: llm.budget.cost is set but model {model!r} has no price "
                 f"(add llm.prices.{model}: {{prompt: ..., completion: ...}} per million tokens)"
             )
+        limits = LimitSettings.from_llm(llm)
+        limiter = endpoint_limiter(llm, resolved["base_url"], model, limits)
         return cls(
             role,
             model=model,
             base_url=resolved["base_url"],
             api_key_env=resolved["api_key_env"],
             sampling=sampling,
-            limits=LimitSettings.from_llm(llm),
+            limits=limits,
             timeout_s=llm.timeout_s,
             cache=ResponseCache(cache_dir, llm.cache),
             accountant=accountant,
+            limiter=limiter,
             episode=episode,
+            tool_calling=llm.tool_calling_for(role),
+            context_window=llm.context_window,
         )
 
     def __repr__(self) -> str:
@@ -373,15 +398,18 @@ class OpenAIChat(OpenAIEndpoint):
         for reserved in ("model", "messages", "tools", "stream"):
             if reserved in options:
                 raise ValueError(f"option {reserved!r} cannot be passed to complete()")
-        wire = [
-            to_wire(m if isinstance(m, Message) else Message.model_validate(m)) for m in messages
-        ]
+        typed = [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+        prompted = bool(tools) and self.tool_calling == "prompted"
+        if prompted:
+            # No ``tools`` field: the schemas go into the system prompt, calls come back as text.
+            typed = to_prompted(typed, list(tools or ()))
+        wire = [to_wire(m) for m in typed]
         body: dict[str, Any] = {"model": self.model, "messages": wire}
-        if tools:
+        if tools and not prompted:
             body["tools"] = list(tools)
         sampling = dict(self.sampling)
         for key, value in options.items():
-            if key in LOCAL_OPTIONS:
+            if key in LOCAL_OPTIONS or (prompted and key in ("tool_choice", "parallel_tool_calls")):
                 continue
             if value is None:
                 sampling.pop(key, None)
@@ -399,6 +427,10 @@ class OpenAIChat(OpenAIEndpoint):
         started = time.perf_counter()
         episode = options.get("episode", self.episode)
         attempt = int(options.get("attempt") or 0)
+        if tools and self.tool_calling == "auto":
+            from ise_core.llm.probe import resolve_auto
+
+            self.tool_calling = await resolve_auto(self)
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
         key = request_key(self.base_url, body, attempt) if cache is not None else None
@@ -436,7 +468,12 @@ class OpenAIChat(OpenAIEndpoint):
         episode: str | None,
     ) -> ChatResult:
         usage = reply_usage(stored)
-        message, problem = parse_reply(stored, tool_names(tools))
+        offered = tool_names(tools)
+        message, problem = parse_reply(stored, offered)
+        refined = refine_reply(
+            message, problem, finish_reason=stored.get("finish_reason"), offered=offered
+        )
+        message, problem = refined.message, refined.problem
         result = ChatResult(
             message=message,
             usage=usage,
@@ -445,6 +482,7 @@ class OpenAIChat(OpenAIEndpoint):
             model=stored.get("model") or self.model,
             retries=retries,
             finish_reason=stored.get("finish_reason"),
+            text_tool_calls=refined.text_tool_calls,
         )
         if self.accountant is not None:
             self.accountant.record(

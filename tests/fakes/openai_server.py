@@ -14,6 +14,7 @@ Faults are drawn per request from a seeded generator, or taken in order from
 ``Faults.script`` first, so a test can say exactly what the next requests meet:
 
 - ``rate_limit``     429 with ``Retry-After`` (seconds, or an HTTP date when configured so)
+                     and/or ``retry-after-ms`` (milliseconds), as configured
 - ``server_error``   500
 - ``slow``           the normal reply, but after ``slow_s`` (longer than the client's timeout)
 - ``drop``           the socket is closed without any response
@@ -68,6 +69,7 @@ class Faults:
     rate_limit: float = 0.0
     retry_after: str | None = "0"  # the Retry-After value sent with a 429 (None: no header)
     retry_after_http_date: bool = False  # send Retry-After as an HTTP date (now + retry_after)
+    retry_after_ms: str | None = None  # a retry-after-ms value sent with a 429 (None: none)
     server_error: float = 0.0
     slow: float = 0.0
     slow_s: float = 1.0
@@ -304,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
                     if faults.retry_after_http_date
                     else faults.retry_after
                 )
+            if faults.retry_after_ms is not None:
+                headers["retry-after-ms"] = faults.retry_after_ms
             body = {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}
             self._send_json(429, body, headers)
             return False
