@@ -79,6 +79,8 @@ class Pages:
         self.roots = roots
         self.dag_id = dag_id
         self.env = _environment()
+        for template in (HERE / "templates").glob("*.html"):
+            self.env.get_template(template.name)  # compiled now, not on a first request
         self.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
 
     def available(self, request: Request) -> Mapping[str, DataRoot]:
