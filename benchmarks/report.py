@@ -289,6 +289,34 @@ def workspace_overhead(data: dict[str, Any]) -> tuple[str, list[Row]]:
                 _met(_at_most(open_ms, open_target)) if open_target else "-",
             )
         )
+        if "pool_acquire" not in figures:
+            continue
+        acquire_ms = _get(figures, "pool_acquire", "median_ms")
+        acquire_target = _get(targets, name, "pool_acquire")
+        rows.append(
+            (
+                f"{name}: cold open median",
+                _fmt(_get(figures, "cold_open", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: acquire from the pool median (p95)",
+                f"{_fmt(acquire_ms, 'ms')} ({_fmt(_get(figures, 'pool_acquire', 'p95_ms'), 'ms')})",
+                f"<= {acquire_target:g} ms" if acquire_target else "-",
+                _met(_at_most(acquire_ms, acquire_target)) if acquire_target else "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: give back to the pool (wipe) median",
+                _fmt(_get(figures, "pool_release", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
     return note, rows
 
 
