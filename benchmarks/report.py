@@ -289,6 +289,34 @@ def workspace_overhead(data: dict[str, Any]) -> tuple[str, list[Row]]:
                 _met(_at_most(open_ms, open_target)) if open_target else "-",
             )
         )
+        if "pool_acquire" not in figures:
+            continue
+        acquire_ms = _get(figures, "pool_acquire", "median_ms")
+        acquire_target = _get(targets, name, "pool_acquire")
+        rows.append(
+            (
+                f"{name}: cold open median",
+                _fmt(_get(figures, "cold_open", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: acquire from the pool median (p95)",
+                f"{_fmt(acquire_ms, 'ms')} ({_fmt(_get(figures, 'pool_acquire', 'p95_ms'), 'ms')})",
+                f"<= {acquire_target:g} ms" if acquire_target else "-",
+                _met(_at_most(acquire_ms, acquire_target)) if acquire_target else "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: give back to the pool (wipe) median",
+                _fmt(_get(figures, "pool_release", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
     return note, rows
 
 
@@ -341,11 +369,47 @@ def limiter_fairness(data: dict[str, Any]) -> tuple[str, list[Row]]:
     return note, rows
 
 
+def viewer_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    note = (
+        f"{data.get('episodes'):,} episodes served by `ise view`, "
+        f"{_get(data, 'list', 'n')} list and {_get(data, 'episode', 'n')} episode requests; load "
+        f"{_load(_get(data, 'load_average', 'before'))} before, "
+        f"{_load(_get(data, 'load_average', 'after'))} after"
+    )
+    targets = data.get("targets_ms") or {}
+    rows: list[Row] = []
+    for label, key, target in (
+        ("list page p95 (median)", "list", targets.get("list")),
+        ("list page p95, first request of each filter", "list_first_request_per_filter", None),
+        ("episode page p95 (median)", "episode", targets.get("episode")),
+    ):
+        p95 = _get(data, key, "p95_ms")
+        rows.append(
+            (
+                label,
+                f"{_fmt(p95, 'ms')} ({_fmt(_get(data, key, 'median_ms'), 'ms')})",
+                f"<= {target:g} ms" if target else "-",
+                _met(_at_most(p95, target)) if target else "-",
+            )
+        )
+    rows.append(
+        (
+            "server ready (index and intent offsets read)",
+            _fmt(data.get("server_ready_s"), "s"),
+            "-",
+            "-",
+        )
+    )
+    rows.append(("server memory (RSS)", _fmt(data.get("server_rss_mib"), "MiB"), "-", "-"))
+    return note, rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
     ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
     ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
     ("intents_scale", "Stage 1 at scale", intents_scale),
     ("workspace_overhead", "Workspace overhead per call", workspace_overhead),
+    ("viewer_scale", "The viewer at 50,000 episodes", viewer_scale),
     ("llm_throughput", "LLM client throughput", llm_throughput),
     (
         "limiter_fairness",

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ise_core.errors import ConfigError
 from ise_core.records import canonical_json
@@ -146,6 +153,24 @@ class LLMSettings(Block):
     # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
     # /props, vLLM /v1/models) where it says; unknown means no compaction.
     context_window: int | None = Field(None, ge=256)
+    # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
+    # process its own), or shared by every process of a run in Redis: "redis" (the Celery
+    # broker's) or a redis:// URL. See ise_core/llm/redis_limits.py.
+    limiter: str = Field("process", min_length=1)
+    # Names the run whose processes share the budget under a Redis limiter (the Airflow DAG
+    # sets it to its run id); unset, the budget is each process's own.
+    budget_key: str | None = Field(None, min_length=1, max_length=500)
+
+    @field_validator("limiter")
+    @classmethod
+    def _limiter_shape(cls, value: str) -> str:
+        if value not in ("process", "redis") and not value.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                "must be 'process', 'redis' (the Celery broker's Redis) or a redis:// URL"
+            )
+        return value
 
     def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
         """The tool-calling mode of one role (its override, else the block's)."""
@@ -174,6 +199,41 @@ class LLMSettings(Block):
         return resolved
 
 
+BRAVE_SEARCH_URL = "https://api.search.brave.com/res/v1/web/search"
+
+
+class WebSearchSettings(Block):
+    """The ``web_search`` tool's provider; it runs on the host (the sandbox has no network)."""
+
+    # off: the tool is not offered. searxng: a SearXNG instance's JSON API (base_url).
+    # brave: the Brave Search API, with the key in the variable named by api_key_env.
+    provider: Literal["off", "searxng", "brave"] = "off"
+    base_url: str | None = None  # searxng: required; brave: defaults to the public endpoint
+    api_key_env: str | None = None  # the NAME of the variable; brave: BRAVE_API_KEY by default
+    timeout_s: float = Field(15.0, gt=0, le=300)
+    max_results: int = Field(5, ge=1, le=20)  # results when the agent does not ask for a count
+    cache: Literal["read_write", "read_only", "off"] = "read_write"
+    cache_dir: str = ".cache/web_search"
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> WebSearchSettings:
+        if self.provider == "searxng" and not self.base_url:
+            raise ValueError(
+                "provider searxng needs base_url (the instance, e.g. http://host:8888)"
+            )
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL (got {self.base_url!r})")
+        return self
+
+    def endpoint(self) -> str:
+        if self.provider == "brave":
+            return self.base_url or BRAVE_SEARCH_URL
+        return (self.base_url or "").rstrip("/") + "/search"
+
+    def key_variable(self) -> str | None:
+        return self.api_key_env or ("BRAVE_API_KEY" if self.provider == "brave" else None)
+
+
 class WorkspaceSettings(Block):
     backend: Literal["auto", "local", "docker"] = "auto"
     template: str = "ise_core/workspace/template"
@@ -192,6 +252,10 @@ class WorkspaceSettings(Block):
     # over it the running command is stopped and files cannot grow until some are deleted.
     disk_quota_mb: int = Field(1024, ge=1)
     max_files: int = Field(100_000, ge=10)  # files and folders, likewise
+    # Sandboxes kept started and reused between episodes (wiped in between); 0: a new
+    # sandbox per episode.
+    pool_size: int = Field(0, ge=0, le=1024)
+    web_search: WebSearchSettings = WebSearchSettings()
 
 
 class ScriptedShapeSettings(Block):
@@ -530,6 +594,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "eval.count": 0,
     "eval.seed": None,
     "eval.safety.secret_path": ".env",
+    # web_search off: episodes are what they were before the tool existed.
+    "workspace.web_search": WebSearchSettings().model_dump(mode="json"),
 }
 
 

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
-from ise_core.llm.base import ChatResult
+from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
 from ise_core.llm.context import is_context_overflow
 from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
-    EndpointLimiter,
     LimitSettings,
     backoff_delay,
     is_retryable_status,
@@ -126,7 +125,7 @@ class OpenAIChat:
         timeout_s: float = 120.0,
         cache: ResponseCache | None = None,
         accountant: Accountant | None = None,
-        limiter: EndpointLimiter | None = None,
+        limiter: Limiter | None = None,
         episode: str | None = None,
         tool_calling: str = "native",
         context_window: int | None = None,
@@ -141,7 +140,9 @@ class OpenAIChat:
         self.timeout_s = timeout_s
         self.cache = cache
         self.accountant = accountant
-        self.limiter = limiter or shared_limiter(self.base_url, model, limits or LimitSettings())
+        self.limiter: Limiter = limiter or shared_limiter(
+            self.base_url, model, limits or LimitSettings()
+        )
         self.episode = episode
         # native | prompted | auto (ise_core.llm.probe decides auto on the first request with tools)
         self.tool_calling = tool_calling
@@ -179,16 +180,24 @@ class OpenAIChat:
                 f"llm.prices: llm.budget.cost is set but model {model!r} has no price "
                 f"(add llm.prices.{model}: {{prompt: ..., completion: ...}} per million tokens)"
             )
+        limits = LimitSettings.from_llm(llm)
+        limiter: Limiter | None = None
+        if llm.limiter != "process":  # shared by every process of the run, in Redis
+            from ise_core.llm.redis_limits import redis_limiter
+
+            base_url = (resolved["base_url"] or DEFAULT_BASE_URL).rstrip("/")
+            limiter = redis_limiter(llm.limiter, base_url, model, limits)
         return cls(
             role,
             model=model,
             base_url=resolved["base_url"],
             api_key_env=resolved["api_key_env"],
             sampling=sampling,
-            limits=LimitSettings.from_llm(llm),
+            limits=limits,
             timeout_s=llm.timeout_s,
             cache=ResponseCache(cache_dir, llm.cache),
             accountant=accountant,
+            limiter=limiter,
             episode=episode,
             tool_calling=llm.tool_calling_for(role),
             context_window=llm.context_window,

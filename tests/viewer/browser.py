@@ -61,10 +61,14 @@ def chromium() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(driver: object, name: str) -> Path:
-    """Save the whole page (not just the window) as ``test-artifacts/viewer/<name>.png``."""
+def screenshot(driver: object, name: str, *, full: bool = True) -> Path:
+    """Save the page as ``test-artifacts/viewer/<name>.png``: the whole page (up to 8000
+    pixels high), or with ``full=False`` what the 1400x1000 window shows now."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    if not full:
+        driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+        return path
     width, height = driver.execute_script(  # type: ignore[attr-defined]
         "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
     )
