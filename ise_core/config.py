@@ -102,6 +102,7 @@ class RoleSettings(Block):
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     tool_calling: ToolCalling | None = None
+    constrained_output: bool | None = None
 
 
 class RolesSettings(Block):
@@ -146,6 +147,16 @@ class LLMSettings(Block):
     # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
     # /props, vLLM /v1/models) where it says; unknown means no compaction.
     context_window: int | None = Field(None, ge=256)
+    # Ask the server to constrain replies to the JSON a role must produce (response_format
+    # json_schema; llama.cpp, vLLM and SGLang support it): the user simulator's turn object,
+    # and in the prompted mode the agent's tool call or final answer. Small models that
+    # cannot hold a format on their own then always produce a readable reply.
+    constrained_output: bool = False
+
+    def constrained_for(self, name: Literal["writer", "user", "agent"]) -> bool:
+        """Whether one role's replies are constrained (its override, else the block's)."""
+        override = getattr(self.roles, name).constrained_output
+        return self.constrained_output if override is None else override
 
     def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
         """The tool-calling mode of one role (its override, else the block's)."""
@@ -462,7 +473,9 @@ def load_settings(
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
+    "llm.constrained_output": False,
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
+    **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
 }
 
 

@@ -46,7 +46,10 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_CONTEXT = 16_384
 DEFAULT_SLOTS = 2
-DEFAULT_THREADS = 2
+# One compute thread. With -t 2 on a 2-core machine that is also running the pipeline (or
+# anything else), llama.cpp's threads wait on each other at every step: measured 1.5 tokens/s
+# with -t 2 against 39 tokens/s with -t 1 under load (docs/performance.md).
+DEFAULT_THREADS = 1
 START_TIMEOUT_S = 180.0
 
 
