@@ -215,6 +215,7 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     files = _write_formats(out_dir, formats, train, valid)
     stats = sft_statistics(train, valid, formats, fingerprint(settings, *EXPORT_PARAMS))
     stats["n_skipped_not_kept"] = len(trajectories) - len(records)
+    stats["redactions"] = redactor.summary()  # the records only, before the card is redacted
     intents_stats = _optional_json(intents_dir / "stats.json")
     traj_stats = _optional_json(traj_dir / "stats.json")
     plots = _write_plots(out_dir, stats, intents_dir, intents_stats)

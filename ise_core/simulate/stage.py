@@ -7,6 +7,7 @@ Layout under ``simulate.out_dir`` (default ``data/trajectories``)::
                                 kept apart: episode files are byte-identical across re-runs
                                 with the scripted roles)
     trajectories.jsonl          kept episodes, sorted by intent id      (collect)
+    episode_index.jsonl         one row per current episode, any status (collect; the viewer)
     stats.json                  shape statistics of DESIGN §3            (collect)
     timing.json                 timing summary                           (collect)
 
@@ -45,6 +46,7 @@ from ise_core.records import (
     write_jsonl,
 )
 from ise_core.simulate.episode import EpisodeResult, intent_hash, run_episode
+from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize
 from ise_core.workspace.base import Workspace
 
@@ -529,6 +531,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     current.sort(key=lambda e: e.intent_id)
     kept = [e for e in current if e.kept]
     write_jsonl(out / "trajectories.jsonl", kept)
+    write_index(out, current)  # what the viewer's episode list reads
     stats = trajectory_stats(
         current,
         fp=fp,
