@@ -8,7 +8,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_HOME := $(CURDIR)/airflow_home
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install run test lint bench soak clean-data airflow airflow-celery llama-server model-server
+.PHONY: install run test lint bench soak clean-data airflow airflow-celery llama-server model-server run-local
 
 install:            ## install system packages and .venv from requirements.lock (idempotent)
 	@scripts/install.sh
@@ -52,6 +52,9 @@ llama-server:       ## build llama.cpp's llama-server once (cached in .cache/lla
 
 model-server: install llama-server  ## serve the bundled model on http://127.0.0.1:$(MODEL_PORT)/v1 (Ctrl-C stops it)
 	$(VENV)/python -m ise_core.llm.local_server --port $(MODEL_PORT)
+
+run-local: install llama-server  ## the whole pipeline on the local model server (params.local.yaml)
+	$(VENV)/python -m ise_core.llm.local_server --port 8081 -- $(VENV)/ise run --params params.local.yaml
 
 clean-data:         ## remove generated data (keeps caches)
 	rm -rf data/intents data/trajectories data/sft
