@@ -255,7 +255,7 @@ class OpenAIEndpoint:
             async with self.limiter.slot(estimate):
                 try:
                     raw = await client.post(
-                        "/chat/completions", cast_to=response_class, body=body, options=options
+                        path, cast_to=response_class, body=body, options=options
                     )
                     content = raw.content
                 except openai.APIStatusError as exc:
