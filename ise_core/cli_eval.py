@@ -110,6 +110,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--concurrency", type=_positive, help="tries at once (default: eval.concurrency)"
     )
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="then check the run with the eval gate (exit 1 when the score dropped too far)",
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("eval-report", help="compare two eval runs side by side (markdown)")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ise_core.config import Settings
-from ise_core.errors import InputError
+from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
@@ -50,7 +50,9 @@ class EvalRequest:
 
     def apply(self, settings: Settings) -> Settings:
         """The settings with ``k`` and ``run`` from the request (each validated as params)."""
-        from ise_core.config import EvalSettings
+        from pydantic import ValidationError
+
+        from ise_core.config import EvalSettings, describe_validation_error
 
         update: dict[str, Any] = {}
         if self.k is not None:
@@ -59,7 +61,10 @@ class EvalRequest:
             update["run"] = self.run
         if not update:
             return settings
-        block = EvalSettings.model_validate({**settings.eval.model_dump(), **update})
+        try:
+            block = EvalSettings.model_validate({**settings.eval.model_dump(), **update})
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error("eval (--k/--run)", exc)) from None
         return settings.model_copy(update={"eval": block})
 
 
