@@ -67,16 +67,51 @@ class IntentsSettings(Block):
         return self
 
 
+# Models the local provider can load offline (ise_core.intents.embed says from where).
+LOCAL_EMBEDDING_MODELS = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")
+
+
 class EmbeddingSettings(Block):
-    model: Literal["all-mpnet-base-v2", "all-MiniLM-L6-v2"] = "all-mpnet-base-v2"
+    """How texts become vectors (see ise_core.intents.embed and docs/performance.md)."""
+
+    # local: a model on this machine; openai: any OpenAI-compatible /v1/embeddings endpoint.
+    provider: Literal["local", "openai"] = "local"
+    # local: one of LOCAL_EMBEDDING_MODELS; openai: the model name the endpoint serves.
+    model: str = "all-mpnet-base-v2"
+    # local only: the runtime. torch (sentence-transformers), onnx (ONNX Runtime, fp32) or
+    # onnx-int8 (attention projections quantized); each has its own vector cache.
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     batch_size: int = Field(64, ge=1, le=4096)
+    # Threads for torch, ONNX Runtime, BLAS and FAISS; null: the cores this process may use.
+    threads: int | None = Field(None, ge=1, le=1024)
+    # Texts per mapped embedding task in the Airflow DAG; does not change the data.
+    shard_size: int = Field(5000, ge=1, le=10_000_000)
+    # openai only: endpoint and key variable (null: the llm block's), expected vector length.
+    base_url: str | None = None
+    api_key_env: str | None = None
+    dimensions: int | None = Field(None, ge=1, le=65536)
     cache_dir: str = ".cache/embeddings"
     model_dir: str = ".cache/models"
+
+    @model_validator(mode="after")
+    def _model_for_provider(self) -> EmbeddingSettings:
+        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+            raise ValueError(
+                f"model must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
+                f"(got {self.model!r}); any model name works with provider openai"
+            )
+        if not self.model.strip():
+            raise ValueError("model must not be empty")
+        return self
 
 
 class DedupSettings(Block):
     threshold: float = Field(0.9, gt=0, le=1)
     block_size: int = Field(2048, ge=64, le=65536)
+    # How candidate pairs are found: exact (blocked numpy), faiss, or auto (faiss from
+    # faiss_min_rows rows on). The kept intents are the same either way.
+    method: Literal["auto", "exact", "faiss"] = "auto"
+    faiss_min_rows: int = Field(20_000, ge=1)
 
 
 class DiversitySettings(Block):
