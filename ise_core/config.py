@@ -201,9 +201,10 @@ class LLMSettings(Block):
     # cannot hold a format on their own then always produce a readable reply.
     constrained_output: bool = False
 
-    def constrained_for(self, name: Literal["writer", "user", "agent"]) -> bool:
+    def constrained_for(self, name: RoleName) -> bool:
         """Whether one role's replies are constrained (its override, else the block's)."""
-        override = getattr(self.roles, name).constrained_output
+        role = getattr(self.roles, name)
+        override = None if role is None else role.constrained_output
         return self.constrained_output if override is None else override
 
     # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
