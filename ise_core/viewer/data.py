@@ -219,6 +219,14 @@ def intent_record(root: DataRoot, intent_id: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("id") == intent_id else None
 
 
+def warm(root: DataRoot) -> EpisodeIndex:
+    """Read what the first list and episode pages would otherwise read: the episode index
+    and the offset of each intent's line (seconds at 50,000 episodes)."""
+    index = episode_index(root)
+    intent_record(root, "")
+    return index
+
+
 __all__ = [
     "CACHE",
     "DataRoot",
@@ -227,4 +235,5 @@ __all__ = [
     "episode_index",
     "intent_record",
     "safe_name",
+    "warm",
 ]

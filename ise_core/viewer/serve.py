@@ -17,7 +17,7 @@ from pathlib import Path
 from ise_core.cli_view import DEFAULT_PORT
 from ise_core.config import load_settings
 from ise_core.errors import ConfigError
-from ise_core.viewer.data import DataRoot, episode_index, intent_record
+from ise_core.viewer.data import DataRoot, warm
 
 
 def is_loopback(host: str) -> bool:
@@ -78,10 +78,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         )
     for root in roots.values():
         started = time.monotonic()
-        # Read before the first request, not during it: the index, and where each intent's
-        # line starts in intents.jsonl (the episode page reads that one line).
-        index = episode_index(root)
-        intent_record(root, "")
+        index = warm(root)  # before the first request, not during it
         source = "index" if index.from_file else "episode files (no index: run ise collect)"
         print(
             f"ise view: {root.name}: {len(index.rows):,} episodes from the {source} "

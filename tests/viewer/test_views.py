@@ -169,3 +169,59 @@ def test_every_page_renders_for_a_run_and_for_an_empty_root(tmp_path: Path) -> N
     redirect = client.get("/task/ise_refresh/gate_sft", follow_redirects=False)
     assert (redirect.status_code, redirect.headers["location"]) == (303, "/gates/sft")
     assert client.get("/dag/some_other_dag").status_code == 404
+
+
+def test_a_failed_episode_and_role_drift_events_are_shown(tmp_path: Path) -> None:
+    settings = build_pipeline_outputs(tmp_path, n=2, rejected=0)
+    root = DataRoot.from_settings("run", settings)
+    path = root.folder("episodes") / "intent-00001.json"
+    episode = json.loads(path.read_text(encoding="utf-8"))
+    episode["metadata"]["role_drift"] = {
+        "events": [
+            {"turn": 3, "attempt": 0, "rules": ["offers_help"], "excerpt": "How can I help you"}
+        ],
+        "generations": 9,
+    }
+    path.write_text(json.dumps(episode), encoding="utf-8")
+    failed = {
+        **episode,
+        "intent_id": "intent-00000",
+        "status": "failed",
+        "stop_reason": "llm_error",
+        "kept": False,
+        "completed": False,
+        "messages": [{"role": "system", "content": "You are an agent."}],
+        "checks": [],
+        "metadata": {"error": "LLMError: connection refused after 7 attempts"},
+    }
+    (root.folder("episodes") / "intent-00000.json").write_text(json.dumps(failed))
+    client = TestClient(create_app({"run": root}))
+    page = client.get("/episodes/intent-00001").text
+    assert "offers_help" in page and "How can I help you" in page
+    page = client.get("/episodes/intent-00000")
+    assert page.status_code == 200
+    assert "LLMError: connection refused after 7 attempts" in page.text
+    assert "no checks ran" in page.text and "llm_error" in page.text
+
+
+def test_a_bad_params_file_is_a_page_saying_why_and_a_refusal_reads_nothing() -> None:
+    from fastapi import Depends, HTTPException
+
+    from ise_core.errors import ConfigError
+
+    calls: list[str] = []
+
+    def broken() -> dict[str, DataRoot]:
+        calls.append("roots")
+        raise ConfigError("params.yaml: key simulate.max_turns: expected an integer")
+
+    response = TestClient(create_app(broken)).get("/episodes")
+    assert response.status_code == 500
+    assert "simulate.max_turns: expected an integer" in response.text
+
+    def refuse() -> None:
+        raise HTTPException(401, "Not authenticated")
+
+    calls.clear()
+    refused = TestClient(create_app(broken, dependencies=[Depends(refuse)])).get("/")
+    assert refused.status_code == 401 and calls == []
