@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ise_core.atomic import remove_stale_temp_files
 from ise_core.config import Settings
 from ise_core.errors import InputError
 from ise_core.records import (
@@ -220,6 +221,10 @@ class EpisodeStore:
                 raise InputError(f"{path}: expected a JSON object (one Trajectory)")
             loaded.append((path, data))
         return loaded
+
+    def remove_stale_temp_files(self) -> int:
+        """Remove what killed writers left in the store's folders; returns how many."""
+        return sum(remove_stale_temp_files(f) for f in (self.folder, self.timing_folder))
 
     def save(self, trajectory: Trajectory, timing: Mapping[str, Any]) -> None:
         """Write the timing record, then the episode (the episode's presence means done)."""

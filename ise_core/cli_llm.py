@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import DEFAULT_PARAMS, load_settings
-from ise_core.errors import ISEError, LLMError, MalformedResponse
+from ise_core.errors import ISEError, LLMError
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
 
 CHECK_TOOL: dict[str, Any] = {

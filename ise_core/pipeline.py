@@ -19,7 +19,14 @@ from typing import Any
 
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, deep_merge, load_settings
-from ise_core.errors import BudgetExceeded, ConfigError, GateFailed, InputError, ISEError
+from ise_core.errors import (
+    BudgetExceeded,
+    ConfigError,
+    EpisodesFailed,
+    GateFailed,
+    InputError,
+    ISEError,
+)
 from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, stage
 
 __all__ = [
@@ -202,13 +209,6 @@ def run_stage(
     result = stage(name).execute(settings, options)
     _stderr(f"{name}: {result.summary}")
     return result.values
-
-
-class EpisodesFailed(ISEError):
-    """Some episodes of a simulation call failed (endpoint down, sandbox lost): a retry
-    runs just those again, since finished episodes are skipped."""
-
-    exit_code = 1
 
 
 def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ise_core.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 from ise_core.catalog import FORMAT_FILES, Catalog
 from ise_core.config import Settings
 from ise_core.export.card import PUBLISHED, render_card
@@ -37,15 +38,7 @@ from ise_core.export.statistics import (
     histogram_rows,
     sft_statistics,
 )
-from ise_core.records import (
-    Trajectory,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-    remove_stale_temp_files,
-    write_json,
-)
+from ise_core.records import Trajectory, read_json, read_jsonl, write_json
 from ise_core.stages import StageOptions, StageResult, stage
 
 

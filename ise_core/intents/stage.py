@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ise_core.atomic import remove_stale_temp_files
 from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
@@ -27,13 +28,7 @@ from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
 from ise_core.llm.base import Chat
-from ise_core.records import (
-    Intent,
-    normalize_text,
-    remove_stale_temp_files,
-    write_json,
-    write_jsonl,
-)
+from ise_core.records import Intent, normalize_text, write_json, write_jsonl
 from ise_core.stages import StageOptions, StageResult, stage
 
 SUMMARY_KEYS = (

@@ -31,7 +31,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ise_core.errors import ConfigError, LLMError, MalformedResponse
+from ise_core.errors import ConfigError, LLMError
 from ise_core.llm.base import ChatResult
 from ise_core.llm.cache import ResponseCache, request_key
 from ise_core.llm.limits import (
@@ -43,6 +43,7 @@ from ise_core.llm.limits import (
     shared_limiter,
 )
 from ise_core.llm.replies import (
+    MalformedResponse,
     parse_reply,
     reply_usage,
     stored_reply,

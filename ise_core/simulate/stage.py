@@ -28,11 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ise_core.atomic import remove_stale_temp_files
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
-from ise_core.records import Intent, read_json, remove_stale_temp_files, write_json, write_jsonl
+from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.metrics import summarize, trajectory_stats
 from ise_core.stages import StageOptions, StageResult
@@ -207,8 +208,7 @@ async def simulate_async(
     store = EpisodeStore.of(settings)
     fp = store.fingerprint
     store.folder.mkdir(parents=True, exist_ok=True)
-    for folder in (store.folder, store.timing_folder):  # what killed runs left
-        remove_stale_temp_files(folder)
+    store.remove_stale_temp_files()  # what killed runs left
     report = SimulateReport(
         n_intents=len(intents),
         n_selected=len(intents_selected),

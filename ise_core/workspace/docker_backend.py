@@ -24,9 +24,8 @@ import socket
 import time
 from typing import Any
 
-from ise_core.errors import BackendError
+from ise_core.errors import BackendError, FileAccessError
 from ise_core.workspace.base import ExecOutcome
-from ise_core.workspace.confined import FileAccessError
 from ise_core.workspace.session import (
     SANDBOX_PROCS,
     SANDBOX_ROOT,

@@ -16,12 +16,10 @@ import urllib.request
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
+from ise_core.errors import FetchError
+
 MAX_REDIRECTS = 5
 MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
-
-
-class FetchError(Exception):
-    """A refused or failed fetch; the message is for the agent."""
 
 
 def _host_port(url: str) -> tuple[str, int, str]:
