@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ise_core.errors import ConfigError
+from ise_core.errors import ConfigError, validation_problems
 from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -548,11 +548,10 @@ def _expected(error: Any) -> str:
 
 
 def describe_validation_error(source: str, exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        lines.append(f"{source}: key '{key}': {_expected(error)}")
-    return "\n".join(lines)
+    lines = validation_problems(
+        exc, root="(top level)", form="key '{where}': {what}", explain=_expected
+    )
+    return "\n".join(f"{source}: {line}" for line in lines)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ise_core.catalog import FORMAT_FILES
 from ise_core.config import Settings
 
 # DESIGN §1: the published ISE run (arXiv 2606.11520).
@@ -30,13 +31,6 @@ PUBLISHED: dict[str, float] = {
 }
 
 SCRIPTED_LABEL = "scripted (deterministic offline program, not a model)"
-
-# Sub-directories of the export folder per extra format (the OpenAI files sit at the top).
-FORMAT_FILES: dict[str, tuple[str, str]] = {
-    "openai": ("train.jsonl", "valid.jsonl"),
-    "sharegpt": ("sharegpt/train.jsonl", "sharegpt/valid.jsonl"),
-    "parquet": ("parquet/train.parquet", "parquet/valid.parquet"),
-}
 
 
 def size_category(n: int) -> str:

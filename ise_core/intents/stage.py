@@ -18,7 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ise_core.config import Settings, fingerprint
+from ise_core.atomic import remove_stale_temp_files
+from ise_core.catalog import Catalog
+from ise_core.config import Settings
 from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
 from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
@@ -28,36 +30,18 @@ from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
 from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
-from ise_core.records import (
-    Intent,
-    canonical_json,
-    normalize_text,
-    remove_stale_temp_files,
-    text_hash,
-    write_json,
-    write_jsonl,
+from ise_core.records import Intent, normalize_text, write_json, write_jsonl
+from ise_core.stages import StageOptions, StageResult, stage
+
+SUMMARY_KEYS = (
+    "n_sampled",
+    "n_rejected",
+    "n_exact_duplicates",
+    "n_near_duplicates",
+    "n_unique",
+    "vendi_score",
+    "embedding_model",
 )
-
-# The settings this stage reads; their hash goes into stats.json and decides re-runs.
-FINGERPRINT_KEYS = (
-    "seed",
-    "intents",
-    "embedding",
-    "dedup",
-    "diversity",
-    "eval.fraction",
-    "eval.count",
-    "eval.seed",
-    "eval.safety.secret_path",
-    "llm.roles.writer",
-)
-
-
-def stage_fingerprint(settings: Settings) -> str:
-    # The writer's resolved endpoint/model/sampling matter; cache mode and limits do not.
-    base = fingerprint(settings, *(k for k in FINGERPRINT_KEYS if k != "llm.roles.writer"))
-    writer = settings.llm.role("writer")
-    return text_hash(canonical_json({"base": base, "writer": writer}))[:16]
 
 
 def _log(message: str) -> None:
@@ -82,7 +66,12 @@ def coverage(intents: Sequence[Intent], taxonomy: Taxonomy) -> dict[str, Any]:
     }
 
 
-def run_intents_stage(
+def run_intents(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point for stage 1."""
+    return StageResult.of("intents", intents_stage(settings), SUMMARY_KEYS)
+
+
+def intents_stage(
     settings: Settings,
     *,
     writer: Chat | None = None,
@@ -90,12 +79,12 @@ def run_intents_stage(
 ) -> dict[str, Any]:
     """Run stage 1 end to end and return its stats (also written to stats.json)."""
     started = time.perf_counter()
-    out_dir = settings.path(settings.intents.out_dir)
-    remove_stale_temp_files(out_dir)  # left by a run that was killed mid-write
-    taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))
+    files = Catalog.of(settings)
+    remove_stale_temp_files(files.intents_dir)  # left by a run that was killed mid-write
+    taxonomy = load_taxonomy(files.taxonomy_dir)
 
     samples = sample_intents(taxonomy, settings.intents, settings.seed)
-    write_jsonl(out_dir / "sampled.jsonl", samples)
+    write_jsonl(files.sampled, samples)
     log(f"sampled {len(samples)} intents from the 4D space")
 
     if writer is None:
@@ -110,7 +99,7 @@ def run_intents_stage(
             concurrency=settings.llm.max_concurrency,
         )
     )
-    write_jsonl(out_dir / "rejected.jsonl", [r.model_dump() for r in outcome.rejected])
+    write_jsonl(files.rejected, [r.model_dump() for r in outcome.rejected])
     written = outcome.intents
     log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
 
@@ -147,8 +136,8 @@ def run_intents_stage(
         }
         for r, k, sim in near.removed
     ]
-    write_jsonl(out_dir / "duplicates.jsonl", duplicates)
-    write_jsonl(out_dir / "intents.jsonl", kept)
+    write_jsonl(files.duplicates, duplicates)
+    write_jsonl(files.intents, kept)
     freeze_split(settings, split)
 
     with pinned_threads(settings.embedding.threads):
@@ -156,7 +145,7 @@ def run_intents_stage(
         curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
     plot_vendi_curve(
         curve,
-        out_dir / "vendi_curve.png",
+        files.vendi_curve,
         title=f"Vendi score vs. intents ({settings.embedding.model})",
     )
     log(f"Vendi score {score:.2f} over {len(kept)} unique intents")
@@ -178,10 +167,10 @@ def run_intents_stage(
         "n_embedded": embedded.n_computed,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
-        "params_fingerprint": stage_fingerprint(settings),
+        "params_fingerprint": stage("intents").fingerprint(settings),
     }
     if split.stats:
         stats["eval_split"] = split.stats
-    write_json(out_dir / "stats.json", stats)
-    write_json(out_dir / "timing.json", {"seconds": round(time.perf_counter() - started, 3)})
+    write_json(files.intents_stats, stats)
+    write_json(files.intents_timing, {"seconds": round(time.perf_counter() - started, 3)})
     return stats

@@ -14,7 +14,8 @@ scripted backend and sent as request fields by the openai backend):
 
 Failures: ``LLMError`` (endpoint failed for good), ``MalformedResponse`` (a subclass: the reply
 is unusable; carries ``kind``, ``detail`` and the best-effort ``result``), ``BudgetExceeded``
-(raised before sending). All live in ise_core.errors.
+(raised before sending). ``MalformedResponse`` lives in ise_core.llm.replies (the
+malformed-reply contract), the others in ise_core.errors.
 """
 
 from __future__ import annotations

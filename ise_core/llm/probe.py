@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ise_core.errors import MalformedResponse
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message, atomic_write_text
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.quality.runner import (
     Expect,
@@ -67,9 +68,9 @@ def gate_intents(settings: Settings) -> GateReport:
     """Validate the unique intents and their statistics against ``gates.intents``."""
     import pandas as pd
 
-    intents_dir = settings.path(settings.intents.out_dir)
-    rows = [_intent_row(n, d) for n, d in read_raw_jsonl(intents_dir / "intents.jsonl")]
-    stats = read_json(intents_dir / "stats.json")
+    files = Catalog.of(settings)
+    rows = [_intent_row(n, d) for n, d in read_raw_jsonl(files.intents)]
+    stats = read_json(files.intents_stats)
     params = settings.gates.intents
     columns = list(_intent_row(0, {}).keys())
     intents = pd.DataFrame(rows, columns=columns)
@@ -183,5 +184,5 @@ def gate_intents(settings: Settings) -> GateReport:
             Table("intents", intents, "line", intent_checks),
             Table("intent_stats", summary, "source", summary_checks),
         ],
-        intents_dir / "gate_result.json",
+        files.intents_gate_result,
     )

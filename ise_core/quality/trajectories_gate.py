@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
-from ise_core.errors import InputError
 from ise_core.quality.runner import (
     Expect,
     GateReport,
@@ -28,19 +28,13 @@ from ise_core.quality.runner import (
     run_gate,
     schema_problem,
 )
-from ise_core.records import Trajectory, read_json
+from ise_core.records import Trajectory
+from ise_core.simulate.metrics import turn_counts
 
 
 def _messages(data: dict[str, Any]) -> list[dict[str, Any]]:
     messages = data.get("messages")
     return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-
-
-def turn_counts(messages: list[dict[str, Any]]) -> tuple[int, int]:
-    """(user turns, dialogue turns) as DESIGN §3 defines them."""
-    user = sum(1 for m in messages if m.get("role") == "user")
-    dialogue = sum(1 for m in messages if m.get("role") != "system")
-    return user, dialogue
 
 
 def tool_pairing_rows(
@@ -100,40 +94,17 @@ def _episode_row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_episodes(episodes_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    if not episodes_dir.is_dir():
-        raise InputError(f"{episodes_dir}: episodes folder not found (run `ise simulate` first)")
-    loaded = []
-    for path in sorted(episodes_dir.glob("*.json")):
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object (one Trajectory)")
-        loaded.append((path, data))
-    return loaded
-
-
-def current_episodes(
-    settings: Settings, episodes: list[tuple[Path, dict[str, Any]]]
-) -> tuple[list[tuple[Path, dict[str, Any]]], int]:
-    """The episodes ``collect`` counts (their intent is in intents.jsonl unchanged, and they
-    were made with the current simulate params), and how many others were left as stale."""
-    from ise_core.simulate.episode import intent_hash
-    from ise_core.simulate.stage import load_intents, simulate_fingerprint
-
-    hashes = {intent.id: intent_hash(intent) for intent in load_intents(settings)}
-    fp = simulate_fingerprint(settings)
-    current = []
-    for path, data in episodes:
-        metadata = data.get("metadata")
-        recorded = metadata.get("intent_hash") if isinstance(metadata, dict) else None
-        intent_id = data.get("intent_id")
-        if (
-            isinstance(intent_id, str)
-            and intent_id in hashes
-            and data.get("params_fingerprint") == fp
-            and recorded == hashes[intent_id]
-        ):
-            current.append((path, data))
+def current_episodes(settings: Settings) -> tuple[list[tuple[Path, dict[str, Any]]], int]:
+    """The episodes ``collect`` counts (``EpisodeStore.is_current``), as raw JSON objects so a
+    schema problem is a finding, and how many others were left as stale."""
+    store = EpisodeStore.of(settings)
+    episodes = store.load_raw()
+    intents = {intent.id: intent for intent in Catalog.of(settings).load_intents()}
+    current = [
+        (path, data)
+        for path, data in episodes
+        if store.is_current(data, intents.get(str(data.get("intent_id"))))
+    ]
     return current, len(episodes) - len(current)
 
 
@@ -145,9 +116,9 @@ def gate_trajectories(settings: Settings) -> GateReport:
     """
     import pandas as pd
 
-    traj_dir = settings.path(settings.simulate.out_dir)
-    kept_lines = read_raw_jsonl(traj_dir / "trajectories.jsonl")
-    episodes, n_stale = current_episodes(settings, load_episodes(traj_dir / "episodes"))
+    files = Catalog.of(settings)
+    kept_lines = read_raw_jsonl(files.trajectories)
+    episodes, n_stale = current_episodes(settings)
     params = settings.gates.trajectories
 
     episode_rows = [_episode_row(path, data) for path, data in episodes]
@@ -331,5 +302,5 @@ def gate_trajectories(settings: Settings) -> GateReport:
         ),
     ]
     return run_gate(
-        "trajectories", tables, traj_dir / "gate_result.json", {"n_stale_episodes": n_stale}
+        "trajectories", tables, files.trajectories_gate_result, {"n_stale_episodes": n_stale}
     )

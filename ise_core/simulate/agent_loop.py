@@ -27,8 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ise_core.errors import BackendError, MalformedResponse
+from ise_core.errors import BackendError
 from ise_core.llm.base import Chat, ChatResult, Usage
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message, ToolCall
 from ise_core.workspace.base import ToolResult, Workspace
 

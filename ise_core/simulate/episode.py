@@ -30,19 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
 from ise_core.errors import BackendError, BudgetExceeded, LLMError
 from ise_core.llm.base import Chat, Usage
-from ise_core.records import (
-    CheckResult,
-    Intent,
-    Message,
-    Trajectory,
-    canonical_json,
-    text_hash,
-)
+from ise_core.records import CheckResult, Intent, Message, Trajectory
 from ise_core.simulate.agent_loop import run_agent_turn
-from ise_core.simulate.metrics import episode_metrics
+from ise_core.simulate.metrics import conversation_metrics
 from ise_core.simulate.prompting import agent_system_prompt, user_system_prompt
 from ise_core.simulate.user_sim import UserSimulator
 from ise_core.workspace.base import Workspace
@@ -54,11 +48,6 @@ class EpisodeResult:
 
     trajectory: Trajectory
     timing: dict[str, Any] = field(default_factory=dict)
-
-
-def intent_hash(intent: Intent) -> str:
-    """Hash of the whole intent record: an episode is stale when its intent changed."""
-    return text_hash(canonical_json(intent.model_dump(mode="json")))[:16]
 
 
 def _usage_dict(usage: Usage) -> dict[str, int]:
@@ -228,7 +217,7 @@ async def run_episode(
         "domains": list(intent.domains),
         "tasks": [task.model_dump(mode="json") for task in intent.tasks],
         "complexity": intent.complexity,
-        **episode_metrics(messages),
+        **conversation_metrics(messages),
         "checks_passed": passed,
         "checks_total": len(intent.checks),
         "token_usage": {
@@ -279,4 +268,4 @@ async def run_episode(
     return EpisodeResult(trajectory, timing)
 
 
-__all__ = ["EpisodeResult", "intent_hash", "run_episode"]
+__all__ = ["EpisodeResult", "run_episode"]

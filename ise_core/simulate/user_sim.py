@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ise_core.errors import MalformedResponse
+from ise_core.errors import UserTurnError, validation_problems
 from ise_core.llm.base import Chat, Usage
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message, canonical_json
 from ise_core.simulate.drift import detect_role_drift
 from ise_core.simulate.prompting import render_prompt
@@ -47,10 +48,6 @@ class UserTurn(BaseModel):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
-
-
-class UserTurnError(ValueError):
-    """The simulator's output is not a valid turn; the message says what is wrong."""
 
 
 def parse_user_turn(text: str | None) -> UserTurn:
@@ -76,11 +73,7 @@ def parse_user_turn(text: str | None) -> UserTurn:
     try:
         return UserTurn.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors()[:4]:
-            where = ".".join(str(p) for p in error["loc"]) or "(object)"
-            problems.append(f"{where}: {error['msg']}")
-        raise UserTurnError("; ".join(problems)) from None
+        raise UserTurnError("; ".join(validation_problems(exc, limit=4, root="(object)"))) from None
 
 
 @dataclass

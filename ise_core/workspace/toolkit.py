@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ConfigDict, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
+from ise_core.errors import ToolError, validation_problems
 from ise_core.workspace.base import ToolResult
-
-
-class ToolError(Exception):
-    """Raised inside a tool to report a failure the agent should see as an observation."""
 
 
 @dataclass(frozen=True)
@@ -166,15 +164,14 @@ def tool(
 
 
 def describe_arguments_error(tool_name: str, exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "arguments"
+    def explain(error: ErrorDetails) -> str:
         if error["type"] == "missing":
-            problems.append(f"'{field}' is required")
-        elif error["type"] == "extra_forbidden":
-            problems.append(f"'{field}' is not a parameter of {tool_name}")
-        else:
-            problems.append(f"'{field}': {error['msg']} (got {error.get('input')!r:.80})")
+            return " is required"
+        if error["type"] == "extra_forbidden":
+            return f" is not a parameter of {tool_name}"
+        return f": {error['msg']} (got {error.get('input')!r:.80})"
+
+    problems = validation_problems(exc, root="arguments", form="'{where}'{what}", explain=explain)
     return f"Error: invalid arguments for {tool_name}: " + "; ".join(problems)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.errors import MalformedResponse
 from ise_core.llm.base import ChatResult
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
 from ise_core.simulate.agent_loop import argument_problem, run_agent_turn
 from ise_core.workspace import open_workspace

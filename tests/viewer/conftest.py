@@ -94,12 +94,12 @@ def _plant(settings: Settings) -> tuple[str, str]:
 
 def build_project(root: Path) -> Project:
     from ise_core.export import export_stage
-    from ise_core.intents.stage import run_intents_stage
+    from ise_core.intents.stage import intents_stage
     from ise_core.quality import gate_intents, gate_sft, gate_trajectories
     from ise_core.simulate.stage import collect_stage, simulate_stage
 
     settings = load_settings(_params(root))
-    run_intents_stage(settings, log=lambda message: None)
+    intents_stage(settings, log=lambda message: None)
     assert gate_intents(settings).passed
     simulate_stage(settings, progress=False)
     planted, flagged = _plant(settings)
@@ -131,8 +131,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's data as an earlier dataset version would differ: two
     episodes with another outcome, one missing, and its own statistics."""
+    from ise_core.catalog import EpisodeStore
     from ise_core.simulate.episode_index import write_index
-    from ise_core.simulate.stage import load_episode
 
     data = tmp_path_factory.mktemp("older-version") / "data"
     shutil.copytree(project.root / "data", data)
@@ -145,7 +145,8 @@ def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) ->
         episode["stop_reason"] = "completed" if kept else "max_turns"
         write_json(path, episode)
     paths[-1].unlink()
-    write_index(data / "trajectories", [load_episode(p) for p in paths[:-1]])
+    store = EpisodeStore(folder, data / "trajectories" / "timing", fingerprint="")
+    write_index(data / "trajectories", [store.load(p) for p in paths[:-1]])
     stats = json.loads((data / "trajectories" / "stats.json").read_text(encoding="utf-8"))
     stats["n_episodes"] -= 1
     write_json(data / "trajectories" / "stats.json", stats)
