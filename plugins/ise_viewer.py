@@ -24,6 +24,7 @@ need none of it.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,7 +79,21 @@ def build_app() -> Any:
         if not allowed:
             raise HTTPException(403, f"reading the {DAG_ID} DAG is not permitted for this user")
 
-    return create_app(data_roots, dependencies=[Depends(require_dag_reader)], dag_id=DAG_ID)
+    app = create_app(data_roots, dependencies=[Depends(require_dag_reader)], dag_id=DAG_ID)
+    threading.Thread(target=_warm, name="ise-viewer-warm", daemon=True).start()
+    return app
+
+
+def _warm() -> None:
+    """Read the episode index and intent offsets in the background, so the first list and
+    episode pages do not wait for them (seconds at 50,000 episodes)."""
+    from ise_core.viewer.data import warm
+
+    try:
+        for root in data_roots().values():
+            warm(root)
+    except Exception:  # a missing or bad file: the page that needs it says so
+        return
 
 
 class LazyViewer:

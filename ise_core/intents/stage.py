@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ise_core.config import Settings, fingerprint
+from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
 from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
-from ise_core.intents.embed import embed_texts
+from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
+from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
 from ise_core.records import (
     Intent,
@@ -37,7 +39,18 @@ from ise_core.records import (
 )
 
 # The settings this stage reads; their hash goes into stats.json and decides re-runs.
-FINGERPRINT_KEYS = ("seed", "intents", "embedding", "dedup", "diversity", "llm.roles.writer")
+FINGERPRINT_KEYS = (
+    "seed",
+    "intents",
+    "embedding",
+    "dedup",
+    "diversity",
+    "eval.fraction",
+    "eval.count",
+    "eval.seed",
+    "eval.safety.secret_path",
+    "llm.roles.writer",
+)
 
 
 def stage_fingerprint(settings: Settings) -> str:
@@ -105,19 +118,22 @@ def run_intents_stage(
     after_exact = [written[i] for i in exact.keep]
     log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
 
-    embedded = embed_texts(
-        [intent.request for intent in after_exact],
-        settings.embedding.model,
-        batch_size=settings.embedding.batch_size,
-        cache_dir=settings.path(settings.embedding.cache_dir),
-        model_dir=settings.path(settings.embedding.model_dir),
-    )
+    embedded = embed_for_settings([intent.request for intent in after_exact], settings)
     near = near_duplicates(
-        embedded.vectors, settings.dedup.threshold, block_size=settings.dedup.block_size
+        embedded.vectors,
+        settings.dedup.threshold,
+        block_size=settings.dedup.block_size,
+        method=settings.dedup.method,
+        faiss_min_rows=settings.dedup.faiss_min_rows,
+        threads=settings.embedding.threads,
     )
     kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
     vectors = embedded.vectors[near.keep_mask]
     log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
+    n_deduplicated = len(kept)
+    # The held-out eval intents (none unless eval.fraction or eval.count is set).
+    split = split_eval(settings, taxonomy, writer, kept, vectors, log)
+    kept, vectors = split.train, split.train_vectors
 
     duplicates: list[dict[str, Any]] = [
         {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
@@ -133,9 +149,11 @@ def run_intents_stage(
     ]
     write_jsonl(out_dir / "duplicates.jsonl", duplicates)
     write_jsonl(out_dir / "intents.jsonl", kept)
+    freeze_split(settings, split)
 
-    score = vendi_score(vectors) if len(kept) else 0.0
-    curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
+    with pinned_threads(settings.embedding.threads):
+        score = vendi_score(vectors) if len(kept) else 0.0
+        curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
     plot_vendi_curve(
         curve,
         out_dir / "vendi_curve.png",
@@ -151,16 +169,19 @@ def run_intents_stage(
         "n_exact_duplicates": len(exact.removed),
         "n_near_duplicates": len(near.removed),
         "n_unique": len(kept),
-        "unique_share": round(len(kept) / n_sampled, 6) if n_sampled else 0.0,
+        "unique_share": round(n_deduplicated / n_sampled, 6) if n_sampled else 0.0,
         "vendi_score": round(float(score), 6),
         "vendi_curve": curve,
         "embedding_model": settings.embedding.model,
+        "embedding_space": embedded.model,
         "dedup_threshold": settings.dedup.threshold,
         "n_embedded": embedded.n_computed,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
         "params_fingerprint": stage_fingerprint(settings),
     }
+    if split.stats:
+        stats["eval_split"] = split.stats
     write_json(out_dir / "stats.json", stats)
     write_json(out_dir / "timing.json", {"seconds": round(time.perf_counter() - started, 3)})
     return stats

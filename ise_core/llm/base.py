@@ -20,11 +20,15 @@ is unusable; carries ``kind``, ``detail`` and the best-effort ``result``), ``Bud
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from ise_core.records import Message
+
+if TYPE_CHECKING:
+    from ise_core.llm.limits import LimitSettings
 
 
 class Usage(BaseModel):
@@ -73,3 +77,20 @@ class Chat(Protocol):
         tools: Sequence[dict[str, Any]] | None = None,
         **options: Any,
     ) -> ChatResult: ...
+
+
+class Limiter(Protocol):
+    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt, a
+    shared ``pause`` after a 429, token settlement, counters. Kept in the process
+    (``limits.EndpointLimiter``) or shared in Redis (``redis_limits.RedisEndpointLimiter``)."""
+
+    @property
+    def limits(self) -> LimitSettings: ...
+
+    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[None]: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def settle_tokens(self, estimated: int, actual: int) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...

@@ -11,7 +11,6 @@ Pure: ``index_row`` maps a Trajectory to a row; ``write_index`` / ``read_index``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -100,18 +99,13 @@ def write_index(folder: Path, episodes: Iterable[Trajectory]) -> Path:
 
 def read_index(path: Path) -> list[dict[str, Any]]:
     """The rows of an index file; a malformed line is an InputError naming file and line."""
-    rows: list[dict[str, Any]] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-                raise InputError(f"{path}:{lineno}: expected an index row with a string id")
-            rows.append(row)
+    from ise_core.quality.runner import read_raw_jsonl
+
+    rows = []
+    for lineno, row in read_raw_jsonl(path):
+        if not isinstance(row.get("id"), str):
+            raise InputError(f"{path}:{lineno}: expected an index row with a string id")
+        rows.append(row)
     return rows
 
 

@@ -79,10 +79,20 @@ class Pages:
         self.roots = roots
         self.dag_id = dag_id
         self.env = _environment()
+        for template in (HERE / "templates").glob("*.html"):
+            self.env.get_template(template.name)  # compiled now, not on a first request
         self.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
 
+    def available(self, request: Request) -> Mapping[str, DataRoot]:
+        """The data roots, read once per request (in Airflow that reads a Variable and
+        the params file)."""
+        if not hasattr(request.state, "roots"):
+            request.state.roots = self.roots()
+        roots: Mapping[str, DataRoot] = request.state.roots
+        return roots
+
     def root(self, request: Request, param: str = "root") -> DataRoot:
-        available = self.roots()
+        available = self.available(request)
         name = request.query_params.get(param) or next(iter(available), "")
         if name not in available:
             raise HTTPException(404, f"no data root named {name!r}")
@@ -99,7 +109,7 @@ class Pages:
             return prefix + path + suffix
 
         try:
-            roots = list(self.roots())
+            roots = list(self.available(request))
         except ISEError:
             roots = []
         html = self.env.get_template(template).render(
@@ -212,10 +222,10 @@ def _routes(app: FastAPI, pages: Pages) -> None:
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare(request: Request) -> HTMLResponse:
-        available = list(pages.roots())
+        available = list(pages.available(request))
         a = pages.root(request, "a")
         b_name = request.query_params.get("b") or (available[1] if len(available) > 1 else a.name)
-        b = pages.roots().get(b_name)
+        b = pages.available(request).get(b_name)
         if b is None:
             raise HTTPException(404, f"no data root named {b_name!r}")
         view = views.compare(a, b) if a.name != b.name else None

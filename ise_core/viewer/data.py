@@ -4,7 +4,8 @@ A ``DataRoot`` is the three stage folders of one dataset version (intents, traje
 sft), named so pages can refer to it without a path. Every file the viewer opens is found by
 ``DataRoot.file``: a stage from a fixed set, a name that must look like a file name (no
 separators, no ``..``, no leading dot), and a real path that must stay inside the stage
-folder after symlinks are resolved. Request parameters never become paths any other way.
+folder after symlinks are resolved (or inside the project's DVC cache, where DVC's
+``symlink`` cache type points). Request parameters never become paths any other way.
 
 Large files are read once and kept while unchanged (size and mtime): the episode index and
 the byte offset of each intent in ``intents.jsonl``, so an episode page reads one line.
@@ -12,6 +13,7 @@ the byte offset of each intent in ``intents.jsonl``, so an episode page reads on
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -45,6 +47,19 @@ def safe_name(name: str) -> bool:
 
 def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
+
+
+@functools.cache
+def _dvc_caches(folder: str) -> tuple[str, ...]:
+    """The DVC cache of the project holding ``folder``, if any: with DVC's ``symlink`` cache
+    type every data file is a link into it, and those links are the data root's own files."""
+    for parent in Path(folder).parents:
+        cache = parent / ".dvc" / "cache"
+        if cache.is_dir():
+            return (os.path.realpath(cache),)
+        if (parent / ".git").exists():
+            break
+    return ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,8 @@ class DataRoot:
             raise NotInRoot(name)
         folder = os.path.realpath(self.folder(stage))
         real = os.path.realpath(os.path.join(folder, name))
-        if not _inside(real, folder) or not os.path.isfile(real):
+        allowed = (folder, *_dvc_caches(folder))
+        if not any(_inside(real, place) for place in allowed) or not os.path.isfile(real):
             raise NotInRoot(name)
         return Path(real)
 
@@ -203,6 +219,14 @@ def intent_record(root: DataRoot, intent_id: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("id") == intent_id else None
 
 
+def warm(root: DataRoot) -> EpisodeIndex:
+    """Read what the first list and episode pages would otherwise read: the episode index
+    and the offset of each intent's line (seconds at 50,000 episodes)."""
+    index = episode_index(root)
+    intent_record(root, "")
+    return index
+
+
 __all__ = [
     "CACHE",
     "DataRoot",
@@ -211,4 +235,5 @@ __all__ = [
     "episode_index",
     "intent_record",
     "safe_name",
+    "warm",
 ]

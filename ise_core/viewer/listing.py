@@ -7,11 +7,11 @@ to the default, because a URL edited by hand should still show a page.
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
+
+import numpy as np
 
 SORT_KEYS = ("id", "user_turns", "dialogue_turns", "tool_calls", "tool_errors", "total_tokens")
 PAGE_SIZES = (25, 50, 100, 200)
@@ -82,50 +82,6 @@ class EpisodeQuery:
                 out[item.name] = "1" if value is True else str(value)
         return out
 
-    def predicates(self) -> list[Callable[[Row], bool]]:
-        checks: list[Callable[[Row], bool]] = []
-        for name in ("status", "stop_reason", "complexity"):
-            if getattr(self, name):
-                checks.append(_equals(name, getattr(self, name)))
-        if self.domain:
-            checks.append(_contains("domains", self.domain))
-        if self.tool:
-            checks.append(_contains("tools", self.tool))
-        if self.persona:
-            checks.append(_persona(self.persona))
-        for name in COUNT_FILTERS:
-            if getattr(self, name):
-                checks.append(_presence(name, getattr(self, name) == "any"))
-        if self.q:
-            checks.append(_text(self.q))
-        return checks
-
-
-def _equals(name: str, wanted: str) -> Callable[[Row], bool]:
-    return lambda row: bool(row.get(name) == wanted)
-
-
-def _contains(name: str, wanted: str) -> Callable[[Row], bool]:
-    return lambda row: wanted in row.get(name, ())
-
-
-def _presence(name: str, present: bool) -> Callable[[Row], bool]:
-    return lambda row: (int(row.get(name) or 0) > 0) is present
-
-
-def _persona(wanted: str) -> Callable[[Row], bool]:
-    needle = wanted.casefold()
-    return lambda row: (
-        row.get("persona_id") == wanted or needle in str(row.get("persona", "")).casefold()
-    )
-
-
-def _text(wanted: str) -> Callable[[Row], bool]:
-    needle = wanted.casefold()
-    return lambda row: (
-        needle in str(row["id"]).casefold() or needle in str(row.get("request", "")).casefold()
-    )
-
 
 @dataclass(frozen=True)
 class Page:
@@ -136,72 +92,140 @@ class Page:
     per_page: int
 
 
-def select(rows: Sequence[Row], query: EpisodeQuery) -> list[Row]:
-    """The rows that pass every filter, in the query's order."""
-    checks = query.predicates()
-    chosen = [row for row in rows if all(check(row) for check in checks)]
-    if query.sort != "id" or query.desc:
-        key = query.sort
-        # Ties keep id order, so a page boundary never shuffles between requests.
-        chosen.sort(key=lambda row: row.get(key) or 0, reverse=query.desc)
-    return chosen
-
-
-def paginate(rows: Sequence[Row], query: EpisodeQuery) -> Page:
-    total = len(rows)
-    pages = max(1, -(-total // query.per_page))
-    page = min(query.page, pages)
-    start = (page - 1) * query.per_page
-    return Page(list(rows[start : start + query.per_page]), total, page, pages, query.per_page)
-
-
-def facets(rows: Sequence[Row]) -> dict[str, list[tuple[str, int]]]:
-    """The values each filter can take in ``rows``, with how many episodes have each."""
-    counters: dict[str, Counter[str]] = {
-        name: Counter() for name in ("status", "stop_reason", "complexity", "domain", "tool")
-    }
-    for row in rows:
-        counters["status"][row.get("status", "")] += 1
-        counters["stop_reason"][row.get("stop_reason", "")] += 1
-        counters["complexity"][row.get("complexity", "")] += 1
-        counters["domain"].update(row.get("domains", ()))
-        counters["tool"].update(row.get("tools", ()))
-    return {name: sorted(counter.items()) for name, counter in counters.items()}
+# Fields with one value per row, and fields holding a list of values per row.
+SINGLE = ("status", "stop_reason", "complexity", "persona_id")
+MULTI = {"domain": "domains", "tool": "tools"}
+NUMBERS = tuple(sorted({*SORT_KEYS[1:], *COUNT_FILTERS}))
 
 
 class EpisodeIndex:
-    """An index's rows with what is worth computing once per index: the facets, and the
-    selections of the last few queries (paging through one filter selects once)."""
+    """The index's rows as columns, so a query over 50,000 episodes costs milliseconds.
 
-    MEMO = 32
+    Built once per index file: each single-valued field as integer codes, each value of a
+    list field (a domain, a tool) as a boolean column, each count as an integer column, and
+    the searchable text (id and request; persona) as lower-cased strings. A query is then a
+    few vectorised comparisons combined into one mask, applied to a sort order computed
+    once per sort key. Rows are kept in intent-id order, which is also the tie-break of
+    every sort, so a page boundary never moves between requests.
+    """
 
     def __init__(self, rows: list[Row], *, from_file: bool) -> None:
-        self.rows = rows
+        self.rows = sorted(rows, key=lambda row: str(row["id"]))
         self.from_file = from_file
+        n = len(self.rows)
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        for name in SINGLE:
+            values = [str(row.get(name) or "") for row in self.rows]
+            vocabulary = {value: code for code, value in enumerate(sorted(set(values)))}
+            codes = np.fromiter((vocabulary[v] for v in values), dtype=np.int32, count=n)
+            self._codes[name] = (vocabulary, codes)
+        self._members: dict[str, dict[str, np.ndarray]] = {}
+        for name, field in MULTI.items():
+            positions: dict[str, list[int]] = {}
+            for position, row in enumerate(self.rows):
+                for value in row.get(field) or ():
+                    positions.setdefault(str(value), []).append(position)
+            columns = {}
+            for value, where in positions.items():
+                column = np.zeros(n, dtype=bool)
+                column[where] = True
+                columns[value] = column
+            self._members[name] = columns
+        self._numbers = {
+            name: np.fromiter((int(r.get(name) or 0) for r in self.rows), np.int64, count=n)
+            for name in NUMBERS
+        }
+        self._text = [f"{r['id']} {r.get('request', '')}".casefold() for r in self.rows]
+        self._personas = [str(r.get("persona", "")).casefold() for r in self.rows]
+        self._orders: dict[tuple[str, bool], np.ndarray] = {}
         self._facets: dict[str, list[tuple[str, int]]] | None = None
-        self._memo: dict[EpisodeQuery, list[Row]] = {}
-        self._lock = threading.Lock()
+
+    def _order(self, key: str, desc: bool) -> np.ndarray:
+        if (key, desc) not in self._orders:
+            if key == "id":
+                order = np.arange(len(self.rows))
+                order = order[::-1].copy() if desc else order
+            else:
+                values = self._numbers[key]
+                order = np.argsort(-values if desc else values, kind="stable")
+            self._orders[(key, desc)] = order
+        return self._orders[(key, desc)]
+
+    def _contains(self, texts: list[str], needle: str) -> np.ndarray:
+        return np.fromiter((needle in t for t in texts), dtype=bool, count=len(texts))
+
+    def mask(self, query: EpisodeQuery) -> np.ndarray | None:
+        """Which rows pass every filter of ``query`` (None: no filter, every row)."""
+        parts: list[np.ndarray] = []
+        for name in ("status", "stop_reason", "complexity"):
+            wanted = getattr(query, name)
+            if wanted:
+                vocabulary, codes = self._codes[name]
+                parts.append(codes == vocabulary.get(wanted, -1))
+        for name in MULTI:
+            wanted = getattr(query, name)
+            if wanted:
+                parts.append(self._members[name].get(wanted, np.zeros(len(self.rows), bool)))
+        if query.persona:
+            vocabulary, codes = self._codes["persona_id"]
+            exact = codes == vocabulary.get(query.persona, -1)
+            parts.append(exact | self._contains(self._personas, query.persona.casefold()))
+        for name in COUNT_FILTERS:
+            mode = getattr(query, name)
+            if mode:
+                parts.append(self._numbers[name] > 0 if mode == "any" else self._numbers[name] == 0)
+        if query.q:
+            parts.append(self._contains(self._text, query.q.casefold()))
+        if not parts:
+            return None
+        combined = parts[0].copy()
+        for part in parts[1:]:
+            combined &= part
+        return combined
+
+    def positions(self, query: EpisodeQuery) -> np.ndarray:
+        """Row positions passing the filters, in the query's order."""
+        order = self._order(query.sort, query.desc)
+        chosen = self.mask(query)
+        return order if chosen is None else order[chosen[order]]
+
+    def page(self, query: EpisodeQuery) -> Page:
+        positions = self.positions(query)
+        total = len(positions)
+        pages = max(1, -(-total // query.per_page))
+        page = min(query.page, pages)
+        start = (page - 1) * query.per_page
+        rows = [self.rows[i] for i in positions[start : start + query.per_page]]
+        return Page(rows, total, page, pages, query.per_page)
+
+    def select(self, query: EpisodeQuery) -> list[Row]:
+        return [self.rows[i] for i in self.positions(query)]
 
     @property
     def facets(self) -> dict[str, list[tuple[str, int]]]:
+        """The values each filter can take, with how many episodes have each."""
         if self._facets is None:
-            self._facets = facets(self.rows)
+            found: dict[str, list[tuple[str, int]]] = {}
+            for name in ("status", "stop_reason", "complexity"):
+                vocabulary, codes = self._codes[name]
+                counts = np.bincount(codes, minlength=len(vocabulary))
+                found[name] = [(value, int(counts[code])) for value, code in vocabulary.items()]
+            for name, columns in self._members.items():
+                found[name] = sorted((v, int(c.sum())) for v, c in columns.items())
+            self._facets = found
         return self._facets
-
-    def page(self, query: EpisodeQuery) -> Page:
-        key = replace(query, page=1, per_page=1)
-        with self._lock:
-            chosen = self._memo.get(key)
-        if chosen is None:
-            chosen = select(self.rows, query)
-            with self._lock:
-                if len(self._memo) >= self.MEMO:
-                    self._memo.pop(next(iter(self._memo)))
-                self._memo[key] = chosen
-        return paginate(chosen, query)
 
     def by_id(self) -> dict[str, Row]:
         return {row["id"]: row for row in self.rows}
+
+
+def select(rows: Sequence[Row], query: EpisodeQuery) -> list[Row]:
+    """The rows that pass every filter, in the query's order."""
+    return EpisodeIndex(list(rows), from_file=False).select(query)
+
+
+def facets(rows: Sequence[Row]) -> dict[str, list[tuple[str, int]]]:
+    return EpisodeIndex(list(rows), from_file=False).facets
 
 
 __all__ = [
@@ -212,6 +236,5 @@ __all__ = [
     "EpisodeQuery",
     "Page",
     "facets",
-    "paginate",
     "select",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from ise_core.cli_view import DEFAULT_PORT
 from ise_core.config import load_settings
 from ise_core.errors import ConfigError
-from ise_core.viewer.data import DataRoot, episode_index
+from ise_core.viewer.data import DataRoot, warm
 
 
 def is_loopback(host: str) -> bool:
@@ -26,6 +27,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_port(host: str, port: int) -> None:
+    """ConfigError when the address cannot be bound (in use, or not an address of this
+    machine), before anything is loaded or announced."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
+                "choose another port with --port"
+            ) from None
 
 
 def build_roots(params: Path, compare: list[str]) -> dict[str, DataRoot]:
@@ -51,6 +67,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected a port number from 0 to 65535")
+    check_port(args.host, args.port)
     roots = build_roots(Path(args.params), args.compare or [])
     if not is_loopback(args.host):
         print(
@@ -61,7 +78,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         )
     for root in roots.values():
         started = time.monotonic()
-        index = episode_index(root)  # loaded before the first request, not during it
+        index = warm(root)  # before the first request, not during it
         source = "index" if index.from_file else "episode files (no index: run ise collect)"
         print(
             f"ise view: {root.name}: {len(index.rows):,} episodes from the {source} "
@@ -76,4 +93,4 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PORT", "build_roots", "cmd_view", "is_loopback"]
+__all__ = ["DEFAULT_PORT", "build_roots", "check_port", "cmd_view", "is_loopback"]

@@ -41,12 +41,25 @@ class Block:
 
 
 def pretty_arguments(arguments: str) -> str:
-    """Tool-call arguments indented for reading (as written when they are not JSON)."""
+    """Tool-call arguments for reading: ``key: value`` lines, a multi-line string value as
+    an indented block (a file's content reads as the file); other JSON indented; text that
+    is not JSON as written."""
     try:
         value = json.loads(arguments)
     except ValueError:
         return arguments
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    if not isinstance(value, dict) or not value:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, str) and "\n" in item:
+            lines.append(f"{key}:")
+            lines.extend("  " + line for line in item.splitlines())
+        elif isinstance(item, str):
+            lines.append(f"{key}: {item}")
+        else:
+            lines.append(f"{key}: {json.dumps(item, ensure_ascii=False)}")
+    return "\n".join(lines)
 
 
 # --- overview ----------------------------------------------------------------------------
@@ -146,7 +159,10 @@ def gate_view(root: DataRoot, stage: str) -> GateView:
     result = root.optional_json(stage, "gate_result.json")  # type: ignore[arg-type]
     if result is None:
         return GateView(stage, present=False)
-    return GateView(stage, True, bool(result.get("success")), result_rows(result))
+    rows = result_rows(result)
+    # Failed expectations first (in the gate's order), so they are seen without scrolling.
+    rows.sort(key=lambda row: row["success"])
+    return GateView(stage, True, bool(result.get("success")), rows)
 
 
 def plots(root: DataRoot) -> list[tuple[str, str, str]]:

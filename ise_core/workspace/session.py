@@ -464,4 +464,4 @@ class SandboxWorkspace:
         return self.files.list_files()
 
     def tool_schemas(self) -> list[dict[str, Any]]:
-        return [spec.schema() for spec in TOOLS.values()]
+        return [spec.schema() for spec in TOOLS.values() if spec.offered(self.settings)]

@@ -30,9 +30,6 @@ SUPERVISOR_IN_SANDBOX = "/run/ise/supervisor.py"
 MARSHAL_VERSION = 4  # readable by every Python 3 the sandbox may have
 REPLY_GRACE_S = 5.0  # how much longer than a command's timeout the host waits for the reply
 START_TIMEOUT_S = 30.0
-# What a wipe empties besides the workspace and process logs (which the host clears): the
-# sandbox's private, memory-backed scratch folders.
-SCRATCH_DIRS = ("/tmp", "/dev/shm")
 
 
 class SupervisedWorkspace(SandboxWorkspace):
@@ -163,7 +160,7 @@ class SupervisedWorkspace(SandboxWorkspace):
 
     def _wipe_sandbox(self) -> None:
         reply = self._request(
-            {"op": "wipe", "dirs": list(SCRATCH_DIRS)},
+            {"op": "wipe"},
             timeout_s=REPLY_GRACE_S + 10.0,
             max_bytes=65536,
         )

@@ -19,7 +19,7 @@ written by hand so that start-up imports nothing beyond built-in modules (``json
     {"op": "kill", "id": str}                                        -> {"killed": bool}
     {"op": "reap"}                                                   -> {"exited": {id: code}}
     {"op": "killall"}                                                -> {}
-    {"op": "wipe", "dirs": [path]}  (kill all, empty the folders)    -> {"left": str}
+    {"op": "wipe"}  (kill all, scratch mounts and IPC as at start)   -> {"left": str}
     {"op": "ping"}                                                   -> {}
 
 Every command runs in its own session (so a timeout kills its whole process group), with
@@ -45,6 +45,8 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an import at start-up; annotations only need it for mypy
     from typing import Any
+
+    Signature = tuple[int, int, str | None]  # st_mode, st_rdev, symlink target
 
 AS_HEADROOM = 4  # address-space limit as a multiple of the memory limit
 QUOTA_POLL_S = 0.2  # how often the disk use is measured while a command runs
@@ -122,38 +124,151 @@ def disk_usage(roots: list[str], max_entries: int) -> tuple[int, int]:
     return total, entries
 
 
-def empty_folder(folder: str) -> int:
-    """Remove everything inside ``folder`` (not the folder: it is a mount point); returns how
-    many entries are left. The agent may have taken away write or search permission."""
+# Mounts whose contents the agent cannot create files in, or that are not files at all.
+NOT_SCRATCH_FSTYPES = frozenset(
+    {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "securityfs", "debugfs", "tracefs"}
+)
+SYSV_IPC = (("shm", 0), ("sem", 1), ("msg", 2))  # /proc/sysvipc file, which *ctl call
+IPC_RMID = 0
+
+
+def scratch_mounts(watched: list[str]) -> list[str]:
+    """Writable directory mounts of the sandbox besides the watched folders (the host empties
+    those): /tmp, /dev, /dev/shm, /dev/mqueue ..., wherever the backend put them."""
+    found: list[str] = []
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4 or fields[2] in NOT_SCRATCH_FSTYPES:
+            continue
+        target = fields[1].replace("\\040", " ")
+        if "rw" not in fields[3].split(",") or target == "/":
+            continue  # the root must be read-only; walking it would take all day
+        if any(target == w or target.startswith(w.rstrip("/") + "/") for w in watched):
+            continue
+        if os.path.isdir(target) and not os.path.islink(target) and target not in found:
+            found.append(target)
+    return found
+
+
+def signature(info: os.stat_result, path: str) -> Signature:
+    import stat
+
+    target = os.readlink(path) if stat.S_ISLNK(info.st_mode) else None
+    return (info.st_mode, info.st_rdev, target)
+
+
+def snapshot(roots: list[str]) -> dict[str, Signature]:
+    """Every entry below ``roots`` (not crossing into other mounts) with its signature."""
+    found: dict[str, Signature] = {}
+    for root in roots:
+        try:
+            info = os.lstat(root)
+        except OSError:
+            continue
+        found[root] = signature(info, root)
+        stack = [(root, info.st_dev)]
+        while stack:
+            folder, device = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    entry_info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if entry_info.st_dev != device:
+                    continue  # another mount: a scratch root of its own, or not ours
+                found[entry.path] = signature(entry_info, entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, device))
+    return found
+
+
+def _remove(path: str, is_dir: bool) -> None:
     import shutil  # only on a wipe: start-up stays light
 
-    def retry_writable(_func: object, path: str, _exc: object) -> None:
+    def retry_writable(_func: object, failed: str, _exc: object) -> None:
+        # The agent may have locked a folder (chmod 000); its parent may be one we do not
+        # own (docker's /tmp), so each step is tried on its own.
+        for step in (os.path.dirname(failed), failed):
+            try:
+                if not os.path.islink(step):
+                    os.chmod(step, 0o700)
+            except OSError:
+                pass
         try:
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, ignore_errors=True)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                shutil.rmtree(failed, ignore_errors=True)
             else:
-                os.unlink(path)
+                os.unlink(failed)
         except OSError:
             pass
 
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0  # absent here (no /dev/shm): nothing to empty
-    for entry in entries:
+    if is_dir:
+        shutil.rmtree(path, onerror=retry_writable)
+    else:
+        os.unlink(path)
+
+
+def restore_scratch(baseline: dict[str, Signature], roots: list[str]) -> list[str]:
+    """Bring the scratch mounts back to ``baseline``: remove what was added, put modes back;
+    returns what could not be restored (a replaced device node, ...)."""
+    problems: list[str] = []
+    for path in sorted(set(snapshot(roots)) - set(baseline), key=len):
         try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, onerror=retry_writable)
-            else:
-                os.unlink(entry.path)
+            _remove(path, os.path.isdir(path) and not os.path.islink(path))
+        except FileNotFoundError:
+            continue  # inside a folder removed just before
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    left = set(snapshot(roots)) - set(baseline)
+    if left:
+        problems.append(f"{len(left)} entries could not be removed, e.g. {min(left)}")
+    # Modes last: removing a locked folder opens up its parent's mode on the way.
+    for path, (mode, rdev, target) in sorted(baseline.items()):
+        try:
+            info = os.lstat(path)
         except OSError:
+            problems.append(f"{path} is gone")
             continue
-    try:
-        return len(os.listdir(folder))
-    except OSError:
-        return 0
+        now = signature(info, path)
+        if now[1:] != (rdev, target) or (now[0] ^ mode) & 0o170000:
+            problems.append(f"{path} was replaced")
+        elif now[0] != mode:
+            try:
+                os.chmod(path, mode & 0o7777)
+            except OSError:
+                problems.append(f"{path} has mode {oct(now[0])}")
+    return problems
+
+
+def remove_sysv_ipc() -> list[str]:
+    """Remove every System V shared memory segment, semaphore set and message queue of the
+    sandbox's IPC namespace: they outlive the processes that made them."""
+    left = []
+    for name, which in SYSV_IPC:
+        try:
+            with open(f"/proc/sysvipc/{name}", encoding="ascii") as handle:
+                ids = [int(line.split()[1]) for line in handle.read().splitlines()[1:]]
+        except (OSError, ValueError, IndexError):
+            continue
+        if not ids:
+            continue
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = (libc.shmctl, libc.semctl, libc.msgctl)[which]
+        for ipc_id in ids:
+            if (call(ipc_id, 0, IPC_RMID) if which == 1 else call(ipc_id, IPC_RMID, None)) != 0:
+                left.append(f"System V {name} {ipc_id}")
+    return left
 
 
 class Supervisor:
@@ -171,6 +286,10 @@ class Supervisor:
         self.max_entries = int(config.get("max_files") or MAX_ENTRIES)
         self.disk_full = False
         self.scan_s = 0.0  # how long measuring the disk use took last time
+        # What a wipe restores: the writable mounts besides the watched folders, as they are
+        # now, before any command ran.
+        self.scratch = scratch_mounts(self.watched)
+        self.baseline = snapshot(self.scratch)
 
     # --- child processes ---------------------------------------------------------------------
 
@@ -373,20 +492,19 @@ class Supervisor:
         self.spawned_exit.clear()
         return {}
 
-    def op_wipe(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Kill every process and empty the scratch folders (/tmp ...): what a reused
-        sandbox needs besides the workspace and logs, which the host empties itself."""
+    def op_wipe(self, _req: dict[str, Any]) -> dict[str, Any]:
+        """Kill every process, then bring the scratch mounts and IPC back to how they were at
+        start: what a reused sandbox needs besides the workspace and logs (the host empties
+        those). ``left`` says what could not be undone (the host then restarts the sandbox)."""
         left: list[str] = []
         if not self.kill_everything():
             left.append("processes that survive SIGKILL")
         self.spawned.clear()
         self.spawned_exit.clear()
         self.disk_full = False
-        for folder in req.get("dirs") or ():
-            remaining = empty_folder(str(folder))
-            if remaining:
-                left.append(f"{remaining} entries in {folder}")
-        return {"left": "; ".join(left)}
+        left += restore_scratch(self.baseline, self.scratch)
+        left += remove_sysv_ipc()
+        return {"left": "; ".join(left[:10])}
 
     def op_ping(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {}

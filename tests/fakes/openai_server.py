@@ -5,10 +5,12 @@
         ...
         assert server.stats()["max_in_flight"] <= 4
 
-It binds 127.0.0.1 on a free port, serves ``POST /v1/chat/completions`` and ``GET /v1/models``
-(plus ``GET /_stats`` with its counters as JSON, for a server run in another process), and
-answers with a pluggable *responder* (request JSON → completion JSON, or a ``Reply`` with any
-status). Faults are drawn per request from a seeded generator, or taken in order from
+It binds 127.0.0.1 on a free port, serves ``POST /v1/chat/completions``, ``POST /v1/embeddings``
+and ``GET /v1/models`` (plus ``GET /_stats`` with its counters as JSON, for a server run in
+another process), and answers with a pluggable *responder* (request JSON → completion JSON, or
+a ``Reply`` with any status); embeddings come from the *embedder* (default
+``hash_embedder``: a deterministic, deliberately not unit-length vector per text).
+Faults are drawn per request from a seeded generator, or taken in order from
 ``Faults.script`` first, so a test can say exactly what the next requests meet:
 
 - ``rate_limit``     429 with ``Retry-After`` (seconds, or an HTTP date when configured so)
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import random
 import socket
@@ -131,11 +134,38 @@ def echo_responder(request: dict[str, Any]) -> dict[str, Any]:
     return completion(request, content=f"echo: {last.get('content') or ''}"[:200])
 
 
+def embedding_vector(text: str, dim: int) -> list[float]:
+    """A deterministic vector for ``text``: seeded by its hash, of norm ≈ 3·√dim (not unit)."""
+    rng = random.Random(hashlib.sha256(text.encode("utf-8")).digest())
+    return [rng.gauss(0.0, 3.0) for _ in range(dim)]
+
+
+def hash_embedder(request: dict[str, Any], dim: int = 16) -> dict[str, Any]:
+    """An ``/embeddings`` reply for ``request``: one ``embedding_vector`` per input, the
+    ``data`` items in reverse order (their ``index`` says where each belongs)."""
+    inputs = request.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = [
+        {"object": "embedding", "index": i, "embedding": embedding_vector(str(text), dim)}
+        for i, text in enumerate(texts)
+    ]
+    tokens = sum(max(1, len(str(text)) // 4) for text in texts)
+    return {
+        "object": "list",
+        "data": data[::-1],
+        "model": request.get("model", "fake-embedder"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 class _State:
     """Counters and records shared by the handler threads."""
 
-    def __init__(self, responder: Responder, latency_s: float, faults: Faults) -> None:
+    def __init__(
+        self, responder: Responder, latency_s: float, faults: Faults, embedder: Responder
+    ) -> None:
         self.responder = responder
+        self.embedder = embedder
         self.latency_s = latency_s
         self.faults = faults
         self.lock = threading.Lock()
@@ -241,7 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        route = self.path.rstrip("/")
+        if not route.endswith(("/chat/completions", "/embeddings")):
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
         try:
@@ -290,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
             name = tools[0].get("function", {}).get("name", "echo")
             self._send_json(200, completion(request, tool_calls=[tool_call(name, '{"text": ')]))
             return True
-        reply = state.responder(request)
+        if "input" in request and "messages" not in request:
+            reply = state.embedder(request)
+        else:
+            reply = state.responder(request)
         if isinstance(reply, Reply):
             self._send_json(reply.status, reply.body, reply.headers)
             return reply.status == 200
@@ -309,8 +343,11 @@ class FakeOpenAIServer:
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        embedder: Responder | None = None,
     ) -> None:
-        self.state = _State(responder or echo_responder, latency_s, faults or Faults())
+        self.state = _State(
+            responder or echo_responder, latency_s, faults or Faults(), embedder or hash_embedder
+        )
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

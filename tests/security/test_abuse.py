@@ -184,3 +184,19 @@ def test_host_secrets_stay_out_of_reach(any_ws: SandboxWorkspace, command: str) 
     if command.startswith("ls /proc"):
         # Only the sandbox's own few processes are visible, not the host's.
         assert int(text.split()[0]) < 20, text
+
+
+def test_the_supervisor_channel_is_out_of_reach(any_ws: SandboxWorkspace) -> None:
+    # PID 1 talks to the host over its stdin and stdout; a forged request or reply written
+    # there would be obeyed or believed. It is not dumpable, so its fds are root's.
+    probe = any_ws.call(
+        "exec",
+        {
+            "command": "printf '\\000\\000\\000\\010junk' > /proc/1/fd/0; "
+            "echo '{\"exit_code\": 0}' > /proc/1/fd/1; cat /proc/1/fd/0; echo done"
+        },
+    )
+    assert probe.content.count("Permission denied") == 3, probe.content
+    assert probe.content.endswith("done\n")
+    after = any_ws.call("exec", {"command": "echo alive"})
+    assert after.ok and after.content == "alive\n"

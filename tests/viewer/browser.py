@@ -7,6 +7,7 @@ and every background connection would be refused) and give it a new, empty profi
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -61,14 +62,19 @@ def chromium() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(driver: object, name: str) -> Path:
-    """Save the whole page (not just the window) as ``test-artifacts/viewer/<name>.png``."""
+def screenshot(driver: object, name: str, *, full: bool = True) -> Path:
+    """Save the page as ``test-artifacts/viewer/<name>.png``: the whole page (up to 8000
+    pixels high, through the DevTools protocol), or with ``full=False`` what the 1400x1000
+    window shows now."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    width, height = driver.execute_script(  # type: ignore[attr-defined]
-        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    if not full:
+        driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+        return path
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]  # type: ignore[attr-defined]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}
+    shot = driver.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
     )
-    driver.set_window_size(max(1400, width), min(max(1000, height), 8000))  # type: ignore[attr-defined]
-    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
-    driver.set_window_size(1400, 1000)  # type: ignore[attr-defined]
+    path.write_bytes(base64.b64decode(shot["data"]))
     return path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,18 @@ def build_project(root: Path) -> Project:
     export_stage(settings)
     assert gate_sft(settings).passed
     return Project(root, root / "params.yaml", settings, planted, flagged)
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[Any]:
+    """One headless Chromium for the session's browser tests; missing, it is a failure."""
+    from tests.viewer import browser
+
+    reason = browser.missing()
+    if reason:
+        pytest.fail(f"the browser tests need Chromium: {reason}")
+    with browser.chromium() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")

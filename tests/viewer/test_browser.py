@@ -40,15 +40,6 @@ def viewer_url(
         yield url
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    reason = browser.missing()
-    if reason:
-        pytest.fail(f"the browser tests need Chromium: {reason}")
-    with browser.chromium() as instance:
-        yield instance
-
-
 def wait(driver: Any, condition: Any, timeout: float = 30) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -155,7 +146,15 @@ def test_an_episode_opens_from_the_list_and_a_tool_output_expands(
     assert len(css(driver, "#conversation .call")) == calls
     checks = css(driver, "#checks tr")
     assert len(checks) == len(episode["checks"])
-    browser.screenshot(driver, "episode")
+    browser.screenshot(driver, "episode", full=False)
+    browser.screenshot(driver, "episode-full")
+    # A failed tool call is marked as an error, with its output in the error colour.
+    errors = css(driver, ".call.error")
+    assert len(errors) == sum(1 for m in episode["messages"] if m.get("success") is False)
+    if errors:
+        assert errors[0].find_element("css selector", ".badge.bad").text == "error"
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", errors[0])
+        browser.screenshot(driver, "episode-tool-error", full=False)
 
     # The planted tool output is long, so it starts collapsed to its first lines.
     box = next(
@@ -171,7 +170,8 @@ def test_an_episode_opens_from_the_list_and_a_tool_output_expands(
     assert full.is_displayed() and "line 8 after the planted markup" in full.text
     assert not box.find_element("css selector", "pre.preview").is_displayed()
     assert button.text == "collapse"
-    browser.screenshot(driver, "episode-tool-output-expanded")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", box)
+    browser.screenshot(driver, "episode-tool-output-expanded", full=False)
 
 
 def test_a_planted_script_is_shown_as_text_and_never_runs(
@@ -190,7 +190,9 @@ def test_a_planted_script_is_shown_as_text_and_never_runs(
     scripts = [s.get_attribute("src") for s in css(driver, "script")]
     assert len(scripts) == 1 and scripts[0].endswith("/static/viewer.js")
     assert css(driver, "img") == [] and css(driver, "b") == []
-    browser.screenshot(driver, "episode-planted-script")
+    marker = next(p for p in css(driver, "pre.full") if "__ise_planted" in p.text)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", marker)
+    browser.screenshot(driver, "episode-planted-script", full=False)
 
 
 def test_compare_lists_the_intents_that_changed_status(

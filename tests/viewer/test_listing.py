@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ise_core.viewer.listing import EpisodeIndex, EpisodeQuery, facets, paginate, select
+from ise_core.viewer.listing import EpisodeIndex, EpisodeQuery, Page, facets, select
 
 
 def _row(i: int, **fields: Any) -> dict[str, Any]:
@@ -85,6 +85,10 @@ def test_sorting_by_turns_or_tool_calls_keeps_id_order_among_ties() -> None:
     assert [r["user_turns"] for r in by_turns] == sorted(r["user_turns"] for r in ROWS)
 
 
+def paginate(rows: list[dict[str, Any]], query: EpisodeQuery) -> Page:
+    return EpisodeIndex(rows, from_file=True).page(query)
+
+
 def test_pages_cover_every_row_once_and_bad_numbers_fall_back() -> None:
     query = EpisodeQuery.from_params({"per_page": "25"})
     first = paginate(ROWS, query)
@@ -110,7 +114,7 @@ def test_links_keep_the_filters_and_change_only_the_page() -> None:
     }
 
 
-def test_facets_count_each_value_and_the_index_remembers_selections() -> None:
+def test_facets_count_each_value_and_pages_do_not_overlap() -> None:
     counted = dict(facets(ROWS)["status"])
     assert counted == {"kept": 20, "rejected": 10}
     assert dict(facets(ROWS)["tool"])["write"] == 15
@@ -119,4 +123,5 @@ def test_facets_count_each_value_and_the_index_remembers_selections() -> None:
     page2 = index.page(EpisodeQuery.from_params({"status": "kept", "per_page": "10", "page": "2"}))
     assert (page1.total, page2.page) == (20, 2)
     assert set(ids(page1.rows)).isdisjoint(ids(page2.rows))
-    assert len(index._memo) == 1  # paging did not select again
+    unsorted = EpisodeIndex(list(reversed(ROWS)), from_file=True)  # rows in any order
+    assert ids(unsorted.page(EpisodeQuery()).rows) == ids(ROWS[:50])

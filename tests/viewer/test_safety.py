@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,23 @@ def test_a_symlink_inside_the_root_is_followed(root: DataRoot) -> None:
     assert root.file("episodes", "alias.json") == target.resolve()
 
 
+def test_files_linked_into_the_projects_dvc_cache_are_read(tmp_path: Path) -> None:
+    """DVC's ``symlink`` cache type makes every data file a link into .dvc/cache."""
+    settings = build_pipeline_outputs(tmp_path, n=2, rejected=0)
+    collect_stage(settings)
+    root = DataRoot.from_settings("current", settings)
+    cache = tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab"
+    cache.mkdir(parents=True)
+    episode = root.folder("episodes") / "intent-00001.json"
+    stored = cache / "cdef0123"
+    episode.rename(stored)
+    os.symlink(stored, episode)
+    (tmp_path / ".git").mkdir()
+    assert root.file("episodes", "intent-00001.json") == stored.resolve()
+    status, _ = raw_get(create_app({"current": root}), "/episodes/intent-00001")
+    assert status == 200
+
+
 def test_every_route_carries_the_given_dependencies(root: DataRoot) -> None:
     """What the Airflow plugin relies on: its login check guards static files and plots too."""
 
@@ -191,18 +209,30 @@ def test_ise_view_warns_before_serving_beyond_this_machine(
     import uvicorn
 
     from ise_core.cli import main
+    from ise_core.viewer import serve
 
     served: list[dict[str, object]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
     params = root.intents.parent.parent / "params.yaml"
     params.write_text("seed: 7\n", encoding="utf-8")  # every folder at its default: data/...
-    assert main(["view", "--params", str(params), "--port", "9999"]) == 0
+    assert main(["view", "--params", str(params), "--port", "0"]) == 0
     assert served[-1]["host"] == "127.0.0.1" and "WARNING" not in capsys.readouterr().err
+    # Nothing is bound here beyond loopback: the port probe is skipped for this case.
+    monkeypatch.setattr(serve, "check_port", lambda host, port: None)
     assert main(["view", "--params", str(params), "--host", "0.0.0.0"]) == 0
     err = capsys.readouterr().err
     assert served[-1]["host"] == "0.0.0.0"
     assert "WARNING: serving on 0.0.0.0" in err and "no login" in err
     assert "3 episodes from the index" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
     assert main(["view", "--params", str(params), "--port", "70000"]) == 2
-    assert main(["view", "--params", str(params), "--compare", str(root.intents / "nope")]) == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["view", "--params", str(params), "--port", port]) == 2
+        assert "cannot listen there" in capsys.readouterr().err
+    nope = str(root.intents / "nope")
+    assert main(["view", "--params", str(params), "--port", "0", "--compare", nope]) == 2
     assert "not found" in capsys.readouterr().err
