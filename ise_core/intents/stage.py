@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ise_core.atomic import remove_stale_temp_files
@@ -64,6 +65,60 @@ def coverage(intents: Sequence[Intent], taxonomy: Taxonomy) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Deduplicated:
+    """The unique intents in sample order, their embeddings, and what was removed."""
+
+    kept: list[Intent]
+    vectors: Any  # float32 array, one row per kept intent
+    duplicates: list[dict[str, Any]]
+    n_exact: int
+    n_near: int
+    n_embedded: int  # embeddings computed (not read from the cache)
+
+
+def _deduplicate(
+    settings: Settings, files: Catalog, written: list[Intent], log: Callable[[str], None]
+) -> Deduplicated:
+    """Exact duplicates (normalised request) first, then semantic ones (cosine)."""
+    exact = exact_duplicates([normalize_text(intent.request) for intent in written])
+    after_exact = [written[i] for i in exact.keep]
+    log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
+
+    embedded = embed_texts(
+        [intent.request for intent in after_exact],
+        settings.embedding.model,
+        batch_size=settings.embedding.batch_size,
+        cache_dir=files.embedding_cache_dir,
+        model_dir=files.embedding_model_dir,
+    )
+    near = near_duplicates(
+        embedded.vectors, settings.dedup.threshold, block_size=settings.dedup.block_size
+    )
+    kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
+    log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
+    duplicates: list[dict[str, Any]] = [
+        {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
+        for r, k in exact.removed
+    ] + [
+        {
+            "kind": "near",
+            "removed_id": after_exact[r].id,
+            "kept_id": after_exact[k].id,
+            "similarity": round(float(sim), 6),
+        }
+        for r, k, sim in near.removed
+    ]
+    return Deduplicated(
+        kept,
+        embedded.vectors[near.keep_mask],
+        duplicates,
+        len(exact.removed),
+        len(near.removed),
+        embedded.n_computed,
+    )
+
+
 def run_intents(settings: Settings, options: StageOptions) -> StageResult:
     """The stage table's entry point for stage 1."""
     return StageResult.of("intents", intents_stage(settings), SUMMARY_KEYS)
@@ -101,37 +156,9 @@ def intents_stage(
     written = outcome.intents
     log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
 
-    exact = exact_duplicates([normalize_text(intent.request) for intent in written])
-    after_exact = [written[i] for i in exact.keep]
-    log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
-
-    embedded = embed_texts(
-        [intent.request for intent in after_exact],
-        settings.embedding.model,
-        batch_size=settings.embedding.batch_size,
-        cache_dir=files.embedding_cache_dir,
-        model_dir=files.embedding_model_dir,
-    )
-    near = near_duplicates(
-        embedded.vectors, settings.dedup.threshold, block_size=settings.dedup.block_size
-    )
-    kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
-    vectors = embedded.vectors[near.keep_mask]
-    log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
-
-    duplicates: list[dict[str, Any]] = [
-        {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
-        for r, k in exact.removed
-    ] + [
-        {
-            "kind": "near",
-            "removed_id": after_exact[r].id,
-            "kept_id": after_exact[k].id,
-            "similarity": round(float(sim), 6),
-        }
-        for r, k, sim in near.removed
-    ]
-    write_jsonl(files.duplicates, duplicates)
+    dedup = _deduplicate(settings, files, written, log)
+    kept, vectors = dedup.kept, dedup.vectors
+    write_jsonl(files.duplicates, dedup.duplicates)
     write_jsonl(files.intents, kept)
 
     score = vendi_score(vectors) if len(kept) else 0.0
@@ -148,15 +175,15 @@ def intents_stage(
         "n_sampled": n_sampled,
         "n_rejected": len(outcome.rejected),
         "n_written": len(written),
-        "n_exact_duplicates": len(exact.removed),
-        "n_near_duplicates": len(near.removed),
+        "n_exact_duplicates": dedup.n_exact,
+        "n_near_duplicates": dedup.n_near,
         "n_unique": len(kept),
         "unique_share": round(len(kept) / n_sampled, 6) if n_sampled else 0.0,
         "vendi_score": round(float(score), 6),
         "vendi_curve": curve,
         "embedding_model": settings.embedding.model,
         "dedup_threshold": settings.dedup.threshold,
-        "n_embedded": embedded.n_computed,
+        "n_embedded": dedup.n_embedded,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
         "params_fingerprint": stage("intents").fingerprint(settings),
