@@ -61,8 +61,8 @@ from ise_core.intents.embed import MINILM, MPNET, embed_texts, load_model
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, normalize_text, write_json, write_jsonl
+from ise_core.scripted import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30

@@ -21,6 +21,10 @@ from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
 
+# The LLM roles: the intent writer, the simulated user and the agent.
+Role = Literal["writer", "user", "agent"]
+ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+
 
 class Block(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -130,7 +134,7 @@ class LLMSettings(Block):
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     roles: RolesSettings = RolesSettings()
 
-    def role(self, name: Literal["writer", "user", "agent"]) -> dict[str, Any]:
+    def role(self, name: Role) -> dict[str, Any]:
         """The resolved settings one role runs with (role overrides over the block)."""
         override = getattr(self.roles, name)
         resolved: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ise_core.catalog import FORMAT_FILES
-from ise_core.config import Settings
+from ise_core.config import ROLES, Settings
 
 # DESIGN §1: the published ISE run (arXiv 2606.11520).
 PUBLISHED: dict[str, float] = {
@@ -184,7 +184,7 @@ def _how_it_was_made(
     for stage, upstream in (("intents", intents_stats), ("simulate", trajectory_stats)):
         if upstream and upstream.get("params_fingerprint"):
             fingerprints.append((stage, str(upstream["params_fingerprint"])))
-    roles = [(role, role_backend(settings, role)) for role in ("writer", "user", "agent")]
+    roles = [(role, role_backend(settings, role)) for role in ROLES]
     return [
         "## How it was made\n",
         "1. **Intent** — structured intents sampled from persona × domains × tasks × "

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ise_core.errors import ConfigError, LLMError
 from ise_core.llm.base import ChatResult
@@ -54,7 +54,7 @@ from ise_core.llm.replies import (
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
-    from ise_core.config import LLMSettings
+    from ise_core.config import LLMSettings, Role
     from ise_core.llm.accounting import Accountant
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class OpenAIChat:
     @classmethod
     def from_settings(
         cls,
-        role: Literal["writer", "user", "agent"],
+        role: Role,
         llm: LLMSettings,
         *,
         base_dir: Path,

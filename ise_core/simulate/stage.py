@@ -110,26 +110,20 @@ def _default_factories(
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
     from ise_core.llm.accounting import Accountant
     from ise_core.llm.factory import build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
     accountant = Accountant.from_settings(settings.llm)
-    shape = settings.simulate.scripted.model_dump(mode="json")
 
     def chat_for(role: str, intent: Intent) -> Chat:
-        context = {
-            "intent": intent.model_dump(mode="json"),
-            "shape": shape,
-            "seed": settings.seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": intent.id,
-        }
         return build_chat(
             role,  # type: ignore[arg-type]
             settings.llm,
             base_dir=settings.base_dir,
             seed=settings.seed,
             accountant=accountant,
-            context=context,
+            episode=intent.id,
+            brief=EpisodeBrief.of(intent, settings),
         )
 
     def workspace_for(session_id: str) -> Workspace:

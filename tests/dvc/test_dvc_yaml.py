@@ -109,7 +109,8 @@ def card_keys() -> set[str]:
 
 def expected_params(stage: str) -> set[str]:
     entry = table_stage(stage)
-    keys = set(entry.fingerprint_keys)
+    # DVC cannot tell which backend plays a role, so it tracks the scripted keys always.
+    keys = set(entry.fingerprint_keys) | set(entry.scripted_keys)
     for role in entry.roles:
         keys |= role_keys(role)
     if stage == "export":
