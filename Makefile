@@ -8,7 +8,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_HOME := $(CURDIR)/airflow_home
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install run test lint bench soak clean-data airflow
+.PHONY: install run test lint bench soak clean-data airflow airflow-celery
 
 install:            ## install system packages and .venv from requirements.lock (idempotent)
 	@scripts/install.sh
@@ -69,3 +69,12 @@ airflow: install    ## Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT) running da
 	banner; \
 	( for _ in $$(seq 180); do (exec 3<>/dev/tcp/127.0.0.1/$(AIRFLOW_PORT)) 2>/dev/null && break; sleep 1; done; sleep 2; banner ) & \
 	exec $(VENV)/airflow standalone
+
+# Several workers on one machine: Postgres, Redis, api-server, scheduler, dag-processor,
+# triggerer and Celery workers (CeleryExecutor) on 127.0.0.1, from Debian's postgresql and
+# redis-server; state in airflow_home/celery. The tests start the same script.
+CELERY_WORKERS ?= 2
+CELERY_CONCURRENCY ?= 2
+airflow-celery: install  ## CeleryExecutor with $(CELERY_WORKERS) workers; UI on 127.0.0.1:$(AIRFLOW_PORT)
+	$(VENV)/python scripts/airflow_celery.py --workers $(CELERY_WORKERS) \
+		--concurrency $(CELERY_CONCURRENCY) --port $(AIRFLOW_PORT)

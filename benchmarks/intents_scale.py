@@ -1,95 +1,121 @@
-"""Stage 1 at the published scale: 50,000 intents from the scripted writer, end to end.
+"""Stage 1 at the published scale, end to end, and the embedding backends' equivalence.
 
-Measures, on whatever machine runs it:
+Two measurements, each runnable alone:
 
-* sampling and write-out time (scripted writer), and the time to write both JSONL files;
-* embedding throughput (sentences/s) of all-MiniLM-L6-v2 and all-mpnet-base-v2, each on a
-  cold cache with the model already loaded (load time reported apart);
-* exact de-duplication time; near de-duplication, Vendi score and Vendi curve time over an
-  n × 768 matrix, with peak memory, in a fresh process so nothing else inflates the figures;
-* a second, warm run of the whole stage, which must embed 0 texts.
+``--equivalence N`` (default 2,000; 0 skips it): N real requests from the scripted writer,
+embedded with every local backend (torch, onnx, onnx-int8) on a cold cache. For each: wall and
+CPU seconds, sentences/s, and the equivalence figures against torch (mean and min cosine, pair
+agreement of the dedup decision at the threshold, duplicate pairs, greedy keep decisions that
+differ, Vendi score and its relative difference; bounds in ise_core.intents.equivalence). It
+names the fastest backend within the bounds: the one ``embedding.backend`` should default to.
 
-The scripted requests average ~80 tokens, and on 2 shared CPU cores a transformer embeds them
-far slower than short sentences (MiniLM tens per second, mpnet a few), so each model embeds a
-subset by default (``--minilm-texts``, ``--mpnet-texts``; 0 = all) and the output gives the
-projected time for all texts. The n × 768 matrix that de-duplication and Vendi are timed on
-(n = the unique requests) is, in order of preference:
+``--count N`` (default 50,000; 0 skips it): the real stage, phase by phase, as
+``ise intents`` runs it: sample, write out (scripted writer), exact de-duplication, embed every
+request with the configured encoder (``--backend`` overrides ``embedding.backend``), near
+de-duplication, Vendi score, Vendi curve. Each phase reports wall and CPU seconds and its own
+peak resident memory (the kernel's high-water mark, reset before the phase); the embedding
+phase reports sentences/s; the result gives the unique count and Vendi score beside the
+published 43,956 and 61.57 (a reference, not a target: the scripted writer's texts are not the
+paper's). Then the whole stage runs again on the warm cache (it must embed nothing).
 
-* ``--mpnet-all``: the real mpnet embeddings of every request;
-* MiniLM embeddings x of every request (``--minilm-texts 0``) widened to [x, Rx]/√2 with R a
-  seeded random rotation: unit rows whose cosine kernel is exactly MiniLM's (same duplicates,
-  same Vendi score) at the cost of d = 768;
-* otherwise the real mpnet subset vectors, each repeated with seeded Gaussian jitter (cosine
-  ≈ 0.7 to its source, so copies are not near-duplicates, as in the real requests) to n rows:
-  the cost of de-duplication and Vendi depends on n, d and the duplicate share, so the timing
-  is representative, but its Vendi value measures the jitter, not the intents.
+The embedding cache of the run (``--cache-dir``) is kept between runs, and the embedding phase
+commits every 2,048 texts: a run stopped part-way resumes where it stopped, and a run on a
+machine that someone else is loading can be finished later with the same command. ``--fresh``
+empties it first, for a cold measurement. Targets (2 quiet cores): embedding 50,000 requests
+≤ 10 min with the default backend; near de-duplication + Vendi ≤ 20 s; warm re-run ≤ 60 s;
+de-duplication peak memory ≤ 4 GiB. The load average is recorded at each phase.
 
-De-duplication and Vendi also run on the real vectors that were embedded (MiniLM subset,
-widened; mpnet subset), which gives their real duplicate counts and Vendi scores. The output
-and the JSON say exactly which matrix each figure comes from.
-
-    python benchmarks/intents_scale.py                      # 50,000 intents
-    python benchmarks/intents_scale.py --count 5000 --json /tmp/small.json
+    python benchmarks/intents_scale.py --equivalence 2000 --count 0
+    python benchmarks/intents_scale.py --equivalence 0 --count 50000
+    python benchmarks/intents_scale.py --count 5000 --backend onnx-int8 --json /tmp/x.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
-import resource
 import shutil
 import sys
-import tempfile
 import time
-import tracemalloc
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
 from ise_core.config import Settings, load_settings
-from ise_core.intents.dedup import exact_duplicates, near_duplicates
+from ise_core.intents.dedup import choose_method, exact_duplicates, near_duplicates
 from ise_core.intents.diversity import vendi_curve, vendi_score
-from ise_core.intents.embed import MINILM, MPNET, embed_texts, load_model
+from ise_core.intents.embed import BACKENDS, LocalEncoder, embed_with, encoder_for
+from ise_core.intents.equivalence import compare
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
-from ise_core.records import Intent, normalize_text, write_json, write_jsonl
+from ise_core.intents.threads import available_cores, pinned_threads
+from ise_core.records import Intent, normalize_text, write_json
 from ise_core.scripted import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
+PUBLISHED = {"n_sampled": 50_000, "n_unique": 43_956, "vendi_score": 61.57}
+TARGETS_S = {"embedding": 600.0, "near_dedup_plus_vendi": 20.0, "warm_total": 60.0}
+T = TypeVar("T")
 
 
 def log(message: str) -> None:
     print(message, flush=True)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return round(time.perf_counter() - self.start, 3)
+# --- measuring one phase -------------------------------------------------------------------------
 
 
-# --- the stage, piece by piece ------------------------------------------------------------------
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so each phase gets its own peak.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
-def write_out(settings: Settings, count: int, work: Path) -> tuple[list[Intent], dict[str, Any]]:
-    timings: dict[str, Any] = {}
+def _peak_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def phase(name: str, figures: dict[str, Any], work: Callable[[], T]) -> T:
+    """Run ``work`` and record its wall and CPU seconds, peak RSS and the load into figures."""
+    _reset_peak_rss()
+    load = os.getloadavg()[0]
+    cpu = time.process_time()
+    started = time.perf_counter()
+    result = work()
+    wall = time.perf_counter() - started
+    peak = _peak_rss_bytes()
+    figures[name] = {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(time.process_time() - cpu, 3),
+        "peak_rss_gib": round(peak / GIB, 3) if peak else None,
+        "load_1min_at_start": round(load, 2),
+    }
+    log(f"  {name}: {figures[name]}")
+    return result
+
+
+# --- the equivalence run --------------------------------------------------------------------------
+
+
+def write_out(settings: Settings, count: int) -> list[Intent]:
     taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))
-    clock = Clock()
     samples = sample_intents(taxonomy, settings.intents, settings.seed, count)
-    timings["sampling_s"] = clock()
-    clock = Clock()
     outcome = asyncio.run(
         render_intents(
             samples,
@@ -98,343 +124,254 @@ def write_out(settings: Settings, count: int, work: Path) -> tuple[list[Intent],
             concurrency=settings.llm.max_concurrency,
         )
     )
-    timings["write_out_s"] = clock()
-    clock = Clock()
-    write_jsonl(work / "sampled.jsonl", samples)
-    write_jsonl(work / "intents.jsonl", outcome.intents)
-    timings["jsonl_files_s"] = clock()
-    timings["n_sampled"] = len(samples)
-    timings["n_written"] = len(outcome.intents)
-    timings["n_rejected"] = len(outcome.rejected)
-    return outcome.intents, timings
+    return outcome.intents
 
 
-def exact_pass(intents: Sequence[Intent]) -> tuple[list[str], dict[str, Any]]:
-    clock = Clock()
-    result = exact_duplicates([normalize_text(intent.request) for intent in intents])
-    seconds = clock()
-    unique = [intents[i].request for i in result.keep]
-    return unique, {"exact_dedup_s": seconds, "n_exact_duplicates": len(result.removed)}
+def equivalence(settings: Settings, count: int, cache_root: Path) -> dict[str, Any]:
+    texts = [intent.request for intent in write_out(settings, count)][:count]
+    block = settings.embedding
+    log(
+        f"[equivalence] {len(texts)} real requests, model {block.model}, threads "
+        f"{block.threads or available_cores()}, batch {block.batch_size}"
+    )
+    vectors: dict[str, np.ndarray] = {}
+    speed: dict[str, Any] = {}
+    for backend in BACKENDS:
+        encoder = LocalEncoder(
+            block.model,
+            backend=backend,
+            model_dir=settings.path(block.model_dir),
+            batch_size=block.batch_size,
+            threads=block.threads,
+        )
+        cache = cache_root / f"equivalence-{backend}"
+        shutil.rmtree(cache, ignore_errors=True)
+        phase(f"{backend}: load (export on first use)", speed, encoder.load)
+        figures: dict[str, Any] = {}
+        result = phase(
+            "embed", figures, lambda e=encoder, c=cache: embed_with(texts, e, cache_dir=c)
+        )
+        vectors[backend] = result.vectors
+        seconds = figures["embed"]["wall_s"]
+        figures["embed"]["sentences_per_s"] = round(len(texts) / seconds, 2)
+        figures["embed"]["cpu_s_per_sentence"] = round(figures["embed"]["cpu_s"] / len(texts), 4)
+        speed[backend] = figures["embed"]
+    report: dict[str, Any] = {"n_texts": len(texts), "model": block.model, "backends": {}}
+    for backend in BACKENDS:
+        entry = dict(speed[backend])
+        if backend != "torch":
+            entry["vs_torch"] = compare(
+                vectors["torch"], vectors[backend], settings.dedup.threshold
+            )
+            entry["speedup_wall"] = round(speed["torch"]["wall_s"] / entry["wall_s"], 2)
+            entry["speedup_cpu"] = round(speed["torch"]["cpu_s"] / entry["cpu_s"], 2)
+        report["backends"][backend] = entry
+        log(f"  {backend}: {entry}")
+    eligible = [
+        b for b in BACKENDS if b == "torch" or report["backends"][b]["vs_torch"]["within_bounds"]
+    ]
+    # CPU seconds per sentence decide: on a shared machine wall time measures the neighbours.
+    report["fastest_within_bounds"] = min(
+        eligible, key=lambda b: report["backends"][b]["cpu_s_per_sentence"]
+    )
+    report["default_backend"] = Settings().embedding.backend
+    log(
+        f"  fastest within the bounds: {report['fastest_within_bounds']} "
+        f"(the default is {report['default_backend']})"
+    )
+    return report
 
 
-def embed(
-    texts: Sequence[str], model: str, settings: Settings, cache_dir: Path
-) -> tuple[np.ndarray, dict[str, Any]]:
+# --- the stage at scale ---------------------------------------------------------------------------
+
+
+def run_stage(settings: Settings, count: int, label: str) -> dict[str, Any]:
+    """One pass of the stage, phase by phase, as ise_core.intents.stage runs it."""
+    log(f"[{label}] {count} intents, embedding {encoder_for(settings).space}")
+    figures: dict[str, Any] = {"load_at_start": [round(x, 2) for x in os.getloadavg()]}
     started = time.perf_counter()
-    last = [started]
+    written = phase("sample_and_write_out", figures, lambda: write_out(settings, count))
+    exact = phase(
+        "exact_dedup",
+        figures,
+        lambda: exact_duplicates([normalize_text(intent.request) for intent in written]),
+    )
+    texts = [written[i].request for i in exact.keep]
+    last = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] > 20 or done == total:
-            last[0] = now
-            log(f"    {model}: {done}/{total} ({done / (now - started):.0f}/s)")
+        if time.perf_counter() - last[0] > 30 or done == total:
+            last[0] = time.perf_counter()
+            log(f"    embedded {done}/{total} (load {os.getloadavg()[0]:.1f})")
 
-    clock = Clock()
-    result = embed_texts(
-        texts,
-        model,
-        batch_size=settings.embedding.batch_size,
-        cache_dir=cache_dir,
-        model_dir=settings.path(settings.embedding.model_dir),
-        progress=progress,
+    encoder = encoder_for(settings)
+    cache_dir = settings.path(settings.embedding.cache_dir)
+    embedded = phase(
+        "embedding",
+        figures,
+        lambda: embed_with(texts, encoder, cache_dir=cache_dir, progress=progress),
     )
-    seconds = clock()
-    rate = result.n_computed / seconds if result.n_computed and seconds else None
-    return result.vectors, {
-        "model": model,
-        "n_texts": len(texts),
-        "n_computed": result.n_computed,
-        "seconds": seconds,
-        "sentences_per_s": round(rate, 1) if rate else None,
-    }
-
-
-def widen_to_768(vectors: np.ndarray, seed: int) -> np.ndarray:
-    """[x, Rx]/√2 for a seeded random rotation R: d = 2·d(x) with x's exact cosine kernel."""
-    d = vectors.shape[1]
-    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
-    wide = np.hstack([vectors, vectors @ rotation.T.astype(np.float32)])
-    return np.ascontiguousarray(wide / np.float32(np.sqrt(2.0)), dtype=np.float32)
-
-
-def jittered_rows(vectors: np.ndarray, rows: int, seed: int, cosine: float = 0.7) -> np.ndarray:
-    """``rows`` unit rows: the real ``vectors`` cycled, each copy moved to ≈``cosine`` of it."""
-    rng = np.random.default_rng(seed)
-    d = vectors.shape[1]
-    source = vectors[np.arange(rows) % len(vectors)]
-    # Noise of norm σ orthogonal-on-average to a unit row: cos(v, v + σg) ≈ 1/√(1 + σ²).
-    sigma = np.sqrt(1.0 / cosine**2 - 1.0)
-    noise = rng.standard_normal((rows, d)).astype(np.float32) * np.float32(sigma / np.sqrt(d))
-    moved = source + noise
-    return np.ascontiguousarray(moved / np.linalg.norm(moved, axis=1, keepdims=True))
-
-
-def timing_matrix(
-    vectors: dict[str, np.ndarray], n_unique: int, seed: int
-) -> tuple[np.ndarray, str]:
-    """The n_unique × 768 matrix de-duplication and Vendi are timed on, and what it is."""
-    if len(vectors[MPNET]) == n_unique:
-        return vectors[MPNET], f"real {MPNET} embeddings of all {n_unique} unique requests"
-    if len(vectors[MINILM]) == n_unique:
-        return widen_to_768(vectors[MINILM], seed), (
-            f"[x, Rx]/sqrt(2) of the real {MINILM} embeddings x of all {n_unique} unique "
-            "requests (R a seeded rotation): MiniLM's exact cosine kernel at d=768"
+    if embedded.n_computed:
+        rate = embedded.n_computed / figures["embedding"]["wall_s"]
+        figures["embedding"]["sentences_per_s"] = round(rate, 2)
+    figures["embedding"]["n_computed"] = embedded.n_computed
+    near = phase(
+        "near_dedup",
+        figures,
+        lambda: near_duplicates(
+            embedded.vectors,
+            settings.dedup.threshold,
+            block_size=settings.dedup.block_size,
+            method=settings.dedup.method,
+            faiss_min_rows=settings.dedup.faiss_min_rows,
+            threads=settings.embedding.threads,
+        ),
+    )
+    figures["near_dedup"]["method"] = choose_method(
+        settings.dedup.method, len(texts), settings.dedup.faiss_min_rows
+    )
+    kept = embedded.vectors[near.keep_mask]
+    with pinned_threads(settings.embedding.threads):
+        score = phase("vendi", figures, lambda: vendi_score(kept))
+        curve = phase(
+            "vendi_curve",
+            figures,
+            lambda: vendi_curve(kept, settings.diversity.curve_points, seed=settings.seed),
         )
-    real = vectors[MPNET]
-    return jittered_rows(real, n_unique, seed), (
-        f"{n_unique} rows = the {len(real)} real {MPNET} vectors cycled, each copy with seeded "
-        "Gaussian jitter to cosine ~0.7 of its source, renormalised (d=768): timing is "
-        "representative, its Vendi value is not a measurement of the intents"
-    )
-
-
-def dedup_and_vendi(
-    matrix: np.ndarray, threshold: float, block_size: int, curve_points: Sequence[int], seed: int
-) -> dict[str, Any]:
-    """Wall and CPU seconds (all threads) of each step: CPU time shows what contention hides."""
-    cpu = time.process_time()
-    clock = Clock()
-    near = near_duplicates(matrix, threshold, block_size)
-    near_s, near_cpu = clock(), time.process_time() - cpu
-    kept = matrix[near.keep_mask]
-    cpu = time.process_time()
-    clock = Clock()
-    score = vendi_score(kept)
-    vendi_s, vendi_cpu = clock(), time.process_time() - cpu
-    clock = Clock()
-    curve = vendi_curve(kept, curve_points, seed)
-    curve_s = clock()
-    return {
-        "near_dedup_s": near_s,
-        "near_dedup_cpu_s": round(near_cpu, 3),
-        "vendi_s": vendi_s,
-        "vendi_cpu_s": round(vendi_cpu, 3),
-        "vendi_curve_s": curve_s,
+    figures["total_s"] = round(time.perf_counter() - started, 3)
+    figures["counts"] = {
+        "n_sampled": count,
+        "n_written": len(written),
+        "n_exact_duplicates": len(exact.removed),
         "n_near_duplicates": near.n_removed,
         "n_unique": int(near.keep_mask.sum()),
-        "vendi_score": round(score, 4),
+        "vendi_score": round(float(score), 4),
         "vendi_curve": curve,
     }
+    figures["near_dedup_plus_vendi_s"] = round(
+        figures["near_dedup"]["wall_s"] + figures["vendi"]["wall_s"], 3
+    )
+    log(
+        f"  [{label}] {figures['counts']['n_unique']} unique, Vendi {score:.2f}; "
+        f"total {figures['total_s']} s"
+    )
+    return figures
 
 
-def peak_rss_bytes() -> int:
-    """This process's resident-set high-water mark (VmHWM).
-
-    Not ``ru_maxrss``: Linux carries that across fork and exec, so a spawned child would
-    report its parent's peak (with both embedding models loaded) instead of its own.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def measured_in_fresh_process(
-    path: str, threshold: float, block_size: int, curve_points: list[int], seed: int
-) -> dict[str, Any]:
-    """Runs in a spawned process: the peaks belong to de-duplication and Vendi alone."""
-    clock = Clock()
-    vendi_score(np.eye(4))  # imports scipy and scikit-learn, once per process: not Vendi work
-    import_s = clock()
-    matrix = np.load(path)
-    rss_before = peak_rss_bytes()
-    tracemalloc.start()
-    result = dedup_and_vendi(matrix, threshold, block_size, curve_points, seed)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    result["vendi_import_s"] = import_s
-    result["input_bytes"] = int(matrix.nbytes)
-    result["tracemalloc_peak_bytes"] = int(peak)
-    result["peak_rss_before_bytes"] = rss_before
-    result["peak_rss_bytes"] = peak_rss_bytes()
-    return result
+def compare_dedup_methods(settings: Settings, count: int) -> dict[str, Any]:
+    """Both candidate searches on the run's real vectors (from the cache): time, same result."""
+    written = write_out(settings, count)
+    exact = exact_duplicates([normalize_text(intent.request) for intent in written])
+    texts = [written[i].request for i in exact.keep]
+    cache_dir = settings.path(settings.embedding.cache_dir)
+    vectors = embed_with(texts, encoder_for(settings), cache_dir=cache_dir).vectors
+    figures: dict[str, Any] = {"rows": int(vectors.shape[0])}
+    results = {}
+    for method in ("exact", "faiss"):
+        results[method] = phase(
+            method,
+            figures,
+            lambda m=method: near_duplicates(
+                vectors,
+                settings.dedup.threshold,
+                block_size=settings.dedup.block_size,
+                method=m,
+                threads=settings.embedding.threads,
+            ),
+        )
+    figures["same_result"] = results["exact"].removed == results["faiss"].removed
+    return figures
 
 
-def subsets(args: argparse.Namespace, unique: list[str]) -> dict[str, list[str]]:
-    """The requests each model embeds: a prefix of the unique requests (0 = all)."""
-    minilm = args.minilm_texts
-    mpnet = 0 if args.mpnet_all else args.mpnet_texts
+def scale(settings: Settings, count: int) -> dict[str, Any]:
+    cold = run_stage(settings, count, "cold")
+    warm = run_stage(settings, count, "warm")
+    log("[dedup methods] exact vs faiss on the same vectors")
+    methods = compare_dedup_methods(settings, count)
+    embed_s = cold["embedding"]["wall_s"]
+    targets = {
+        "embedding_s": embed_s,
+        "embedding_within_10_min": embed_s <= TARGETS_S["embedding"],
+        "embedding_all_computed_now": cold["embedding"]["n_computed"]
+        == cold["counts"]["n_written"] - cold["counts"]["n_exact_duplicates"],
+        "near_dedup_plus_vendi_s": cold["near_dedup_plus_vendi_s"],
+        "near_dedup_plus_vendi_within_20_s": cold["near_dedup_plus_vendi_s"]
+        <= TARGETS_S["near_dedup_plus_vendi"],
+        "dedup_peak_rss_gib": cold["near_dedup"]["peak_rss_gib"],
+        "dedup_within_4_gib": (cold["near_dedup"]["peak_rss_gib"] or 0) <= 4.0,
+        "warm_total_s": warm["total_s"],
+        "warm_within_60_s": warm["total_s"] <= TARGETS_S["warm_total"],
+        "warm_embedded": warm["embedding"]["n_computed"],
+    }
+    targets["dedup_methods_agree"] = methods["same_result"]
     return {
-        MINILM: unique[:minilm] if minilm else unique,
-        MPNET: unique[:mpnet] if mpnet else unique,
+        "cold": cold,
+        "warm": warm,
+        "dedup_methods": methods,
+        "published": PUBLISHED,
+        "targets": targets,
     }
 
 
-# --- the two runs -----------------------------------------------------------------------------
-
-
-def cold_run(args: argparse.Namespace, settings: Settings, work: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    clock = Clock()
-    log(f"[cold] sampling and writing out {args.count} intents (scripted writer)")
-    intents, results["write_out"] = write_out(settings, args.count, work)
-    log(f"    {results['write_out']}")
-    unique, results["exact"] = exact_pass(intents)
-    log(f"    exact: {results['exact']}")
-
-    embedding: dict[str, Any] = {}
-    vectors: dict[str, np.ndarray] = {}
-    for model, texts in subsets(args, unique).items():
-        load = Clock()
-        load_model(model, settings.path(settings.embedding.model_dir))
-        load_s = load()
-        log(f"[cold] embedding {len(texts)} texts with {model} (model load {load_s} s)")
-        vectors[model], figures = embed(texts, model, settings, args.cache_dir)
-        figures["model_load_s"] = load_s
-        embedding[model] = figures
-        log(f"    {figures}")
-    results["embedding"] = embedding
-    for figures in embedding.values():
-        rate = figures["sentences_per_s"]
-        figures["projected_all_unique_s"] = round(len(unique) / rate, 1) if rate else None
-
-    matrix, source = timing_matrix(vectors, len(unique), settings.seed)
-    results["dedup_vendi_matrix"] = {"shape": list(matrix.shape), "source": source}
-    log(f"[cold] near de-duplication + Vendi over {matrix.shape[0]} x {matrix.shape[1]}: {source}")
-    npy = work / "matrix.npy"
-    np.save(npy, matrix)
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        measured = pool.submit(
-            measured_in_fresh_process,
-            str(npy),
-            settings.dedup.threshold,
-            settings.dedup.block_size,
-            list(settings.diversity.curve_points),
-            settings.seed,
-        ).result()
-    results["dedup_vendi"] = measured
-    log(
-        "    near dedup {near_dedup_s} s (CPU {near_dedup_cpu_s} s), Vendi {vendi_s} s "
-        "(CPU {vendi_cpu_s} s), curve {vendi_curve_s} s; "
-        "removed {n_near_duplicates}, Vendi {vendi_score}; peak RSS {rss:.2f} GiB, "
-        "tracemalloc peak {tm:.2f} GiB".format(
-            rss=measured["peak_rss_bytes"] / GIB,
-            tm=measured["tracemalloc_peak_bytes"] / GIB,
-            **measured,
-        )
-    )
-    # The real vectors that were embedded: their duplicate counts and Vendi scores.
-    real: dict[str, Any] = {}
-    for model in (MINILM, MPNET):
-        measured_real = dedup_and_vendi(
-            vectors[model],
-            settings.dedup.threshold,
-            settings.dedup.block_size,
-            settings.diversity.curve_points,
-            settings.seed,
-        )
-        measured_real["rows"] = f"real {model} vectors of the first {len(vectors[model])} requests"
-        real[model] = measured_real
-        log(
-            f"    real {model} x {len(vectors[model])}: near dups "
-            f"{measured_real['n_near_duplicates']}, Vendi {measured_real['vendi_score']}"
-        )
-    results["real_subsets"] = real
-    results["total_s"] = clock()
-    return results
-
-
-def warm_run(args: argparse.Namespace, settings: Settings, work: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    clock = Clock()
-    log("[warm] the same stage again: every embedding must come from the cache")
-    intents, results["write_out"] = write_out(settings, args.count, work)
-    unique, results["exact"] = exact_pass(intents)
-    computed = 0
-    vectors: dict[str, np.ndarray] = {}
-    for model, texts in subsets(args, unique).items():
-        vectors[model], figures = embed(texts, model, settings, args.cache_dir)
-        results[f"embedding_{model}"] = figures
-        computed += figures["n_computed"]
-    matrix, _ = timing_matrix(vectors, len(unique), settings.seed)
-    results["dedup_vendi"] = dedup_and_vendi(
-        matrix,
-        settings.dedup.threshold,
-        settings.dedup.block_size,
-        settings.diversity.curve_points,
-        settings.seed,
-    )
-    results["n_embedded"] = computed
-    results["total_s"] = clock()
-    log(f"    warm run {results['total_s']} s, texts embedded: {computed}")
-    return results
+# --- main -----------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=50_000, help="intents to sample")
+    parser.add_argument("--count", type=int, default=50_000, help="intents to sample (0: skip)")
+    parser.add_argument(
+        "--equivalence", type=int, default=2000, help="requests for the backend check (0: skip)"
+    )
+    parser.add_argument("--backend", choices=BACKENDS, help="override embedding.backend")
+    parser.add_argument("--threads", type=int, help="override embedding.threads")
+    parser.add_argument("--batch-size", type=int, help="override embedding.batch_size")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument(
-        "--json",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "intents_scale.json",
-        help="where to write the results",
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "intents_scale.json"
     )
     parser.add_argument(
         "--cache-dir",
         type=Path,
         default=ROOT / ".cache" / "benchmarks" / "embeddings",
-        help="embedding cache for the benchmark (emptied before the cold run)",
+        help="embedding cache of the benchmark (kept between runs: a stopped run resumes)",
     )
-    parser.add_argument(
-        "--minilm-texts", type=int, default=2000, help="MiniLM subset (0 = all unique requests)"
-    )
-    parser.add_argument(
-        "--mpnet-texts", type=int, default=300, help="mpnet subset (0 = all unique requests)"
-    )
-    parser.add_argument(
-        "--mpnet-all",
-        action="store_true",
-        help="embed everything with mpnet and time de-duplication on the real mpnet matrix",
-    )
+    parser.add_argument("--fresh", action="store_true", help="empty --cache-dir first")
     args = parser.parse_args(argv)
 
     settings = load_settings(args.params) if args.params.is_file() else Settings(base_dir=ROOT)
-    shutil.rmtree(args.cache_dir, ignore_errors=True)
-    load_before = os.getloadavg()
+    overrides = {
+        "cache_dir": str(args.cache_dir.resolve()),
+        **({"backend": args.backend} if args.backend else {}),
+        **({"threads": args.threads} if args.threads else {}),
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+    }
+    embedding = settings.embedding.model_copy(update=overrides)
+    settings = settings.model_copy(update={"embedding": embedding})
+    if args.fresh:
+        shutil.rmtree(args.cache_dir, ignore_errors=True)
     results: dict[str, Any] = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "count": args.count,
+        "command": " ".join(["benchmarks/intents_scale.py", *(argv or sys.argv[1:])]),
         "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in load_before],
+            "cpus_available": available_cores(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
-            "numpy": np.__version__,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         },
-        "settings": {
-            "seed": settings.seed,
-            "dedup_threshold": settings.dedup.threshold,
-            "block_size": settings.dedup.block_size,
-            "batch_size": settings.embedding.batch_size,
-        },
+        "settings": settings.embedding.model_dump(mode="json")
+        | {"dedup_threshold": settings.dedup.threshold, "seed": settings.seed},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    with tempfile.TemporaryDirectory(prefix="ise-intents-scale-") as scratch:
-        results["cold"] = cold_run(args, settings, Path(scratch))
-        results["warm"] = warm_run(args, settings, Path(scratch))
+    if args.equivalence:
+        results["equivalence"] = equivalence(settings, args.equivalence, args.cache_dir)
+    if args.count:
+        results["count"] = args.count
+        results.update(scale(settings, args.count))
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-
-    measured = results["cold"]["dedup_vendi"]
-    dedup_vendi_s = (
-        results["cold"]["exact"]["exact_dedup_s"] + measured["near_dedup_s"] + measured["vendi_s"]
-    )
-    results["targets"] = {
-        "dedup_plus_vendi_s": round(dedup_vendi_s, 3),
-        "dedup_plus_vendi_under_30s": dedup_vendi_s < 30,
-        # CPU seconds of near dedup + Vendi (both threads), which other load barely changes:
-        # on a free 2-core machine the wall time lies between half of this and all of it.
-        "near_dedup_plus_vendi_cpu_s": round(
-            measured["near_dedup_cpu_s"] + measured["vendi_cpu_s"], 3
-        ),
-        "peak_rss_gib": round(measured["peak_rss_bytes"] / GIB, 3),
-        "under_4gib": measured["peak_rss_bytes"] < 4 * GIB,
-        "warm_run_embedded": results["warm"]["n_embedded"],
-        "warm_run_embeds_nothing": results["warm"]["n_embedded"] == 0,
-    }
     write_json(args.json, results)
-    log(f"targets: {results['targets']}")
+    targets = results.get("targets") or {}
+    log(f"targets: {targets}")
     log(f"results written to {args.json}")
-    return 0 if all(v for k, v in results["targets"].items() if isinstance(v, bool)) else 1
+    return 0 if all(v for v in targets.values() if isinstance(v, bool)) else 1
 
 
 if __name__ == "__main__":

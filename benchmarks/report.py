@@ -187,64 +187,83 @@ def saturation_airflow(data: dict[str, Any]) -> tuple[str, list[Row]]:
 def intents_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
     targets = data.get("targets") or {}
     cold = data.get("cold") or {}
+    counts = cold.get("counts") or {}
+    settings = data.get("settings") or {}
+    machine = data.get("machine") or {}
     note = (
-        f"{_fmt(data.get('count'))} intents sampled; load "
-        f"{_load(_get(data, 'machine', 'load_average_at_start'))} at the start, "
-        f"{_load(_get(data, 'machine', 'load_average_at_end'))} at the end. De-duplication and "
-        f"Vendi timed on: {_get(cold, 'dedup_vendi_matrix', 'source') or '?'}"
+        f"{_fmt(data.get('count'))} intents sampled, embedding {settings.get('model', '?')} on "
+        f"{settings.get('backend', '?')}; load {_load(machine.get('load_average_at_start'))}"
+        f" at the start, {_load(machine.get('load_average_at_end'))} at the end"
     )
-    rows: list[Row] = [
-        (
-            "write-out (scripted writer)",
-            _fmt(_get(cold, "write_out", "write_out_s"), "s"),
-            "-",
-            "-",
-        ),
-        ("exact duplicates", _fmt(_get(cold, "exact", "n_exact_duplicates")), "-", "-"),
-    ]
-    for model, figures in sorted((cold.get("embedding") or {}).items()):
-        projected = figures.get("projected_all_unique_s")
+    rows: list[Row] = []
+    equivalence = data.get("equivalence") or {}
+    for backend, figures in sorted((equivalence.get("backends") or {}).items()):
+        vs = figures.get("vs_torch") or {}
+        value = f"{_fmt(figures.get('sentences_per_s'), 'sentences/s')}"
+        if vs:
+            value += (
+                f"; cosine {_fmt(vs.get('mean_cosine'))}, pairs {_fmt(vs.get('pair_agreement'))},"
+                f" Vendi diff {_fmt(vs.get('vendi_relative_difference'))}"
+            )
         rows.append(
             (
-                f"embedding, {model} ({_fmt(figures.get('n_computed'))} texts)",
-                _fmt(figures.get("sentences_per_s"), "sentences/s")
-                + (f"; all unique texts: ~{projected / 60:,.0f} min" if projected else ""),
-                "-",
-                "-",
+                f"equivalence, {backend} ({_fmt(equivalence.get('n_texts'))} requests)",
+                value,
+                "bounds" if vs else "-",
+                _met(vs.get("within_bounds")) if vs else "-",
             )
         )
-    for model, subset in sorted((cold.get("real_subsets") or {}).items()):
+    if equivalence:
         rows.append(
             (
-                f"Vendi score, real {model} vectors (n = {_fmt(subset.get('n_unique'))})",
-                _fmt(subset.get("vendi_score")),
-                "-",
-                "-",
+                "fastest backend within the bounds",
+                str(equivalence.get("fastest_within_bounds")),
+                str(equivalence.get("default_backend")),
+                _met(
+                    equivalence.get("fastest_within_bounds") == equivalence.get("default_backend")
+                ),
             )
         )
-    rows += [
-        (
-            "exact + near de-duplication + Vendi (wall; CPU)",
-            f"{_fmt(targets.get('dedup_plus_vendi_s'), 's')}; "
-            f"{_fmt(targets.get('near_dedup_plus_vendi_cpu_s'), 's')}",
-            "< 30 s",
-            _met(targets.get("dedup_plus_vendi_under_30s")),
-        ),
-        (
-            "peak memory of de-duplication + Vendi",
-            _fmt(targets.get("peak_rss_gib"), "GiB"),
-            "< 4 GiB",
-            _met(targets.get("under_4gib")),
-        ),
-        (
-            "warm re-run: texts embedded",
-            _fmt(targets.get("warm_run_embedded")),
-            "0",
-            _met(targets.get("warm_run_embeds_nothing")),
-        ),
-        ("cold run, whole benchmark stage", _fmt(cold.get("total_s"), "s"), "-", "-"),
-        ("warm run, whole benchmark stage", _fmt(_get(data, "warm", "total_s"), "s"), "-", "-"),
-    ]
+    if cold:
+        rows += [
+            (
+                "write-out (scripted writer)",
+                _fmt(_get(cold, "sample_and_write_out", "wall_s"), "s"),
+                "-",
+                "-",
+            ),
+            (
+                f"embedding ({_fmt(_get(cold, 'embedding', 'n_computed'))} texts)",
+                f"{_fmt(targets.get('embedding_s'), 's')}; "
+                f"{_fmt(_get(cold, 'embedding', 'sentences_per_s'), 'sentences/s')}",
+                "<= 600 s",
+                _met(targets.get("embedding_within_10_min")),
+            ),
+            (
+                "near de-duplication + Vendi",
+                _fmt(targets.get("near_dedup_plus_vendi_s"), "s"),
+                "<= 20 s",
+                _met(targets.get("near_dedup_plus_vendi_within_20_s")),
+            ),
+            (
+                "peak memory of de-duplication",
+                _fmt(targets.get("dedup_peak_rss_gib"), "GiB"),
+                "<= 4 GiB",
+                _met(targets.get("dedup_within_4_gib")),
+            ),
+            (
+                "unique intents; Vendi (published: 43,956; 61.57)",
+                f"{_fmt(counts.get('n_unique'))}; {_fmt(counts.get('vendi_score'))}",
+                "-",
+                "-",
+            ),
+            (
+                "warm re-run (texts embedded)",
+                f"{_fmt(targets.get('warm_total_s'), 's')} ({_fmt(targets.get('warm_embedded'))})",
+                "<= 60 s",
+                _met(targets.get("warm_within_60_s")),
+            ),
+        ]
     return note, rows
 
 
@@ -290,6 +309,34 @@ def workspace_overhead(data: dict[str, Any]) -> tuple[str, list[Row]]:
                 _met(_at_most(open_ms, open_target)) if open_target else "-",
             )
         )
+        if "pool_acquire" not in figures:
+            continue
+        acquire_ms = _get(figures, "pool_acquire", "median_ms")
+        acquire_target = _get(targets, name, "pool_acquire")
+        rows.append(
+            (
+                f"{name}: cold open median",
+                _fmt(_get(figures, "cold_open", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: acquire from the pool median (p95)",
+                f"{_fmt(acquire_ms, 'ms')} ({_fmt(_get(figures, 'pool_acquire', 'p95_ms'), 'ms')})",
+                f"<= {acquire_target:g} ms" if acquire_target else "-",
+                _met(_at_most(acquire_ms, acquire_target)) if acquire_target else "-",
+            )
+        )
+        rows.append(
+            (
+                f"{name}: give back to the pool (wipe) median",
+                _fmt(_get(figures, "pool_release", "median_ms"), "ms"),
+                "-",
+                "-",
+            )
+        )
     return note, rows
 
 
@@ -317,12 +364,78 @@ def llm_throughput(data: dict[str, Any]) -> tuple[str, list[Row]]:
     return note, rows
 
 
+def limiter_fairness(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    params = data.get("params") or {}
+    note = (
+        f"{params.get('workers')} workers sending {params.get('small')}-token requests for "
+        f"{params.get('seconds')} s at {params.get('tpm')} tokens/min, one "
+        f"{params.get('large')}-token request arriving {params.get('arrive')} s in; load "
+        f"{_load(data.get('load_average_before'))} (1/5/15 min)"
+    )
+    rows: list[Row] = []
+    for policy, label in (("greedy", "previous (retry loop)"), ("fifo", "arrival order")):
+        run = data.get(policy) or {}
+        rows.append(
+            (
+                f"{label}: large request's wait (bound {_fmt(run.get('large_wait_bound_s'))} s)",
+                _fmt(run.get("large_wait_s"), "s"),
+                "<= bound + 0.5 s" if policy == "fifo" else "-",
+                _met(data.get("target_met")) if policy == "fifo" else "-",
+            )
+        )
+        rows.append(
+            (f"{label}: tokens/s granted / limit", _fmt(run.get("throughput_ratio")), "-", "-")
+        )
+    return note, rows
+
+
+def viewer_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    note = (
+        f"{data.get('episodes'):,} episodes served by `ise view`, "
+        f"{_get(data, 'list', 'n')} list and {_get(data, 'episode', 'n')} episode requests; load "
+        f"{_load(_get(data, 'load_average', 'before'))} before, "
+        f"{_load(_get(data, 'load_average', 'after'))} after"
+    )
+    targets = data.get("targets_ms") or {}
+    rows: list[Row] = []
+    for label, key, target in (
+        ("list page p95 (median)", "list", targets.get("list")),
+        ("list page p95, first request of each filter", "list_first_request_per_filter", None),
+        ("episode page p95 (median)", "episode", targets.get("episode")),
+    ):
+        p95 = _get(data, key, "p95_ms")
+        rows.append(
+            (
+                label,
+                f"{_fmt(p95, 'ms')} ({_fmt(_get(data, key, 'median_ms'), 'ms')})",
+                f"<= {target:g} ms" if target else "-",
+                _met(_at_most(p95, target)) if target else "-",
+            )
+        )
+    rows.append(
+        (
+            "server ready (index and intent offsets read)",
+            _fmt(data.get("server_ready_s"), "s"),
+            "-",
+            "-",
+        )
+    )
+    rows.append(("server memory (RSS)", _fmt(data.get("server_rss_mib"), "MiB"), "-", "-"))
+    return note, rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
     ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
     ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
     ("intents_scale", "Stage 1 at scale", intents_scale),
     ("workspace_overhead", "Workspace overhead per call", workspace_overhead),
+    ("viewer_scale", "The viewer at 50,000 episodes", viewer_scale),
     ("llm_throughput", "LLM client throughput", llm_throughput),
+    (
+        "limiter_fairness",
+        "Tokens-per-minute limiter: a large request in a small stream",
+        limiter_fairness,
+    ),
 ]
 
 

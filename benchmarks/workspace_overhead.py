@@ -11,7 +11,14 @@ reason when neither works.
     python benchmarks/workspace_overhead.py
     python benchmarks/workspace_overhead.py --calls 500 --json /tmp/overhead.json
 
-Targets: local ≤ 10 ms median per call and ≤ 50 ms open+close; docker exec ≤ 80 ms.
+Then, side by side, what an episode waits for before its first tool call: a cold open (a new
+sandbox started, template laid out) against taking a sandbox from a warm pool
+(``workspace.pool_size``: acquire + template laid out), and what giving it back costs (the
+wipe: processes killed, files, /tmp and IPC emptied) after an episode-like use (a file
+written, a background process started).
+
+Targets: local ≤ 10 ms median per call and ≤ 50 ms open+close; docker exec ≤ 80 ms;
+acquire from the pool ≤ 20 ms local and ≤ 50 ms docker.
 Timings are wall clock and depend on what else the machine is doing: the load average at
 the start and the end of the run is recorded next to them.
 """
@@ -35,10 +42,15 @@ sys.path.insert(0, str(ROOT))  # tests.workspace.docker_engine provides the priv
 
 from ise_core.config import WorkspaceSettings  # noqa: E402
 from ise_core.records import write_json  # noqa: E402
-from ise_core.workspace import backend_status, open_workspace  # noqa: E402
+from ise_core.workspace import WorkspacePool, backend_status, open_workspace  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "workspace_overhead.json"
-TARGETS_MS = {"local": {"exec": 10.0, "open_close": 50.0}, "docker": {"exec": 80.0}}
+TARGETS_MS = {
+    "local": {"exec": 10.0, "open_close": 50.0, "pool_acquire": 20.0},
+    "docker": {"exec": 80.0, "pool_acquire": 50.0},
+}
+# An episode's leftovers, so that giving the sandbox back has something to wipe.
+EPISODE_TRACE = "echo data > out.txt && mkdir -p build && echo x > /tmp/scratch && (sleep 60 &)"
 
 
 def summarise(samples_s: Sequence[float]) -> dict[str, float]:
@@ -89,7 +101,65 @@ def measure_backend(
             fresh.open()
 
     open_stats = summarise(time_calls(cycle, open_close, warmup=2))
-    return {"exec": exec_stats, "open_close": open_stats}
+    return {
+        "exec": exec_stats,
+        "open_close": open_stats,
+        **measure_pool(name, settings, open_close),
+    }
+
+
+def measure_pool(name: str, settings: WorkspaceSettings, cycles: int) -> dict[str, Any]:
+    """Cold open vs acquire from a warm pool, in alternation, plus the close and wipe costs."""
+    samples: dict[str, list[float]] = {k: [] for k in ("cold_open", "cold_close")}
+    samples.update({k: [] for k in ("pool_acquire", "pool_release")})
+    with WorkspacePool(settings, base_dir=ROOT, backend=name, size=1) as pool:
+        pool.fill()
+        for index in range(cycles + 2):  # the first two of each are warm-up
+            started = time.perf_counter()
+            cold = open_workspace(settings, base_dir=ROOT, backend=name)
+            cold.open()
+            opened = time.perf_counter()
+            cold.call("exec", {"command": EPISODE_TRACE})
+            closing = time.perf_counter()
+            cold.close()
+            closed = time.perf_counter()
+
+            taken_at = time.perf_counter()
+            warm = pool.acquire()
+            warm.open()
+            ready = time.perf_counter()
+            warm.call("exec", {"command": EPISODE_TRACE})
+            returning = time.perf_counter()
+            warm.close()
+            returned = time.perf_counter()
+            if index >= 2:
+                samples["cold_open"].append(opened - started)
+                samples["cold_close"].append(closed - closing)
+                samples["pool_acquire"].append(ready - taken_at)
+                samples["pool_release"].append(returned - returning)
+        if pool.stats.cold:
+            raise RuntimeError(f"{name}: the pool started {pool.stats.cold} sandboxes cold")
+    return {key: summarise(values) for key, values in samples.items()}
+
+
+def print_backend(name: str, measured: dict[str, Any]) -> None:
+    ex, oc = measured["exec"], measured["open_close"]
+    print(
+        f"{name:<20} exec median {ex['median_ms']:8.2f} ms  p95 {ex['p95_ms']:8.2f} ms  "
+        f"= {measured['exec_ratio_to_plain']:.1f}x plain   "
+        f"open+close median {oc['median_ms']:8.2f} ms  p95 {oc['p95_ms']:8.2f} ms"
+    )
+    cold, warm = measured["cold_open"], measured["pool_acquire"]
+    close, wipe = measured["cold_close"], measured["pool_release"]
+    print(
+        f"{'':<20} cold open median {cold['median_ms']:8.2f} ms  p95 {cold['p95_ms']:8.2f} ms  "
+        f"| pool acquire median {warm['median_ms']:8.2f} ms  p95 {warm['p95_ms']:8.2f} ms  "
+        f"({measured['cold_open_ratio_to_pool_acquire']:.1f}x faster)"
+    )
+    print(
+        f"{'':<20} cold close median {close['median_ms']:7.2f} ms  "
+        f"| pool release (wipe) median {wipe['median_ms']:8.2f} ms  p95 {wipe['p95_ms']:8.2f} ms"
+    )
 
 
 def docker_engine_for_run(allow_private: bool) -> tuple[str | None, str | None]:
@@ -161,13 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured["exec_p95_ratio_to_plain"] = round(
                 measured["exec"]["p95_ms"] / plain["p95_ms"], 2
             )
-            results["backends"][name] = measured
-            ex, oc = measured["exec"], measured["open_close"]
-            print(
-                f"{name:<20} exec median {ex['median_ms']:8.2f} ms  p95 {ex['p95_ms']:8.2f} ms  "
-                f"= {measured['exec_ratio_to_plain']:.1f}x plain   "
-                f"open+close median {oc['median_ms']:8.2f} ms  p95 {oc['p95_ms']:8.2f} ms"
+            measured["cold_open_ratio_to_pool_acquire"] = round(
+                measured["cold_open"]["median_ms"] / measured["pool_acquire"]["median_ms"], 1
             )
+            results["backends"][name] = measured
+            print_backend(name, measured)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     write_json(args.json, results)
     print(f"load average {results['load_average_before']} -> {results['load_average_after']}")

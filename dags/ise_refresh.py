@@ -114,8 +114,19 @@ def _run_settings() -> Iterator[pipeline.Settings]:
     dag_run = context["dag_run"]
     with _stage_errors():
         settings = pipeline.load_run_settings(params, dag_run.conf or {}, hook.settings_overrides())
+    if settings.llm.budget_key is None:  # under a Redis limiter, the run's tasks share one budget
+        settings.llm.budget_key = f"{dag_run.dag_id}/{dag_run.run_id}"
     with hook.exported_key(), _stage_errors():
         yield settings
+
+
+# XCom key of the token plan_simulation writes into the data root (pipeline.mark_data_root).
+DATA_ROOT_KEY = "data_root"
+
+
+def _data_root_token() -> str | None:
+    value = get_current_context()["ti"].xcom_pull(task_ids="plan_simulation", key=DATA_ROOT_KEY)
+    return str(value) if value else None
 
 
 DEFAULT_ARGS: dict[str, Any] = {
@@ -170,6 +181,9 @@ def ise_refresh() -> None:
             limit = conf.getint("core", "max_map_length", fallback=1024)
             batches = pipeline.plan_batches(ids, per_task, limit)
             print(f"{len(ids)} intents in {len(batches)} mapped instances of up to {per_task}")
+            context = get_current_context()
+            token = pipeline.mark_data_root(settings, context["dag_run"].run_id)
+            context["ti"].xcom_push(key=DATA_ROOT_KEY, value=token)
             return batches
 
     @task(
@@ -187,6 +201,7 @@ def ise_refresh() -> None:
         context = get_current_context()
         context["intent_label"] = pipeline.batch_label(intent_ids)  # type: ignore[typeddict-unknown-key]
         with _run_settings() as settings:
+            pipeline.check_data_root(settings, _data_root_token())
             values = pipeline.run_stage("simulate", settings, only=intent_ids)
             pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
             return values
@@ -203,6 +218,7 @@ def ise_refresh() -> None:
             raise AirflowFailException("plan_simulation did not succeed: nothing to collect")
         ids = [intent_id for batch in batches for intent_id in batch]
         with _run_settings() as settings:
+            pipeline.check_data_root(settings, _data_root_token())
             missing = pipeline.unfinished_episodes(settings, ids)
             if missing:
                 print(

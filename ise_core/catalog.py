@@ -70,6 +70,7 @@ class Catalog:
     trajectories_dir: Path
     episodes_dir: Path
     timing_dir: Path
+    data_root_marker: Path  # a run record: which data folder the run planned in
     trajectories: Path
     trajectories_stats: Path
     trajectories_timing: Path
@@ -105,6 +106,7 @@ class Catalog:
             trajectories_dir=trajectories,
             episodes_dir=trajectories / "episodes",
             timing_dir=trajectories / "timing",
+            data_root_marker=trajectories / "timing" / "data-root.json",
             trajectories=trajectories / "trajectories.jsonl",
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",

@@ -20,25 +20,9 @@ from typing import Any
 
 from ise_core.config import DEFAULT_PARAMS, ROLES, load_settings
 from ise_core.errors import ISEError, LLMError
-from ise_core.llm.replies import MalformedResponse
-from ise_core.records import Message
+from ise_core.llm.probe import CHECK_MESSAGES, CHECK_TOOL, ProbeOutcome, probe_tool_calling
 
-CHECK_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "echo",
-        "description": "Echo the given text back.",
-        "parameters": {
-            "type": "object",
-            "properties": {"text": {"type": "string", "description": "the text to echo"}},
-            "required": ["text"],
-        },
-    },
-}
-CHECK_MESSAGES = [
-    Message(role="system", content="You are a connectivity check. Use the tools you are given."),
-    Message(role="user", content="Call the echo tool with the text 'ping'."),
-]
+__all__ = ["CHECK_MESSAGES", "CHECK_TOOL", "cmd_llm_check", "main", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -57,18 +41,24 @@ def register(subparsers: Any) -> None:
     check.set_defaults(handler=cmd_llm_check)
 
 
-async def _check(chat: Any) -> tuple[Any, str | None]:
-    """(result or None, problem with tool calling or None)."""
+async def _check(chat: Any) -> ProbeOutcome:
+    """The tool-calling probe (native, then prompted), the same one ``auto`` runs."""
     try:
-        result = await chat.complete(CHECK_MESSAGES, [CHECK_TOOL], tool_choice="auto")
-    except MalformedResponse as bad:
-        return bad.result, f"{bad.kind}: {bad.detail}"
+        return await probe_tool_calling(chat)
     finally:
         await chat.aclose()
-    calls = result.message.tool_calls or []
-    if not any(call.function.name == "echo" for call in calls):
-        return result, "the model answered in text instead of calling the offered tool"
-    return result, None
+
+
+def _print_context(chat: Any) -> None:
+    from ise_core.llm.context import discover_context_window
+
+    window = chat.context_window or discover_context_window(chat.base_url, chat.model)
+    source = "llm.context_window" if chat.context_window else "reported by the server"
+    if window:
+        print(f"context window: {window} tokens ({source})")
+    else:
+        print("context window: unknown (set llm.context_window to enable compaction)")
+    print(f"max_tokens: {chat.sampling.get('max_tokens')}")
 
 
 def cmd_llm_check(args: argparse.Namespace) -> int:
@@ -88,6 +78,7 @@ def cmd_llm_check(args: argparse.Namespace) -> int:
         return 0
     chat = OpenAIChat.from_settings(role, llm, base_dir=settings.base_dir, seed=settings.seed)
     import openai  # noqa: F401  (imported before timing, so latency is the endpoint's)
+
     chat.cache = None  # always reach the endpoint
     # A limiter of its own: one retry at most, so a dead endpoint fails in seconds.
     chat.limiter = EndpointLimiter(
@@ -103,10 +94,11 @@ def cmd_llm_check(args: argparse.Namespace) -> int:
     print(f"endpoint: {chat.base_url}")
     print(f"model: {chat.model} (role {role})")
     try:
-        result, problem = asyncio.run(_check(chat))
+        outcome = asyncio.run(_check(chat))
     except LLMError as exc:
         print(f"llm check failed: {exc}", file=sys.stderr)
         return 1
+    result = outcome.result
     if result is not None:
         if result.model and result.model != chat.model:
             print(f"model reported by the endpoint: {result.model}")
@@ -115,11 +107,21 @@ def cmd_llm_check(args: argparse.Namespace) -> int:
             f"tokens: {result.usage.prompt_tokens} prompt, {result.usage.completion_tokens} "
             "completion"
         )
-    if problem is None:
-        call = next(c for c in result.message.tool_calls or [] if c.function.name == "echo")
-        print(f"tool calling: yes (called echo with {call.function.arguments})")
+    _print_context(chat)
+    configured = llm.tool_calling_for(role)
+    if outcome.mode is not None:
+        print(
+            f"tool calling: {outcome.mode} (called echo with {outcome.call_arguments()}; "
+            f"{outcome.detail})"
+        )
+        print(f"llm.tool_calling: {configured}")
+        if configured not in (outcome.mode, "auto"):
+            print(
+                f"  advice: set llm.tool_calling (or llm.roles.{role}.tool_calling) to "
+                f"{outcome.mode} or auto for this endpoint"
+            )
         return 0
-    print(f"tool calling: no ({problem})")
+    print(f"tool calling: no ({outcome.detail})")
     if role == "agent":
         print(
             f"llm check failed: the agent role needs tool calling; endpoint {chat.base_url}, "

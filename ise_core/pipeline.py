@@ -9,6 +9,7 @@ return small values — ids, paths and counts — never datasets.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -39,12 +40,14 @@ __all__ = [
     "Settings",
     "batch_ids",
     "batch_label",
+    "check_data_root",
     "check_failed_share",
     "check_map_length",
     "check_simulation",
     "list_intent_ids",
     "load_run_settings",
     "load_settings",
+    "mark_data_root",
     "min_intents_per_task",
     "output_paths",
     "overrides_from_conf",
@@ -258,6 +261,67 @@ def output_paths(settings: Settings) -> dict[str, Path]:
     consumer watches): the first output of the stage in the table."""
     files = Catalog.of(settings)
     return {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
+
+
+# --- one data root for every worker ---------------------------------------------------------
+
+# Written by plan_simulation, checked by every simulate and collect task: a worker whose data
+# folder is not the one the run planned in (no shared volume, a volume mounted elsewhere, a
+# stale copy) fails at once instead of writing episodes nobody will collect. A run record,
+# beside the per-episode timing files, outside every dataset version.
+
+
+def data_root_marker(settings: Settings) -> Path:
+    return Catalog.of(settings).data_root_marker
+
+
+def mark_data_root(settings: Settings, run_id: str) -> str:
+    """Write the marker of this run's data root; returns its token (for XCom)."""
+    import socket
+    import uuid
+
+    from ise_core.records import write_json
+
+    token = uuid.uuid4().hex
+    write_json(
+        data_root_marker(settings),
+        {
+            "token": token,
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "path": str(settings.path(settings.simulate.out_dir).resolve()),
+        },
+    )
+    return token
+
+
+def check_data_root(settings: Settings, token: str | None) -> None:
+    """Raise ConfigError, saying what to fix, unless this process sees the marker of the
+    run's data root with ``token`` (None: the run wrote no marker, nothing to check)."""
+    if not token:
+        return
+    import socket
+
+    marker = data_root_marker(settings)
+    try:
+        seen = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        seen = None
+    if isinstance(seen, dict) and seen.get("token") == token:
+        return
+    found = (
+        "it is missing"
+        if seen is None
+        else f"it belongs to run {seen.get('run_id')!r} planned on host {seen.get('host')!r}"
+        if isinstance(seen, dict)
+        else "it is unreadable"
+    )
+    raise ConfigError(
+        f"host {socket.gethostname()!r} does not see this run's data root: {marker} was "
+        f"written by plan_simulation, but here {found}. Every worker must see the scheduler's "
+        "data: mount one shared volume (NFS, EFS, a ReadWriteMany volume) at the same path on "
+        "every machine (README: Deployment, shared data)"
+    )
 
 
 # --- lineage -----------------------------------------------------------------------------------

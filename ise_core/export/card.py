@@ -149,6 +149,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _redactions(stats: Mapping[str, Any]) -> str:
+    """ " (12 replacements: host_path 10, json_web_token 2)", or "" before any were counted."""
+    redactions = stats.get("redactions") or {}
+    by_kind = redactions.get("by_kind") or {}
+    if not isinstance(by_kind, Mapping):
+        return ""
+    total = int(redactions.get("total") or 0)
+    if total == 0:
+        return " (none were found)"
+    detail = ", ".join(f"{kind} {n:,}" for kind, n in by_kind.items())
+    plural = "s" if total != 1 else ""
+    return f" ({total:,} replacement{plural}{': ' + detail if detail else ''})"
+
+
 def render_card(
     settings: Settings,
     stats: Mapping[str, Any],
@@ -201,7 +215,7 @@ def _how_it_was_made(
         "",
         f"Split by intent (seed {settings.seed}, validation fraction "
         f"{settings.export.valid_fraction}); no intent appears in both splits. Secrets and "
-        "host paths were redacted from all text before export.\n",
+        f"host paths were redacted from all text before export{_redactions(stats)}.\n",
     ]
 
 

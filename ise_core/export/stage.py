@@ -210,6 +210,7 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     written = _write_formats(files, formats, train, valid)
     stats = sft_statistics(train, valid, formats, stage("export").fingerprint(settings))
     stats["n_skipped_not_kept"] = len(trajectories) - len(records)
+    stats["redactions"] = redactor.summary()  # the records only, before the card is redacted
     intents_stats = _optional_json(files.intents_stats)
     traj_stats = _optional_json(files.trajectories_stats)
     plots = _write_plots(files, stats, intents_stats)

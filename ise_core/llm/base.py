@@ -21,11 +21,15 @@ malformed-reply contract), the others in ise_core.errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from ise_core.records import Message
+
+if TYPE_CHECKING:
+    from ise_core.llm.limits import LimitSettings
 
 
 class Usage(BaseModel):
@@ -58,6 +62,8 @@ class ChatResult(BaseModel):
     retries: int = 0
     # "stop", "tool_calls", "length", ... as the endpoint reported it (None when unknown).
     finish_reason: str | None = None
+    # Tool calls read from the reply text rather than the API's tool_calls (ise_core.llm.dialect).
+    text_tool_calls: int = 0
 
 
 @runtime_checkable
@@ -72,3 +78,20 @@ class Chat(Protocol):
         tools: Sequence[dict[str, Any]] | None = None,
         **options: Any,
     ) -> ChatResult: ...
+
+
+class Limiter(Protocol):
+    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt, a
+    shared ``pause`` after a 429, token settlement, counters. Kept in the process
+    (``limits.EndpointLimiter``) or shared in Redis (``redis_limits.RedisEndpointLimiter``)."""
+
+    @property
+    def limits(self) -> LimitSettings: ...
+
+    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[None]: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def settle_tokens(self, estimated: int, actual: int) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...

@@ -67,6 +67,15 @@ class MeteredChat:
         return result
 
 
+def build_accountant(llm: LLMSettings) -> Accountant:
+    """The run's accountant; under a Redis limiter its budget is the whole run's."""
+    if llm.limiter != "process":
+        from ise_core.llm.redis_limits import SharedAccountant
+
+        return SharedAccountant.from_llm(llm)
+    return Accountant.from_settings(llm)
+
+
 def build_chat(
     role: Role,
     settings: LLMSettings,

@@ -8,6 +8,7 @@ the endpoint. A limiter bounds:
 - requests per minute and tokens per minute (token buckets, both optional). A bucket holds a
   tenth of a minute's allowance, so a cold start bursts at most that much above the sustained
   rate. Tokens are reserved from an estimate before sending and settled from the reported usage.
+  Waiters are served first come, first served, whatever their size.
 
 After a 429 with ``Retry-After`` the whole endpoint pauses: no new attempt starts before the
 time the server asked for, so concurrent requests do not hammer it.
@@ -15,8 +16,8 @@ time the server asked for, so concurrent requests do not hammer it.
 Retry policy (applied by the client, one attempt per ``slot``): 408, 409, 429 and every 5xx,
 timeouts and dropped connections are retried up to ``max_retries`` times with exponential
 backoff and jitter (``backoff_base_s * 2**n``, capped at ``backoff_max_s``, half of it
-random); a ``Retry-After`` (seconds or an HTTP date) is honoured as a lower bound, up to
-``MAX_RETRY_AFTER_S``. Other 4xx are not retried.
+random); a ``retry-after-ms`` (milliseconds) or ``Retry-After`` (seconds or an HTTP date) is
+honoured as a lower bound, up to ``MAX_RETRY_AFTER_S``. Other 4xx are not retried.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -75,23 +76,46 @@ def is_retryable_status(status: int) -> bool:
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if value is None:
+    if value is None or not value.strip():
         return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
+    seconds = _number(value)
+    if seconds is None:
         try:
-            when = parsedate_to_datetime(text)
+            when = parsedate_to_datetime(value.strip())
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    return _capped(seconds)
+
+
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """Seconds to wait from a ``retry-after-ms`` header (milliseconds; no date form)."""
+    milliseconds = _number(value)
+    # Convert before capping: the cap is in seconds.
+    return None if milliseconds is None else _capped(milliseconds / 1000.0)
+
+
+def retry_after_from_headers(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a reply asks for: ``retry-after-ms`` (the finer one) if it parses, else
+    ``Retry-After``; None when neither says anything usable."""
+    seconds = parse_retry_after_ms(headers.get("retry-after-ms"))
+    return seconds if seconds is not None else parse_retry_after(headers.get("retry-after"), now)
+
+
+def _number(value: str | None) -> float | None:
+    """A header's value as a finite-or-infinite number, or None (absent, text, NaN)."""
+    if value is None:
         return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return None if number != number else number  # NaN says nothing
+
+
+def _capped(seconds: float) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
@@ -113,7 +137,15 @@ def backoff_delay(
 
 
 class TokenBucket:
-    """``per_minute`` units per minute, holding at most ``BURST_FRACTION`` of a minute."""
+    """``per_minute`` units per minute, holding at most ``BURST_FRACTION`` of a minute.
+
+    Waiters are served in arrival order: ``take`` reserves its units at once, letting the
+    level go below zero, and sleeps until the refill has paid that debt. A later request
+    queues behind the debt of every earlier one, so a large request cannot be overtaken by a
+    stream of small ones (which a wait-then-retry loop allows: each small one fits into the
+    refill the large one is waiting for). Units still pass at ``per_minute``: the same
+    throughput, in a fair order.
+    """
 
     def __init__(self, per_minute: float) -> None:
         self.rate = per_minute / 60.0
@@ -137,15 +169,26 @@ class TokenBucket:
                 return 0.0
             return (amount - self.level) / self.rate
 
+    def reserve(self, amount: float) -> float:
+        """Take ``amount`` now, on credit; return the seconds until the refill covers it."""
+        amount = min(amount, self.capacity)  # a request bigger than the burst still goes
+        with self._lock:
+            self._refill()
+            self.level -= amount
+            return max(0.0, -self.level / self.rate)
+
     async def take(self, amount: float) -> float:
-        """Wait until ``amount`` is available and take it; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            wait = self.try_take(amount)
-            if wait <= 0:
-                return waited
+        """Wait for ``amount`` in arrival order and take it; returns the seconds waited."""
+        wait = self.reserve(amount)
+        if wait <= 0:
+            return 0.0
+        try:
             await asyncio.sleep(wait)
-            waited += wait
+        except asyncio.CancelledError:
+            # A cancelled waiter gives its reservation back to those still coming.
+            self.adjust(-min(amount, self.capacity))
+            raise
+        return wait
 
     def adjust(self, delta: float) -> None:
         """Charge (positive) or refund (negative) units after the fact; may go below zero."""

@@ -26,20 +26,21 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ise_core.errors import ConfigError, LLMError
-from ise_core.llm.base import ChatResult
+from ise_core.errors import ConfigError, ContextOverflow, LLMError
+from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
+from ise_core.llm.context import is_context_overflow
+from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
-    EndpointLimiter,
     LimitSettings,
     backoff_delay,
     is_retryable_status,
-    parse_retry_after,
+    retry_after_from_headers,
     shared_limiter,
 )
 from ise_core.llm.replies import (
@@ -51,6 +52,7 @@ from ise_core.llm.replies import (
     tool_names,
     worth_caching,
 )
+from ise_core.llm.toolcalls import to_prompted
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from ise_core.llm.accounting import Accountant
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed")
@@ -109,83 +112,48 @@ def _clients_of_running_loop() -> dict[tuple[str, str, float], Any]:
     return clients
 
 
-class OpenAIChat:
-    """A ``Chat`` on an OpenAI-compatible endpoint for one role."""
+def endpoint_limiter(
+    llm: LLMSettings, base_url: str | None, model: str, limits: LimitSettings
+) -> Limiter | None:
+    """The limiter ``llm.limiter`` asks for: None for the process-wide one (the default),
+    else the Redis-backed one shared by every process of the run."""
+    if llm.limiter == "process":
+        return None
+    from ise_core.llm.redis_limits import redis_limiter
+
+    return redis_limiter(llm.limiter, (base_url or DEFAULT_BASE_URL).rstrip("/"), model, limits)
+
+
+class OpenAIEndpoint:
+    """One OpenAI-compatible endpoint and model: the SDK client, the limiter, the retry policy.
+
+    The chat client and the embeddings client (ise_core.llm.embeddings) are both built on it,
+    so they share one connection pool per endpoint, the process-wide limiter of (endpoint,
+    model) and the same retries, backoff and error messages.
+    """
+
+    # The params.yaml block an error message points to, and what a failed request is called.
+    settings_block = "llm"
+    what = "LLM"
 
     def __init__(
         self,
-        role: str,
         *,
         model: str,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        sampling: dict[str, Any] | None = None,
-        limits: LimitSettings | None = None,
-        timeout_s: float = 120.0,
-        cache: ResponseCache | None = None,
-        accountant: Accountant | None = None,
-        limiter: EndpointLimiter | None = None,
-        episode: str | None = None,
+        base_url: str | None,
+        api_key_env: str,
+        timeout_s: float,
+        limits: LimitSettings | None,
+        limiter: Limiter | None,
     ) -> None:
-        if not model:
-            raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
-        self.role = role
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.api_key_env = api_key_env
-        self.sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
         self.timeout_s = timeout_s
-        self.cache = cache
-        self.accountant = accountant
-        self.limiter = limiter or shared_limiter(self.base_url, model, limits or LimitSettings())
-        self.episode = episode
-        self.name = f"openai:{role}:{model}"
-        self._api_key()  # fail at build time when a key is required and missing (not kept)
-
-    @classmethod
-    def from_settings(
-        cls,
-        role: Role,
-        llm: LLMSettings,
-        *,
-        base_dir: Path,
-        seed: int,
-        accountant: Accountant | None = None,
-        episode: str | None = None,
-    ) -> OpenAIChat:
-        """The chat for ``role`` as ``llm`` configures it (role overrides applied)."""
-        resolved = llm.role(role)
-        sampling = {key: resolved.get(key) for key in SAMPLING_KEYS}
-        if sampling["seed"] is None:
-            sampling["seed"] = seed
-        cache_dir = Path(llm.cache_dir)
-        if not cache_dir.is_absolute():
-            cache_dir = base_dir / cache_dir
-        model = resolved["model"]
-        if not model:
-            raise ConfigError(
-                f"llm.model (or llm.roles.{role}.model): must be set when provider is openai"
-            )
-        if llm.budget.cost is not None and model not in llm.prices:
-            raise ConfigError(
-                f"llm.prices: llm.budget.cost is set but model {model!r} has no price "
-                f"(add llm.prices.{model}: {{prompt: ..., completion: ...}} per million tokens)"
-            )
-        return cls(
-            role,
-            model=model,
-            base_url=resolved["base_url"],
-            api_key_env=resolved["api_key_env"],
-            sampling=sampling,
-            limits=LimitSettings.from_llm(llm),
-            timeout_s=llm.timeout_s,
-            cache=ResponseCache(cache_dir, llm.cache),
-            accountant=accountant,
-            episode=episode,
+        self.limiter: Limiter = limiter or shared_limiter(
+            self.base_url, model, limits or LimitSettings()
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAIChat(role={self.role!r}, endpoint={self.base_url!r}, model={self.model!r})"
+        self._api_key()  # fail at build time when a key is required and missing (not kept)
 
     # --- the SDK client ----------------------------------------------------------------------
 
@@ -195,8 +163,8 @@ class OpenAIChat:
             return key
         if self.base_url == DEFAULT_BASE_URL:
             raise ConfigError(
-                f"llm.api_key_env: environment variable {self.api_key_env} is not set; it "
-                f"must hold the API key for {self.base_url}"
+                f"{self.settings_block}.api_key_env: environment variable {self.api_key_env} "
+                f"is not set; it must hold the API key for {self.base_url}"
             )
         return PLACEHOLDER_KEY
 
@@ -208,7 +176,7 @@ class OpenAIChat:
         return (self.base_url, self.api_key_env, self.timeout_s)
 
     def _sdk_client(self) -> Any:
-        """The SDK client for this endpoint on the running loop, shared by every chat on it."""
+        """The SDK client for this endpoint on the running loop, shared by every client on it."""
         clients = _clients_of_running_loop()
         key = self._client_key()
         client = clients.get(key)
@@ -233,6 +201,192 @@ class OpenAIChat:
         if client is not None:
             await client.close()
 
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        timeout: float | None,
+        estimate: int,
+        decode: Callable[[bytes], T],
+    ) -> tuple[T, int]:
+        """POST ``body`` to ``path`` with the retry policy; (decoded reply, retries used).
+
+        ``decode`` turns a 200 body into the result, raising ``ValueError`` when it is unusable
+        (counted as a failed attempt and retried). Failures raise ``LLMError``.
+        """
+        import openai
+
+        client = self._sdk_client()
+        limits = self.limiter.limits
+        # The SDK's generic POST with our body as is: the typed ``chat.completions.create``
+        # re-walks every message against its type hints, which costs more CPU per request than
+        # everything else here together, and would drop fields it does not know.
+        options: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        response_class = _http_response_class()
+        attempts = limits.max_retries + 1
+        status: int | str = "unknown"
+        detail = ""
+        retry_after: float | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = backoff_delay(attempt - 1, limits, retry_after)
+                log.info(
+                    "llm %s model %s: %s; retry %d/%d in %.2f s",
+                    self.base_url,
+                    self.model,
+                    _status_text(status),
+                    attempt,
+                    limits.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            retry_after = None
+            retryable = True
+            async with self.limiter.slot(estimate):
+                try:
+                    raw = await client.post(
+                        "/chat/completions", cast_to=response_class, body=body, options=options
+                    )
+                    content = raw.content
+                except openai.APIStatusError as exc:
+                    status = exc.status_code
+                    detail = _server_message(exc.body, exc.message)
+                    retryable = is_retryable_status(status)
+                    retry_after = retry_after_from_headers(exc.response.headers)
+                    if status == 429 and retry_after:
+                        self.limiter.pause(retry_after)
+                    content = None
+                except openai.APITimeoutError:
+                    status, detail, content = "timeout", f"no reply within {self.timeout_s} s", None
+                except openai.APIConnectionError as exc:
+                    cause = exc.__cause__
+                    status, content = "connection", None
+                    detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
+            if content is not None:
+                try:
+                    return decode(content), attempt
+                except ValueError as exc:
+                    status = "invalid body"
+                    detail = f"200 with a body that is not usable ({exc}): {content[:80]!r}"
+            if not retryable:
+                raise self._failure(status, detail, attempt + 1)
+        raise self._failure(status, detail, attempts)
+
+    def _failure(self, status: int | str, detail: str, attempts: int) -> LLMError:
+        hint = ""
+        if status in (401, 403):
+            hint = f" (check that ${self.api_key_env} holds a valid key for this endpoint)"
+        elif status == 404:
+            hint = f" (check {self.settings_block}.base_url and {self.settings_block}.model)"
+        message = (
+            f"{self.what} request failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
+            f"endpoint {self.base_url}, model {self.model}, status {_status_text(status)}{hint}"
+            f": {self._redact(detail)[:300]}"
+        )
+        # Info, not warning: the exception carries the message and its handler reports it.
+        log.info("%s", message)
+        if is_context_overflow(status, detail):
+            return ContextOverflow(
+                message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
+            )
+        return LLMError(
+            message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
+        )
+
+
+class OpenAIChat(OpenAIEndpoint):
+    """A ``Chat`` on an OpenAI-compatible endpoint for one role."""
+
+    def __init__(
+        self,
+        role: str,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        sampling: dict[str, Any] | None = None,
+        limits: LimitSettings | None = None,
+        timeout_s: float = 120.0,
+        cache: ResponseCache | None = None,
+        accountant: Accountant | None = None,
+        limiter: Limiter | None = None,
+        episode: str | None = None,
+        tool_calling: str = "native",
+        context_window: int | None = None,
+    ) -> None:
+        if not model:
+            raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
+        self.role = role
+        self.sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+        self.cache = cache
+        self.accountant = accountant
+        self.episode = episode
+        # native | prompted | auto (ise_core.llm.probe decides auto on the first request with tools)
+        self.tool_calling = tool_calling
+        self.context_window = context_window
+        self.name = f"openai:{role}:{model}"
+        super().__init__(
+            model=model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            timeout_s=timeout_s,
+            limits=limits,
+            limiter=limiter,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        role: Role,
+        llm: LLMSettings,
+        *,
+        base_dir: Path,
+        seed: int,
+        accountant: Accountant | None = None,
+        episode: str | None = None,
+    ) -> OpenAIChat:
+        """The chat for ``role`` as ``llm`` configures it (role overrides applied)."""
+        resolved = llm.role(role)
+        sampling = {key: resolved.get(key) for key in SAMPLING_KEYS}
+        if sampling["seed"] is None:
+            sampling["seed"] = seed
+        sampling["max_tokens"] = llm.max_tokens_for(role)
+        cache_dir = Path(llm.cache_dir)
+        if not cache_dir.is_absolute():
+            cache_dir = base_dir / cache_dir
+        model = resolved["model"]
+        if not model:
+            raise ConfigError(
+                f"llm.model (or llm.roles.{role}.model): must be set when provider is openai"
+            )
+        if llm.budget.cost is not None and model not in llm.prices:
+            raise ConfigError(
+                f"llm.prices: llm.budget.cost is set but model {model!r} has no price "
+                f"(add llm.prices.{model}: {{prompt: ..., completion: ...}} per million tokens)"
+            )
+        limits = LimitSettings.from_llm(llm)
+        limiter = endpoint_limiter(llm, resolved["base_url"], model, limits)
+        return cls(
+            role,
+            model=model,
+            base_url=resolved["base_url"],
+            api_key_env=resolved["api_key_env"],
+            sampling=sampling,
+            limits=limits,
+            timeout_s=llm.timeout_s,
+            cache=ResponseCache(cache_dir, llm.cache),
+            accountant=accountant,
+            limiter=limiter,
+            episode=episode,
+            tool_calling=llm.tool_calling_for(role),
+            context_window=llm.context_window,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(role={self.role!r}, endpoint={self.base_url!r}, model={self.model!r})"
+
     # --- requests ------------------------------------------------------------------------------
 
     def request_body(
@@ -245,15 +399,18 @@ class OpenAIChat:
         for reserved in ("model", "messages", "tools", "stream"):
             if reserved in options:
                 raise ValueError(f"option {reserved!r} cannot be passed to complete()")
-        wire = [
-            to_wire(m if isinstance(m, Message) else Message.model_validate(m)) for m in messages
-        ]
+        typed = [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+        prompted = bool(tools) and self.tool_calling == "prompted"
+        if prompted:
+            # No ``tools`` field: the schemas go into the system prompt, calls come back as text.
+            typed = to_prompted(typed, list(tools or ()))
+        wire = [to_wire(m) for m in typed]
         body: dict[str, Any] = {"model": self.model, "messages": wire}
-        if tools:
+        if tools and not prompted:
             body["tools"] = list(tools)
         sampling = dict(self.sampling)
         for key, value in options.items():
-            if key in LOCAL_OPTIONS:
+            if key in LOCAL_OPTIONS or (prompted and key in ("tool_choice", "parallel_tool_calls")):
                 continue
             if value is None:
                 sampling.pop(key, None)
@@ -271,6 +428,10 @@ class OpenAIChat:
         started = time.perf_counter()
         episode = options.get("episode", self.episode)
         attempt = int(options.get("attempt") or 0)
+        if tools and self.tool_calling == "auto":
+            from ise_core.llm.probe import resolve_auto
+
+            self.tool_calling = await resolve_auto(self)
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
         key = request_key(self.base_url, body, attempt) if cache is not None else None
@@ -308,7 +469,12 @@ class OpenAIChat:
         episode: str | None,
     ) -> ChatResult:
         usage = reply_usage(stored)
-        message, problem = parse_reply(stored, tool_names(tools))
+        offered = tool_names(tools)
+        message, problem = parse_reply(stored, offered)
+        refined = refine_reply(
+            message, problem, finish_reason=stored.get("finish_reason"), offered=offered
+        )
+        message, problem = refined.message, refined.problem
         result = ChatResult(
             message=message,
             usage=usage,
@@ -317,6 +483,7 @@ class OpenAIChat:
             model=stored.get("model") or self.model,
             retries=retries,
             finish_reason=stored.get("finish_reason"),
+            text_tool_calls=refined.text_tool_calls,
         )
         if self.accountant is not None:
             self.accountant.record(
@@ -345,89 +512,13 @@ class OpenAIChat:
         self, body: dict[str, Any], timeout: float | None
     ) -> tuple[dict[str, Any], int]:
         """POST the body with our retry policy; (stored reply, retries used) or LLMError."""
-        import openai
-
-        client = self._sdk_client()
-        limits = self.limiter.limits
-        # The SDK's generic POST with our body as is: the typed ``chat.completions.create``
-        # re-walks every message against its type hints, which costs more CPU per request than
-        # everything else here together, and would drop fields it does not know.
-        options: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
-        response_class = _http_response_class()
         estimate = self._estimate_tokens(body)
-        attempts = limits.max_retries + 1
-        status: int | str = "unknown"
-        detail = ""
-        retry_after: float | None = None
-        for attempt in range(attempts):
-            if attempt:
-                delay = backoff_delay(attempt - 1, limits, retry_after)
-                log.info(
-                    "llm %s model %s: %s; retry %d/%d in %.2f s",
-                    self.base_url,
-                    self.model,
-                    _status_text(status),
-                    attempt,
-                    limits.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            retry_after = None
-            retryable = True
-            async with self.limiter.slot(estimate):
-                try:
-                    raw = await client.post(
-                        "/chat/completions", cast_to=response_class, body=body, options=options
-                    )
-                    content = raw.content
-                except openai.APIStatusError as exc:
-                    status = exc.status_code
-                    detail = _server_message(exc.body, exc.message)
-                    retryable = is_retryable_status(status)
-                    headers = exc.response.headers
-                    retry_ms = parse_retry_after(headers.get("retry-after-ms"))
-                    retry_after = (
-                        retry_ms / 1000
-                        if retry_ms is not None
-                        else parse_retry_after(headers.get("retry-after"))
-                    )
-                    if status == 429 and retry_after:
-                        self.limiter.pause(retry_after)
-                    content = None
-                except openai.APITimeoutError:
-                    status, detail, content = "timeout", f"no reply within {self.timeout_s} s", None
-                except openai.APIConnectionError as exc:
-                    cause = exc.__cause__
-                    status, content = "connection", None
-                    detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
-            if content is not None:
-                try:
-                    stored = stored_reply(json.loads(content))
-                except ValueError:
-                    status = "invalid body"
-                    detail = f"200 with a body that is not JSON: {content[:80]!r}"
-                else:
-                    usage = stored["usage"]
-                    actual = usage["prompt_tokens"] + usage["completion_tokens"]
-                    self.limiter.settle_tokens(estimate, actual)
-                    return stored, attempt
-            if not retryable:
-                raise self._failure(status, detail, attempt + 1)
-        raise self._failure(status, detail, attempts)
 
-    def _failure(self, status: int | str, detail: str, attempts: int) -> LLMError:
-        hint = ""
-        if status in (401, 403):
-            hint = f" (check that ${self.api_key_env} holds a valid key for this endpoint)"
-        elif status == 404:
-            hint = " (check llm.base_url and llm.model)"
-        message = (
-            f"LLM request failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"endpoint {self.base_url}, model {self.model}, status {_status_text(status)}{hint}"
-            f": {self._redact(detail)[:300]}"
-        )
-        # Info, not warning: the exception carries the message and its handler reports it.
-        log.info("%s", message)
-        return LLMError(
-            message, endpoint=self.base_url, model=self.model, status=status, attempts=attempts
-        )
+        def decode(content: bytes) -> dict[str, Any]:
+            stored = stored_reply(json.loads(content))
+            usage = stored["usage"]
+            actual = usage["prompt_tokens"] + usage["completion_tokens"]
+            self.limiter.settle_tokens(estimate, actual)
+            return stored
+
+        return await self._post("/chat/completions", body, timeout, estimate, decode)

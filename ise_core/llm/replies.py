@@ -57,7 +57,15 @@ class MalformedResponse(LLMError):
     read), so the tokens are still accounted and the caller can show the model its own mistake.
     """
 
-    KINDS = ("no_choices", "invalid_tool_arguments", "unknown_tool", "invalid_tool_call", "empty")
+    KINDS = (
+        "no_choices",
+        "invalid_tool_arguments",
+        "unknown_tool",
+        "invalid_tool_call",
+        "empty",
+        "truncated",  # finish_reason "length": cut off at max_tokens
+        "repetition",  # degenerate output: one piece repeated, or a run of blank lines
+    )
 
     def __init__(
         self,

@@ -254,6 +254,42 @@ def run_gate(
     )
 
 
+def _kind_name(snake: str) -> str:
+    """``expect_column_mean_to_be_between`` → ``ExpectColumnMeanToBeBetween``."""
+    return "".join(part.title() for part in snake.split("_"))
+
+
+def describe_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
+    """One expectation of a saved validation result as a report row: its label, kind,
+    column, what was observed, the bound it was held to, and whether it held."""
+    config = outcome.get("expectation_config") or {}
+    kwargs = {k: v for k, v in (config.get("kwargs") or {}).items() if k != "batch_id"}
+    column = kwargs.get("column")
+    label = str((config.get("meta") or {}).get("label") or config.get("type", ""))
+    indexed = (outcome.get("result") or {}).get("partial_unexpected_index_list") or [{}]
+    # The saved result names its rows by the table's id column: the row key that is not
+    # the checked column.
+    row_id = next((key for key in indexed[0] if key != column), column or "")
+    expect = Expect(label=label, kind=_kind_name(str(config.get("type", ""))), kwargs=kwargs)
+    return {
+        "expectation": label,
+        "type": config.get("type", ""),
+        "column": column,
+        "observed": _describe_observed(outcome, column, row_id),
+        "expected": _describe_expected(expect),
+        "success": bool(outcome.get("success")),
+    }
+
+
+def result_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every expectation of a gate's ``gate_result.json`` as a row (``table`` added)."""
+    rows = []
+    for table, validation in (result.get("validations") or {}).items():
+        for outcome in (validation or {}).get("results") or []:
+            rows.append({"table": table, **describe_outcome(outcome)})
+    return rows
+
+
 def format_report(
     gate: str, failures: Sequence[dict[str, Any]], n_expectations: int, result_path: Path
 ) -> str:

@@ -19,6 +19,12 @@ heuristics, each with a rule name that is recorded with the event:
     The message does the work itself instead of asking for it: it opens like an assistant's
     answer ("Sure, here…", "Certainly!", "Of course!", "Great question") or carries a fenced
     code block of four or more lines.
+``echoes_instructions``
+    The message repeats the simulator's own instructions instead of speaking as the person
+    ("Please write your opening message to the assistant", "as the JSON object described
+    above"): it shares a run of six consecutive words with the fixed text of the user
+    simulator's prompt templates (``ise_core/prompts/user_*.md``, placeholders excluded, so
+    quoting the intent's own request is fine).
 
 A user may still *ask* for things ("Could you double-check the output?", "Please run it
 again") and may paste a short error; those are not drift. The detector errs towards missing
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _FLAGS = re.IGNORECASE
 
@@ -92,6 +99,39 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 _FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+ECHO_WORDS = 6  # consecutive words shared with the instructions that count as an echo
+_WORD = re.compile(r"[a-z0-9']+")
+_PLACEHOLDER = re.compile(r"\{\{[^}]*\}\}")
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
+
+
+@lru_cache(maxsize=1)
+def _instruction_shingles() -> frozenset[tuple[str, ...]]:
+    """Six-word runs of the user simulator's templates, per fixed fragment (a run never
+    spans a placeholder, whose value is the intent's own text)."""
+    from ise_core.simulate.prompting import PROMPTS_DIR
+
+    found: set[tuple[str, ...]] = set()
+    for path in sorted(PROMPTS_DIR.glob("user_*.md")):
+        for fragment in _PLACEHOLDER.split(path.read_text(encoding="utf-8")):
+            found |= _shingles(fragment)
+    return frozenset(found)
+
+
+def echoed_instructions(message: str) -> str | None:
+    """The first run of the simulator's instructions that ``message`` repeats, or None."""
+    shared = _shingles(message) & _instruction_shingles()
+    if not shared:
+        return None
+    words = _WORD.findall(message.lower())
+    for i in range(len(words) - ECHO_WORDS + 1):
+        if tuple(words[i : i + ECHO_WORDS]) in shared:
+            return " ".join(words[i : i + ECHO_WORDS])
+    return None
 _MIN_CODE_LINES = 4
 
 
@@ -124,12 +164,15 @@ def detect_role_drift(message: str) -> list[DriftHit]:
             if not any(hit.rule == "answers_own_request" for hit in hits):
                 hits.append(DriftHit("answers_own_request", lines[0].strip()[:80]))
             break
+    echo = echoed_instructions(message)
+    if echo:
+        hits.append(DriftHit("echoes_instructions", echo[:80]))
     return hits
 
 
 def drift_rules() -> list[str]:
     """The rule names the detector can report, in order."""
-    return [rule for rule, _ in _RULES]
+    return [*(rule for rule, _ in _RULES), "echoes_instructions"]
 
 
-__all__ = ["DriftHit", "detect_role_drift", "drift_rules"]
+__all__ = ["DriftHit", "detect_role_drift", "drift_rules", "echoed_instructions"]

@@ -7,6 +7,7 @@ Layout under ``simulate.out_dir`` (default ``data/trajectories``)::
                                 kept apart: episode files are byte-identical across re-runs
                                 with the scripted roles)
     trajectories.jsonl          kept episodes, sorted by intent id      (collect)
+    episode_index.jsonl         one row per current episode, any status (collect; the viewer)
     stats.json                  shape statistics of DESIGN §3            (collect)
     timing.json                 timing summary                           (collect)
 
@@ -36,6 +37,7 @@ from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
 from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.simulate.episode import EpisodeResult, run_episode
+from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize, trajectory_stats
 from ise_core.stages import StageOptions, StageResult
 from ise_core.workspace.base import Workspace
@@ -108,12 +110,11 @@ def run_collect(settings: Settings, options: StageOptions) -> StageResult:
 def _default_factories(
     settings: Settings,
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.llm.factory import build_accountant, build_chat
     from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
+    accountant = build_accountant(settings.llm)
 
     def chat_for(role: str, intent: Intent) -> Chat:
         return build_chat(
@@ -345,6 +346,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     current, stale = store.current(intents)
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
+    write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
     ids = [e.intent_id for e in current]
     stats = trajectory_stats(
         current,

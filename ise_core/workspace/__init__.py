@@ -13,6 +13,7 @@ does, and ``open`` again resets it to template + fixtures). Backends:
 - ``local``: a bubblewrap sandbox on this machine (needs ``bwrap`` and user namespaces).
 - ``auto``: ``docker`` when an engine answers quickly and has the image, else ``local``.
 
+``WorkspacePool`` keeps sandboxes started and reuses them, wiped, between episodes.
 ``reap`` removes sandboxes, processes and containers left behind by crashed runs.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from ise_core.config import WorkspaceSettings
 from ise_core.errors import BackendError, ToolError
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult, Workspace
+from ise_core.workspace.pool import PooledWorkspace, PoolStats, WorkspacePool
 from ise_core.workspace.reaper import ReapReport, reap
 from ise_core.workspace.session import SandboxWorkspace
 from ise_core.workspace.toolkit import TOOLS, ToolSpec, tool
@@ -34,6 +36,8 @@ __all__ = [
     "BACKENDS",
     "TOOLS",
     "ExecOutcome",
+    "PoolStats",
+    "PooledWorkspace",
     "ProcessInfo",
     "ReapReport",
     "SandboxWorkspace",
@@ -41,6 +45,7 @@ __all__ = [
     "ToolResult",
     "ToolSpec",
     "Workspace",
+    "WorkspacePool",
     "available_backends",
     "backend_status",
     "choose_backend",
@@ -113,6 +118,7 @@ def open_workspace(
     return LocalWorkspace(settings, base_dir=base_dir, session_id=session_id)
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """The OpenAI ``tools`` list of the workspace tool set (no workspace needed)."""
-    return [spec.schema() for spec in TOOLS.values()]
+def tool_schemas(settings: WorkspaceSettings | None = None) -> list[dict[str, Any]]:
+    """The OpenAI ``tools`` list a workspace with ``settings`` offers (no workspace needed)."""
+    settings = settings or WorkspaceSettings()
+    return [spec.schema() for spec in TOOLS.values() if spec.offered(settings)]

@@ -25,28 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import marshal
 import os
 import queue
 import select
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ise_core.errors import BackendError
 from ise_core.workspace import cgroups
-from ise_core.workspace.base import ExecOutcome
-from ise_core.workspace.session import (
-    SANDBOX_PROCS,
-    SANDBOX_ROOT,
-    SandboxDied,
-    SandboxWorkspace,
+from ise_core.workspace.session import SANDBOX_PROCS, SANDBOX_ROOT, SandboxDied
+from ise_core.workspace.supervised import (
+    SUPERVISOR_IN_SANDBOX,
+    SUPERVISOR_SOURCE,
+    SupervisedWorkspace,
 )
 
 T = TypeVar("T")
@@ -55,11 +50,6 @@ SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_HOSTNAME = "workspace"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-START_TIMEOUT_S = 15.0
-REPLY_GRACE_S = 5.0  # how much longer than a command's timeout the host waits for the reply
-SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
-SUPERVISOR_IN_SANDBOX = "/run/ise/supervisor.py"
-MARSHAL_VERSION = 4  # readable by every Python 3 the sandbox may have
 # Host paths the sandbox needs to run sh, python3, node and git (read-only, where present).
 ETC_PIECES = (
     "/etc/alternatives",
@@ -205,7 +195,7 @@ def local_available() -> tuple[bool, str]:
     return True, "bubblewrap works"
 
 
-class LocalWorkspace(SandboxWorkspace):
+class LocalWorkspace(SupervisedWorkspace):
     """A workspace isolated by bubblewrap on this machine."""
 
     backend = "local"
@@ -214,8 +204,6 @@ class LocalWorkspace(SandboxWorkspace):
         super().__init__(*args, **kwargs)
         self._proc: subprocess.Popen[bytes] | None = None
         self._cgroup: cgroups.SandboxCgroup | None = None
-        self._buffer = b""
-        self._lock = threading.Lock()
 
     def bwrap_argv(self, data_args: list[str]) -> list[str]:
         """The bwrap command line; ``data_args`` bind the synthetic /etc files."""
@@ -236,18 +224,7 @@ class LocalWorkspace(SandboxWorkspace):
         args += ["--bind", str(self.procs_dir), SANDBOX_PROCS]
         args += ["--ro-bind", str(SUPERVISOR_SOURCE), SUPERVISOR_IN_SANDBOX, "--remount-ro", "/"]
         args += ["--chdir", SANDBOX_ROOT]
-        config = {
-            "cwd": SANDBOX_ROOT,
-            "cpu_seconds": settings.cpu_seconds,
-            "memory_mb": settings.memory_mb,
-            "max_processes": settings.max_processes,
-            "max_file_mb": settings.max_file_mb,
-            "disk_quota_mb": settings.disk_quota_mb,
-            "max_files": settings.max_files,
-            "watch": [SANDBOX_ROOT, SANDBOX_PROCS],
-        }
-        encoded = marshal.dumps(config, MARSHAL_VERSION).hex()
-        args += ["--", _python_in_sandbox(), "-I", "-S", SUPERVISOR_IN_SANDBOX, encoded]
+        args += ["--", *self.supervisor_argv(_python_in_sandbox())]
         return args
 
     # --- backend primitives ------------------------------------------------------------------
@@ -296,9 +273,8 @@ class LocalWorkspace(SandboxWorkspace):
         finally:
             for fd in pipes:
                 os.close(fd)
-        self._buffer = b""
         try:
-            hello = self._read_reply(time.monotonic() + START_TIMEOUT_S, 4096)
+            hello = self._await_greeting()
         except SandboxDied as exc:
             proc = self._proc
             self._kill_sandbox_keep_stderr()
@@ -355,28 +331,32 @@ class LocalWorkspace(SandboxWorkspace):
                 if stream is not None:
                     stream.close()
 
-    def _request(self, payload: dict[str, Any], *, timeout_s: float, max_bytes: int) -> Any:
-        with self._lock:
-            proc = self._proc
-            if proc is None or proc.stdin is None:
-                raise SandboxDied("not running")
-            try:
-                body = marshal.dumps(payload, MARSHAL_VERSION)
-                proc.stdin.write(len(body).to_bytes(4, "big") + body)
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                self._kill_sandbox()
-                raise SandboxDied(f"control pipe closed: {exc}") from None
-            try:
-                reply = self._read_reply(time.monotonic() + timeout_s, max_bytes)
-            except SandboxDied:
-                self._kill_sandbox()
-                raise
-        if "error" in reply:
-            raise SandboxDied(str(reply["error"]))
-        return reply
+    # --- the transport: bwrap's stdin and stdout --------------------------------------------
 
-    def _kill_sandbox(self) -> None:
+    def _send(self, data: bytes) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise SandboxDied("not running")
+        try:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise SandboxDied(f"control pipe closed: {exc}") from None
+
+    def _receive(self, timeout_s: float) -> bytes:
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            raise SandboxDied("not running")
+        fd = proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+        if not ready:
+            return b""
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise SandboxDied("the sandbox exited")
+        return chunk
+
+    def _abort_transport(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.kill()
@@ -386,76 +366,6 @@ class LocalWorkspace(SandboxWorkspace):
                     with contextlib.suppress(OSError):
                         stream.close()
         self._remove_cgroup()
-
-    def _read_reply(self, deadline: float, max_bytes: int) -> dict[str, Any]:
-        proc = self._proc
-        if proc is None or proc.stdout is None:
-            raise SandboxDied("not running")
-        fd = proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SandboxDied("no reply in time")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise SandboxDied("the sandbox exited")
-            self._buffer += chunk
-            if len(self._buffer) > max_bytes:
-                raise SandboxDied("reply larger than allowed")
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise SandboxDied("unreadable reply") from None
-        if not isinstance(reply, dict):
-            raise SandboxDied("unreadable reply")
-        return reply
-
-    def _max_reply(self) -> int:
-        # JSON escaping can grow text up to 6x (\u00XX); plus room for the other fields.
-        return self.settings.output_limit * 6 + 65536
-
-    def _exec(self, command: str, *, timeout_s: float, cwd: str) -> ExecOutcome:
-        reply = self._request(
-            {
-                "op": "exec",
-                "cmd": command,
-                "cwd": cwd,
-                "timeout": timeout_s,
-                "limit": self.settings.output_limit,
-            },
-            timeout_s=timeout_s + REPLY_GRACE_S,
-            max_bytes=self._max_reply(),
-        )
-        return ExecOutcome(
-            exit_code=reply.get("exit_code"),
-            output=str(reply.get("output", "")),
-            truncated=bool(reply.get("truncated")),
-            timed_out=bool(reply.get("timed_out")),
-            duration_s=float(reply.get("duration_s", 0.0)),
-        )
-
-    def _spawn(self, proc_id: str, command: str, cwd: str) -> None:
-        log = f"{SANDBOX_PROCS}/{proc_id}.log"
-        self._request(
-            {"op": "spawn", "id": proc_id, "cmd": command, "cwd": cwd, "log": log},
-            timeout_s=REPLY_GRACE_S,
-            max_bytes=65536,
-        )
-
-    def _exited(self) -> dict[str, int]:
-        reply = self._request({"op": "reap"}, timeout_s=REPLY_GRACE_S, max_bytes=1 << 20)
-        exited = reply.get("exited", {})
-        return {str(k): int(v) for k, v in exited.items()} if isinstance(exited, dict) else {}
-
-    def _kill(self, proc_id: str) -> None:
-        self._request({"op": "kill", "id": proc_id}, timeout_s=REPLY_GRACE_S, max_bytes=65536)
-
-    def _kill_all(self) -> None:
-        self._request({"op": "killall"}, timeout_s=REPLY_GRACE_S, max_bytes=65536)
 
     @property
     def host_pid(self) -> int | None:

@@ -154,6 +154,7 @@ class SandboxWorkspace:
         self._opened = False
         self._closed = False
         self._needs_restart = False
+        self._wiped = False  # started and empty: ``open`` only lays out the files
 
     # --- backend primitives ------------------------------------------------------------------
 
@@ -181,6 +182,11 @@ class SandboxWorkspace:
     def _kill_all(self) -> None:
         raise NotImplementedError
 
+    def _wipe_sandbox(self) -> None:
+        """Kill every process and empty the sandbox's scratch folders (/tmp ...); raise
+        ``SandboxDied`` when that cannot be done (the sandbox is then restarted)."""
+        raise NotImplementedError
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     def owner_record(self) -> dict[str, Any]:
@@ -195,31 +201,52 @@ class SandboxWorkspace:
         }
 
     def open(self, fixtures: Sequence[FixtureFile] = (), persona: Persona | None = None) -> None:
-        """Start the sandbox (first time) or reset it, then lay out template and fixtures."""
+        """Start the sandbox (first time) or reset it, then lay out template and fixtures.
+
+        On a sandbox that ``prepare`` started or ``wipe`` emptied, this only lays out the
+        files: that is what makes taking one from a warm pool cheap.
+        """
         if self._closed:
             raise BackendError(f"workspace {self.session_id} is closed; open a new one")
         if not self._opened:
-            try:
-                self._create_session_dir()
-            except FileExistsError:
-                raise BackendError(
-                    f"{self.session_dir} already exists: session id {self.session_id!r} is in use"
-                ) from None
-            except OSError as exc:
-                raise BackendError(
-                    f"cannot create the workspace under {self.root_dir} "
-                    f"(params key 'workspace.root'): {exc}"
-                ) from None
-            _OPEN.add(self)
-            self._opened = True
-            try:
+            self._start_sandbox(fixtures, persona)
+        elif self._wiped:
+            self._populate(fixtures, persona)
+        else:
+            self.reset(fixtures, persona)
+        self._wiped = False
+
+    def prepare(self) -> None:
+        """Start the sandbox with an empty workspace (what a warm pool keeps ready)."""
+        if self._closed:
+            raise BackendError(f"workspace {self.session_id} is closed; open a new one")
+        if not self._opened:
+            self._start_sandbox(None, None)
+            self._wiped = True
+
+    def _start_sandbox(
+        self, fixtures: Sequence[FixtureFile] | None, persona: Persona | None
+    ) -> None:
+        try:
+            self._create_session_dir()
+        except FileExistsError:
+            raise BackendError(
+                f"{self.session_dir} already exists: session id {self.session_id!r} is in use"
+            ) from None
+        except OSError as exc:
+            raise BackendError(
+                f"cannot create the workspace under {self.root_dir} "
+                f"(params key 'workspace.root'): {exc}"
+            ) from None
+        _OPEN.add(self)
+        self._opened = True
+        try:
+            if fixtures is not None:
                 self._populate(fixtures, persona)
-                self._start()
-            except BaseException:
-                self.close()
-                raise
-            return
-        self.reset(fixtures, persona)
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def _transit_dir(self) -> Path:
         """The hidden name the session directory has while it is made or removed; it carries
@@ -246,19 +273,28 @@ class SandboxWorkspace:
             raise
 
     def reset(self, fixtures: Sequence[FixtureFile] = (), persona: Persona | None = None) -> None:
-        """Back to template + fixtures: kill every process, clear the files, copy them again."""
+        """Back to template + fixtures: ``wipe``, then lay the files out again."""
+        self.wipe()
+        self._populate(fixtures, persona)
+        self._wiped = False
+
+    def wipe(self) -> None:
+        """Leave nothing of what ran: every process killed, the workspace, the process logs
+        and the sandbox's /tmp emptied. A sandbox that cannot be wiped is restarted (its
+        memory-backed /tmp goes with it)."""
         self._require_open()
-        try:
-            self._kill_all()
-        except SandboxDied:
-            self._needs_restart = True
+        if not self._needs_restart:
+            try:
+                self._wipe_sandbox()
+            except SandboxDied:
+                self._needs_restart = True
         self.processes.clear()
         self._process_counter = 0  # a reset episode numbers its processes from p1 again
         self.files.clear()
         self.procs.clear()
-        self._populate(fixtures, persona)
         if self._needs_restart:
             self._restart()
+        self._wiped = True
 
     def _populate(self, fixtures: Sequence[FixtureFile], persona: Persona | None) -> None:
         for rel, text in load_template(self.template_dir):
@@ -424,4 +460,4 @@ class SandboxWorkspace:
         return self.files.list_files()
 
     def tool_schemas(self) -> list[dict[str, Any]]:
-        return [spec.schema() for spec in TOOLS.values()]
+        return [spec.schema() for spec in TOOLS.values() if spec.offered(self.settings)]

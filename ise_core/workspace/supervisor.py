@@ -19,6 +19,7 @@ written by hand so that start-up imports nothing beyond built-in modules (``json
     {"op": "kill", "id": str}                                        -> {"killed": bool}
     {"op": "reap"}                                                   -> {"exited": {id: code}}
     {"op": "killall"}                                                -> {}
+    {"op": "wipe"}  (kill all, scratch mounts and IPC as at start)   -> {"left": str}
     {"op": "ping"}                                                   -> {}
 
 Every command runs in its own session (so a timeout kills its whole process group), with
@@ -45,11 +46,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an import at start-up; annotations only need it for mypy
     from typing import Any
 
+    Signature = tuple[int, int, str | None]  # st_mode, st_rdev, symlink target
+
 AS_HEADROOM = 4  # address-space limit as a multiple of the memory limit
 QUOTA_POLL_S = 0.2  # how often the disk use is measured while a command runs
 IDLE_POLL_S = 1.0  # ... and while only background processes run
 MAX_ENTRIES = 100_000  # files and folders the watched folders may hold, unless configured
 EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
+KILL_ROUNDS = 50  # kill(-1) rounds before giving up on processes that keep appearing
 
 
 class HeadTailBuffer:
@@ -120,6 +124,153 @@ def disk_usage(roots: list[str], max_entries: int) -> tuple[int, int]:
     return total, entries
 
 
+# Mounts whose contents the agent cannot create files in, or that are not files at all.
+NOT_SCRATCH_FSTYPES = frozenset(
+    {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "securityfs", "debugfs", "tracefs"}
+)
+SYSV_IPC = (("shm", 0), ("sem", 1), ("msg", 2))  # /proc/sysvipc file, which *ctl call
+IPC_RMID = 0
+
+
+def scratch_mounts(watched: list[str]) -> list[str]:
+    """Writable directory mounts of the sandbox besides the watched folders (the host empties
+    those): /tmp, /dev, /dev/shm, /dev/mqueue ..., wherever the backend put them."""
+    found: list[str] = []
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4 or fields[2] in NOT_SCRATCH_FSTYPES:
+            continue
+        target = fields[1].replace("\\040", " ")
+        if "rw" not in fields[3].split(",") or target == "/":
+            continue  # the root must be read-only; walking it would take all day
+        if any(target == w or target.startswith(w.rstrip("/") + "/") for w in watched):
+            continue
+        if os.path.isdir(target) and not os.path.islink(target) and target not in found:
+            found.append(target)
+    return found
+
+
+def signature(info: os.stat_result, path: str) -> Signature:
+    import stat
+
+    target = os.readlink(path) if stat.S_ISLNK(info.st_mode) else None
+    return (info.st_mode, info.st_rdev, target)
+
+
+def snapshot(roots: list[str]) -> dict[str, Signature]:
+    """Every entry below ``roots`` (not crossing into other mounts) with its signature."""
+    found: dict[str, Signature] = {}
+    for root in roots:
+        try:
+            info = os.lstat(root)
+        except OSError:
+            continue
+        found[root] = signature(info, root)
+        stack = [(root, info.st_dev)]
+        while stack:
+            folder, device = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    entry_info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if entry_info.st_dev != device:
+                    continue  # another mount: a scratch root of its own, or not ours
+                found[entry.path] = signature(entry_info, entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, device))
+    return found
+
+
+def _remove(path: str, is_dir: bool) -> None:
+    import shutil  # only on a wipe: start-up stays light
+
+    def retry_writable(_func: object, failed: str, _exc: object) -> None:
+        # The agent may have locked a folder (chmod 000); its parent may be one we do not
+        # own (docker's /tmp), so each step is tried on its own.
+        for step in (os.path.dirname(failed), failed):
+            try:
+                if not os.path.islink(step):
+                    os.chmod(step, 0o700)
+            except OSError:
+                pass
+        try:
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                shutil.rmtree(failed, ignore_errors=True)
+            else:
+                os.unlink(failed)
+        except OSError:
+            pass
+
+    if is_dir:
+        shutil.rmtree(path, onerror=retry_writable)
+    else:
+        os.unlink(path)
+
+
+def restore_scratch(baseline: dict[str, Signature], roots: list[str]) -> list[str]:
+    """Bring the scratch mounts back to ``baseline``: remove what was added, put modes back;
+    returns what could not be restored (a replaced device node, ...)."""
+    problems: list[str] = []
+    for path in sorted(set(snapshot(roots)) - set(baseline), key=len):
+        try:
+            _remove(path, os.path.isdir(path) and not os.path.islink(path))
+        except FileNotFoundError:
+            continue  # inside a folder removed just before
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    left = set(snapshot(roots)) - set(baseline)
+    if left:
+        problems.append(f"{len(left)} entries could not be removed, e.g. {min(left)}")
+    # Modes last: removing a locked folder opens up its parent's mode on the way.
+    for path, (mode, rdev, target) in sorted(baseline.items()):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            problems.append(f"{path} is gone")
+            continue
+        now = signature(info, path)
+        if now[1:] != (rdev, target) or (now[0] ^ mode) & 0o170000:
+            problems.append(f"{path} was replaced")
+        elif now[0] != mode:
+            try:
+                os.chmod(path, mode & 0o7777)
+            except OSError:
+                problems.append(f"{path} has mode {oct(now[0])}")
+    return problems
+
+
+def remove_sysv_ipc() -> list[str]:
+    """Remove every System V shared memory segment, semaphore set and message queue of the
+    sandbox's IPC namespace: they outlive the processes that made them."""
+    left = []
+    for name, which in SYSV_IPC:
+        try:
+            with open(f"/proc/sysvipc/{name}", encoding="ascii") as handle:
+                ids = [int(line.split()[1]) for line in handle.read().splitlines()[1:]]
+        except (OSError, ValueError, IndexError):
+            continue
+        if not ids:
+            continue
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = (libc.shmctl, libc.semctl, libc.msgctl)[which]
+        for ipc_id in ids:
+            if (call(ipc_id, 0, IPC_RMID) if which == 1 else call(ipc_id, IPC_RMID, None)) != 0:
+                left.append(f"System V {name} {ipc_id}")
+    return left
+
+
 class Supervisor:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -135,6 +286,10 @@ class Supervisor:
         self.max_entries = int(config.get("max_files") or MAX_ENTRIES)
         self.disk_full = False
         self.scan_s = 0.0  # how long measuring the disk use took last time
+        # What a wipe restores: the writable mounts besides the watched folders, as they are
+        # now, before any command ran.
+        self.scratch = scratch_mounts(self.watched)
+        self.baseline = snapshot(self.scratch)
 
     # --- child processes ---------------------------------------------------------------------
 
@@ -318,16 +473,38 @@ class Supervisor:
     def op_reap(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {"exited": dict(self.spawned_exit)}
 
+    def kill_everything(self) -> bool:
+        """SIGKILL every process of the namespace except PID 1, again until none is left
+        (one that was forking may leave a child the first signal missed); True when none is."""
+        for _ in range(KILL_ROUNDS):
+            try:
+                os.kill(-1, signal.SIGKILL)  # everything we may signal except ourselves
+            except ProcessLookupError:
+                self.reap()
+                return True
+            time.sleep(0.002)
+            self.reap()
+        return False
+
     def op_killall(self, _req: dict[str, Any]) -> dict[str, Any]:
-        try:  # noqa: SIM105 (contextlib would cost an import at start-up)
-            os.kill(-1, signal.SIGKILL)  # everything in the namespace except PID 1
-        except ProcessLookupError:
-            pass
-        time.sleep(0.01)
-        self.reap()
+        self.kill_everything()
         self.spawned.clear()
         self.spawned_exit.clear()
         return {}
+
+    def op_wipe(self, _req: dict[str, Any]) -> dict[str, Any]:
+        """Kill every process, then bring the scratch mounts and IPC back to how they were at
+        start: what a reused sandbox needs besides the workspace and logs (the host empties
+        those). ``left`` says what could not be undone (the host then restarts the sandbox)."""
+        left: list[str] = []
+        if not self.kill_everything():
+            left.append("processes that survive SIGKILL")
+        self.spawned.clear()
+        self.spawned_exit.clear()
+        self.disk_full = False
+        left += restore_scratch(self.baseline, self.scratch)
+        left += remove_sysv_ipc()
+        return {"left": "; ".join(left[:10])}
 
     def op_ping(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -360,6 +537,7 @@ class Supervisor:
             "kill": self.op_kill,
             "reap": self.op_reap,
             "killall": self.op_killall,
+            "wipe": self.op_wipe,
             "ping": self.op_ping,
         }
         write({"ready": True, "pid": os.getpid()})
@@ -417,10 +595,14 @@ def apply_limits(config: dict[str, Any]) -> None:
         # space gets 4x that, since runtimes such as V8 reserve ranges they never touch.
         resource.RLIMIT_DATA: memory,
         resource.RLIMIT_AS: memory * AS_HEADROOM,
-        resource.RLIMIT_NPROC: int(config["max_processes"]),
         resource.RLIMIT_FSIZE: int(config["max_file_mb"]) * 1024 * 1024,
         resource.RLIMIT_CORE: 0,
     }
+    # RLIMIT_NPROC counts every process of the uid on the host; where a cgroup caps the
+    # sandbox's own processes (docker's pids limit) it is left unset, so that one sandbox's
+    # fork bomb cannot stop the others (same uid) from forking.
+    if config.get("max_processes"):
+        limits[resource.RLIMIT_NPROC] = int(config["max_processes"])
     for kind, value in limits.items():
         resource.setrlimit(kind, (value, value))
 

@@ -11,6 +11,7 @@ function raises; a tool never ends an episode.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import time
@@ -34,6 +35,11 @@ class ToolSpec:
     parameters: dict[str, Any]
     func: Callable[..., ToolResult | str]
     validator: Any  # a pydantic model class built from the signature
+    # Whether the workspace offers the tool under its settings (None: always).
+    offered_when: Callable[[Any], bool] | None = None
+
+    def offered(self, settings: Any) -> bool:
+        return self.offered_when is None or self.offered_when(settings)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""
@@ -154,14 +160,21 @@ def build_spec(func: Callable[..., Any], name: str | None = None) -> ToolSpec:
 TOOLS: dict[str, ToolSpec] = {}
 
 
-def tool(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Register ``func`` as a tool (usable bare or as ``@tool(name="...")``)."""
+def tool(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    offered_when: Callable[[Any], bool] | None = None,
+) -> Any:
+    """Register ``func`` as a tool (usable bare or as ``@tool(name="...")``); a tool with
+    ``offered_when`` is listed for the agent only when it holds for the workspace settings."""
 
     def register(target: Callable[..., Any]) -> Callable[..., Any]:
         tool_name = name or target.__name__
         if tool_name in TOOLS:
             raise ValueError(f"tool {tool_name!r} is registered twice")
-        TOOLS[tool_name] = build_spec(target, tool_name)
+        spec = build_spec(target, tool_name)
+        TOOLS[tool_name] = dataclasses.replace(spec, offered_when=offered_when)
         return target
 
     return register(func) if func is not None else register

@@ -1,8 +1,9 @@
 """The agent's tool set. Each function here is one tool; its schema comes from the signature.
 
 Commands run inside the sandbox; file and memory tools work on the shared workspace directory
-from the host through ``ConfinedDir`` (no ``..``, no symlink out); ``web_fetch`` runs on the
-host behind the allowlist because the sandbox has no network. Failures are raised as
+from the host through ``ConfinedDir`` (no ``..``, no symlink out); ``web_fetch`` (behind the
+allowlist) and ``web_search`` (when a provider is configured) run on the host because the
+sandbox has no network. Failures are raised as
 ``ToolError`` and reach the agent as ``Error: ...`` observations.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Literal, Protocol
 
 from ise_core.config import WorkspaceSettings
-from ise_core.errors import FetchError, FileAccessError, ToolError
+from ise_core.errors import FetchError, FileAccessError, SearchError, ToolError
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult
 from ise_core.workspace.confined import ConfinedDir
 from ise_core.workspace.toolkit import tool
 from ise_core.workspace.webfetch import fetch
+from ise_core.workspace.websearch import render, search
 
 DEFAULT_READ_LINES = 2000
 MEMORY_FILE = "MEMORY.md"
@@ -28,6 +31,7 @@ class ToolContext(Protocol):
     """What the tools need from a workspace (``SandboxWorkspace`` provides it)."""
 
     settings: WorkspaceSettings
+    base_dir: Path
     files: ConfinedDir
     procs: ConfinedDir
 
@@ -336,3 +340,30 @@ def web_fetch(ctx: ToolContext, url: str, max_chars: int = 20000) -> ToolResult:
     body = text[:cap] + (f"\n[... truncated at {cap} characters]" if truncated else "")
     header = f"HTTP {status} {content_type}".strip()
     return ToolResult(ok=True, content=f"{header}\n\n{body}", truncated=truncated)
+
+
+def _search_offered(settings: WorkspaceSettings) -> bool:
+    return settings.web_search.provider != "off"
+
+
+@tool(offered_when=_search_offered)
+def web_search(ctx: ToolContext, query: str, count: int | None = None) -> ToolResult:
+    """Search the web and return the top results, each with title, URL and snippet.
+
+    Args:
+        query: What to search for.
+        count: Number of results to return (1-10).
+    """
+    settings = ctx.settings.web_search
+    wanted = settings.max_results if count is None else max(1, min(int(count), 10))
+    try:
+        results = search(
+            settings,
+            query,
+            wanted,
+            network_allowlist=ctx.settings.network_allowlist,
+            base_dir=ctx.base_dir,
+        )
+    except SearchError as exc:
+        raise ToolError(str(exc)) from None
+    return ToolResult(ok=True, content=render(query, settings.provider, results))

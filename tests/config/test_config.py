@@ -50,6 +50,15 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
         ("intents: {domains_per_intent: [3, 2]}", r"key 'intents':.*domains_per_intent must be"),
         ("- just\n- a list", r"expected a mapping"),
         ("seed: [unclosed", r"params\.yaml:1: invalid YAML"),
+        (
+            "workspace: {web_search: {provider: searxng}}",
+            r"key 'workspace\.web_search':.*searxng needs base_url",
+        ),
+        (
+            "workspace: {web_search: {provider: bing}}",
+            r"key 'workspace\.web_search\.provider':.*'off', 'searxng' or 'brave'",
+        ),
+        ("workspace: {pool_size: -1}", r"key 'workspace\.pool_size':.*greater than or equal"),
     ],
 )
 def test_bad_params_give_file_key_and_expectation(tmp_path: Path, text: str, expected: str) -> None:
@@ -75,6 +84,16 @@ def test_fingerprint_covers_exactly_the_named_keys() -> None:
     assert fingerprint(base, *keys) == fingerprint(changed_export, *keys)
     assert fingerprint(base, *keys) != fingerprint(changed_seed, *keys)
     assert fingerprint(base, "export") != fingerprint(changed_export, "export")
+
+
+def test_web_search_off_leaves_episode_fingerprints_as_they_were() -> None:
+    keys = ("seed", "workspace.network_allowlist", "workspace.web_search")
+    base = settings_from_dict({})
+    assert fingerprint(base, *keys) == fingerprint(base, "seed", "workspace.network_allowlist")
+    searching = settings_from_dict(
+        {"workspace": {"web_search": {"provider": "searxng", "base_url": "http://h:8888"}}}
+    )
+    assert fingerprint(searching, *keys) != fingerprint(base, *keys)
 
 
 def test_role_overrides_inherit_from_llm_block() -> None:

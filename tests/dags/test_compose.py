@@ -1,16 +1,32 @@
 """docker-compose.yaml's structure: the services, healthchecks, volumes and executor settings.
 
-No Docker Compose runs here, so this checks the file itself (after resolving YAML anchors).
+No Docker engine runs here, so this checks the file itself (after resolving YAML anchors),
+lets the Compose tool validate it, and checks it against scripts/airflow_celery.py, which runs
+the same components with the same settings on one machine (and is started by the tests).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from scripts.airflow_celery import (
+    COMPOSE_ONLY,
+    COMPOSE_ONLY_SETTINGS,
+    COMPOSE_SERVICES,
+    SITE_KEYS,
+    CeleryDeployment,
+    Postgres,
+    Redis,
+    common_settings,
+)
 from tests.dags.airflow_env import REPO
 
 COMPOSE = REPO / "docker-compose.yaml"
@@ -68,7 +84,8 @@ def test_celery_executor_with_postgres_and_redis(compose: dict[str, Any]) -> Non
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+        # The driver is named: SQLAlchemy 2.1 would pick psycopg 3, which is not installed.
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
         # One JWT secret for every component, or workers cannot talk to the execution API.
         assert (
             env["AIRFLOW__API_AUTH__JWT_SECRET"]
@@ -152,3 +169,93 @@ def test_compose_file_is_described_in_the_readme() -> None:
     assert "docker compose" in text
     assert "could not be started" in text or "not been started" in text
     assert "make airflow" in text
+
+
+# --- in step with scripts/airflow_celery.py (the same deployment on one machine) ------------
+
+
+def _script_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment the script gives every component (services not started)."""
+    deployment = CeleryDeployment(tmp_path, workers=2)
+    deployment.postgres = Postgres(tmp_path / "pg", 5432, "pw")
+    deployment.redis = Redis(tmp_path / "redis", 6379)
+    return deployment.environment()
+
+
+def test_compose_runs_the_scripts_components_with_its_commands(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    assert set(services) == set(COMPOSE_SERVICES) | set(COMPOSE_ONLY)
+    for name, command in COMPOSE_SERVICES.items():
+        assert services[name]["command"] == command, name
+    # The script starts every one of them, workers with their own concurrency and name.
+    commands = CeleryDeployment(Path("/nonexistent"), workers=2, concurrency=3).commands()
+    started = {" ".join(argv[:2]) if argv[0] == "celery" else argv[0] for argv in commands.values()}
+    assert started == set(COMPOSE_SERVICES.values())
+    assert commands["worker-2"][:4] == ["celery", "worker", "--concurrency", "3"]
+    assert "worker-2@%h" in commands["worker-2"]
+
+
+def test_compose_and_script_share_their_settings(compose: dict[str, Any], tmp_path: Path) -> None:
+    compose_env = compose["x-airflow-common"]["environment"]
+    common = common_settings(Path("/opt/ise"))
+    assert set(compose_env) == set(common) | set(SITE_KEYS) | set(COMPOSE_ONLY_SETTINGS)
+    for key, value in common.items():
+        assert compose_env[key] == value, f"docker-compose.yaml: {key}"
+    script_env = _script_environment(tmp_path)
+    for key, value in common_settings(REPO).items():
+        assert script_env[key] == value, f"scripts/airflow_celery.py: {key}"
+    for key in SITE_KEYS:
+        assert script_env[key], f"scripts/airflow_celery.py does not set {key}"
+    # Same shapes of address: Postgres through psycopg2 for both the metadata and results.
+    for env in (compose_env, script_env):
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    # Every service of the compose file gets the common environment.
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        env = _services(compose)[name]["environment"]
+        assert {key: env.get(key) for key in compose_env} == compose_env, name
+
+
+def _compose_command() -> list[str]:
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise AssertionError(
+        "neither `docker compose` nor `docker-compose` is installed: install Debian's "
+        "docker-compose (apt-get install docker-compose), as .ci/run does"
+    )
+
+
+def test_compose_config_validates(tmp_path: Path) -> None:
+    """The Compose tool itself accepts the file (with the .env values a user writes)."""
+    env = dict(
+        os.environ,
+        POSTGRES_PASSWORD="pw",
+        AIRFLOW_FERNET_KEY="key",
+        AIRFLOW_JWT_SECRET="jwt",
+        AIRFLOW_API_SECRET_KEY="secret",
+    )
+    done = subprocess.run(
+        [*_compose_command(), "-f", str(COMPOSE), "config", "-q"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Without the secrets it refuses, naming what to set.
+    env.pop("POSTGRES_PASSWORD")
+    done = subprocess.run(
+        [*_compose_command(), "-f", str(COMPOSE), "config", "-q"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr

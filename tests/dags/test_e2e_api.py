@@ -12,88 +12,20 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from scripts.airflow_celery import free_port
 from tests.dags.airflow_env import BIN, airflow_project, subprocess_env, tiny_params
+from tests.dags.rest import DAG_ID, Api, failure_report, wait_for
 
 pytestmark = pytest.mark.slow
 
-DAG_ID = "ise_refresh"
 POOL = "ise_e2e_llm"  # only this test's params name it, so it marks the DAG version parsed here
 PASSWORD = "e2e-" + secrets.token_hex(8)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Api:
-    """A tiny REST client for the API server under test."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.token = ""
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                text = response.read().decode()
-                return response.status, json.loads(text) if text else None
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace")
-            try:
-                return exc.code, json.loads(text)
-            except ValueError:
-                return exc.code, text
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, logs: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (OSError, urllib.error.URLError):
-            value = None
-        if value:
-            return value
-        time.sleep(1.0)
-    tails = "\n".join(
-        f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
-        for log in logs.glob("*.log")
-    )
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
-
-
-def _failure_report(api: Api, run_id: str) -> str:
-    """Each unsuccessful task instance with the end of its log, for the assertion message."""
-    _, tis = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    lines = []
-    for ti in tis.get("task_instances", []):
-        lines.append(f"{ti['task_id']}[{ti['map_index']}]: {ti['state']}")
-        if ti["state"] == "failed":
-            path = (
-                f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
-                f"/logs/{ti['try_number']}?map_index={ti['map_index']}"
-            )
-            _, log = api.call("GET", path)
-            lines.append(json.dumps(log)[-4000:])
-    return "\n".join(lines)
 
 
 @pytest.fixture
@@ -107,7 +39,7 @@ def airflow_services(airflow_db: Path, tmp_path: Path) -> Iterator[tuple[Api, Pa
     logs.mkdir()
     passwords = tmp_path / "passwords.json"
     passwords.write_text(json.dumps({"admin": PASSWORD}), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = subprocess_env(
         ISE_PARAMS=str(params),
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
@@ -137,7 +69,7 @@ def airflow_services(airflow_db: Path, tmp_path: Path) -> Iterator[tuple[Api, Pa
                 )
             )
         api = Api(f"http://127.0.0.1:{port}")
-        _wait("the API server", lambda: api.call("GET", "/api/v2/version")[0] == 200, 180, logs)
+        wait_for("the API server", lambda: api.call("GET", "/api/v2/version")[0] == 200, 180, logs)
         yield api, project, logs
     finally:
         for process in processes:
@@ -170,7 +102,7 @@ def test_run_triggered_through_the_rest_api(airflow_services: tuple[Api, Path, P
         code, task = api.call("GET", f"/api/v2/dags/{DAG_ID}/tasks/simulate")
         return code == 200 and task.get("pool") == POOL
 
-    _wait("the DAG to be parsed", parsed_here, 180, logs)
+    wait_for("the DAG to be parsed", parsed_here, 180, logs)
     status, body = api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     assert status == 200 and body["is_paused"] is False, body
     assert set(body["tags"][i]["name"] for i in range(len(body["tags"]))) >= {"ise", "dataset"}
@@ -187,8 +119,8 @@ def test_run_triggered_through_the_rest_api(airflow_services: tuple[Api, Path, P
         state = current.get("state") if code == 200 else None
         return state if state in ("success", "failed") else None
 
-    state = _wait("the run to finish", finished, 420, logs)
-    assert state == "success", _failure_report(api, run_id)
+    state = wait_for("the run to finish", finished, 420, logs)
+    assert state == "success", failure_report(api, run_id)
 
     ids = [
         json.loads(line)["id"]

@@ -41,7 +41,12 @@ BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
 # Settings that say where outputs go; dvc.yaml's outs name those places.
 LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
-CLI_MODULES = {"ise_core/cli.py", "ise_core/cli_llm.py", "ise_core/cli_workspace.py"}
+CLI_MODULES = {
+    "ise_core/cli.py",
+    "ise_core/cli_llm.py",
+    "ise_core/cli_view.py",
+    "ise_core/cli_workspace.py",
+}
 COMMANDS = {
     ("intents",): "intents",
     ("gate", "intents"): "intents",

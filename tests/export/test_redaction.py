@@ -10,6 +10,7 @@ import pytest
 from ise_core.export import build_redactor, export_stage
 from ise_core.export.redact import SECRET_MARK, Redactor, secret_env_values
 from ise_core.records import FunctionCall, Message, ToolCall
+from tests.export.secret_corpus import NEWLY_CAUGHT_KINDS, secret_samples
 from tests.quality.stage_outputs import (
     make_intent,
     make_trajectory,
@@ -93,6 +94,15 @@ def test_planted_secrets_and_paths_are_redacted_everywhere(
     ):
         assert planted not in text, planted
     assert "[REDACTED_API_KEY]" in text and "Bearer [REDACTED_TOKEN]" in text
+    stats = json.loads((project / "data/sft/stats.json").read_text())
+    by_kind = stats["redactions"]["by_kind"]
+    assert by_kind == {
+        "environment_secret": 2,  # the exec arguments (JSON-escaped) and the final output
+        "openai_token": 2,  # the user's message and the tool's output
+        "authorization_header": 1,  # the bearer token in the curl command
+        "host_path": 6,  # project x2, home x2, sandbox x2
+    }
+    assert stats["redactions"]["total"] == sum(by_kind.values())
     assert SECRET_MARK in text
     assert "<sandbox>/ep-1/workspace/run.py" in text and "~/notes.txt" in text
     assert "<project>/data/out.md" in text
@@ -127,3 +137,49 @@ def test_only_secret_looking_env_values_are_collected() -> None:
     }
     assert secret_env_values(env) == ["hunter2hunter2", "abcdef123456"]
     assert Redactor(secrets=["hunter2hunter2"]).text("pw=hunter2hunter2") == f"pw={SECRET_MARK}"
+
+
+def test_new_secret_kinds_are_redacted_and_counted_in_stats(tmp_path: Path) -> None:
+    """The kinds the earlier redactor let through, through the export stage end to end."""
+    project = tmp_path / "project"
+    settings = settings_for(project, export={"formats": ["openai", "sharegpt"]})
+    intents = [make_intent(i) for i in range(4)]
+    write_intents(settings, intents)
+    trajectories = [make_trajectory(intent) for intent in intents]
+    wanted = NEWLY_CAUGHT_KINDS
+    planted = {}
+    for sample in secret_samples():
+        assert sample.secret is not None
+        if sample.secret.kind in wanted and sample.secret.kind not in planted:
+            planted[sample.secret.kind] = sample.secret
+    leaky = trajectories[0]
+    for number, (kind, secret) in enumerate(planted.items()):
+        arguments = json.dumps({"path": f"{kind}.txt", "content": f"{secret.text}\n"})
+        leaky.messages += [
+            Message(
+                role="assistant",
+                content=None,
+                tool_calls=[
+                    ToolCall(
+                        id=f"w{number}", function=FunctionCall(name="write", arguments=arguments)
+                    )
+                ],
+            ),
+            Message(
+                role="tool", tool_call_id=f"w{number}", name="write", content="ok", success=True
+            ),
+            Message(role="tool", tool_call_id=f"r{number}", name="read", content=secret.text),
+        ]
+    write_trajectories(settings, trajectories)
+
+    export_stage(settings)
+    text = _exported_text(project / "data/sft")
+    for kind, secret in planted.items():
+        for part in secret.must_go:
+            assert part not in text and json.dumps(part)[1:-1] not in text, (kind, part)
+    stats = json.loads((project / "data/sft/stats.json").read_text())
+    # Each secret twice (in the write's arguments and in the read's output), in every record
+    # once: the counts are of the records, not of the formats written from them.
+    assert stats["redactions"]["by_kind"] == {kind: 2 for kind in wanted}
+    card = (project / "data/sft/README.md").read_text()
+    assert "(14 replacements: authorization_header 2," in card

@@ -5,13 +5,16 @@
         ...
         assert server.stats()["max_in_flight"] <= 4
 
-It binds 127.0.0.1 on a free port, serves ``POST /v1/chat/completions`` and ``GET /v1/models``
-(plus ``GET /_stats`` with its counters as JSON, for a server run in another process), and
-answers with a pluggable *responder* (request JSON → completion JSON, or a ``Reply`` with any
-status). Faults are drawn per request from a seeded generator, or taken in order from
+It binds 127.0.0.1 on a free port, serves ``POST /v1/chat/completions``, ``POST /v1/embeddings``
+and ``GET /v1/models`` (plus ``GET /_stats`` with its counters as JSON, for a server run in
+another process), and answers with a pluggable *responder* (request JSON → completion JSON, or
+a ``Reply`` with any status); embeddings come from the *embedder* (default
+``hash_embedder``: a deterministic, deliberately not unit-length vector per text).
+Faults are drawn per request from a seeded generator, or taken in order from
 ``Faults.script`` first, so a test can say exactly what the next requests meet:
 
 - ``rate_limit``     429 with ``Retry-After`` (seconds, or an HTTP date when configured so)
+                     and/or ``retry-after-ms`` (milliseconds), as configured
 - ``server_error``   500
 - ``slow``           the normal reply, but after ``slow_s`` (longer than the client's timeout)
 - ``drop``           the socket is closed without any response
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import random
 import socket
@@ -65,6 +69,7 @@ class Faults:
     rate_limit: float = 0.0
     retry_after: str | None = "0"  # the Retry-After value sent with a 429 (None: no header)
     retry_after_http_date: bool = False  # send Retry-After as an HTTP date (now + retry_after)
+    retry_after_ms: str | None = None  # a retry-after-ms value sent with a 429 (None: none)
     server_error: float = 0.0
     slow: float = 0.0
     slow_s: float = 1.0
@@ -129,11 +134,38 @@ def echo_responder(request: dict[str, Any]) -> dict[str, Any]:
     return completion(request, content=f"echo: {last.get('content') or ''}"[:200])
 
 
+def embedding_vector(text: str, dim: int) -> list[float]:
+    """A deterministic vector for ``text``: seeded by its hash, of norm ≈ 3·√dim (not unit)."""
+    rng = random.Random(hashlib.sha256(text.encode("utf-8")).digest())
+    return [rng.gauss(0.0, 3.0) for _ in range(dim)]
+
+
+def hash_embedder(request: dict[str, Any], dim: int = 16) -> dict[str, Any]:
+    """An ``/embeddings`` reply for ``request``: one ``embedding_vector`` per input, the
+    ``data`` items in reverse order (their ``index`` says where each belongs)."""
+    inputs = request.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = [
+        {"object": "embedding", "index": i, "embedding": embedding_vector(str(text), dim)}
+        for i, text in enumerate(texts)
+    ]
+    tokens = sum(max(1, len(str(text)) // 4) for text in texts)
+    return {
+        "object": "list",
+        "data": data[::-1],
+        "model": request.get("model", "fake-embedder"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 class _State:
     """Counters and records shared by the handler threads."""
 
-    def __init__(self, responder: Responder, latency_s: float, faults: Faults) -> None:
+    def __init__(
+        self, responder: Responder, latency_s: float, faults: Faults, embedder: Responder
+    ) -> None:
         self.responder = responder
+        self.embedder = embedder
         self.latency_s = latency_s
         self.faults = faults
         self.lock = threading.Lock()
@@ -239,7 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        route = self.path.rstrip("/")
+        if not route.endswith(("/chat/completions", "/embeddings")):
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
         try:
@@ -273,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
                     if faults.retry_after_http_date
                     else faults.retry_after
                 )
+            if faults.retry_after_ms is not None:
+                headers["retry-after-ms"] = faults.retry_after_ms
             body = {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}
             self._send_json(429, body, headers)
             return False
@@ -286,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
             name = tools[0].get("function", {}).get("name", "echo")
             self._send_json(200, completion(request, tool_calls=[tool_call(name, '{"text": ')]))
             return True
-        reply = state.responder(request)
+        if "input" in request and "messages" not in request:
+            reply = state.embedder(request)
+        else:
+            reply = state.responder(request)
         if isinstance(reply, Reply):
             self._send_json(reply.status, reply.body, reply.headers)
             return reply.status == 200
@@ -305,8 +343,11 @@ class FakeOpenAIServer:
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        embedder: Responder | None = None,
     ) -> None:
-        self.state = _State(responder or echo_responder, latency_s, faults or Faults())
+        self.state = _State(
+            responder or echo_responder, latency_s, faults or Faults(), embedder or hash_embedder
+        )
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -94,13 +94,13 @@ def test_paraphrase_placed_first_keeps_the_paraphrase(fixture_vectors: np.ndarra
 
 
 def _brute_force(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    unit = unit_rows(vectors)
+    # The definition: cosines in float64 of the float32 unit rows, greedy keep-first.
+    unit = unit_rows(vectors).astype(np.float64)
     sims = unit @ unit.T
-    limit = np.float32(threshold)
     keep = np.ones(len(unit), dtype=bool)
     removed: list[tuple[int, int]] = []
     for i in range(len(unit)):
-        earlier = [j for j in range(i) if keep[j] and sims[i, j] >= limit]
+        earlier = [j for j in range(i) if keep[j] and sims[i, j] >= threshold]
         if earlier:
             keep[i] = False
             removed.append((i, max(earlier, key=lambda j: (sims[i, j], -j))))
@@ -119,10 +119,60 @@ def test_blocked_search_equals_brute_force_for_any_block_size(seed: int) -> None
     keep, removed = _brute_force(vectors, 0.9)
     assert 30 < len(removed) < 120  # the data really exercises both outcomes
     for block_size in (1, 7, 64, 150, 400, 4096):
-        result = near_duplicates(vectors, threshold=0.9, block_size=block_size)
-        assert np.array_equal(result.keep_mask, keep), block_size
-        assert [(r, k) for r, k, _ in result.removed] == removed, block_size
+        for method in ("exact", "faiss"):
+            result = near_duplicates(vectors, 0.9, block_size=block_size, method=method)
+            assert np.array_equal(result.keep_mask, keep), (block_size, method)
+            assert [(r, k) for r, k, _ in result.removed] == removed, (block_size, method)
     assert np.array_equal(vectors, original)  # the caller's matrix is left alone
+
+
+def planted_clusters(n: int, d: int, seed: int) -> np.ndarray:
+    """Random unit rows where a third are noisy copies (cosine ~0.82-0.96 to a source, so the
+    0.9 threshold cuts through the clusters), copies of copies, and exact repeats."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    copies = rng.choice(np.arange(1, n), n // 3, replace=False)
+    copies.sort()
+    for target in copies:
+        source = int(rng.integers(0, target))
+        sigma = rng.uniform(0.3, 0.7)
+        moved = vectors[source] + sigma * rng.standard_normal(d).astype(np.float32) / np.sqrt(d)
+        vectors[target] = moved / np.linalg.norm(moved)
+    repeats = rng.choice(np.arange(1, n), n // 50, replace=False)
+    vectors[repeats] = vectors[rng.integers(0, n, repeats.size)]
+    return vectors
+
+
+def test_faiss_equals_exact_greedy_keep_first_on_20000_vectors() -> None:
+    vectors = planted_clusters(20_000, 768, seed=11)
+    exact = near_duplicates(vectors, threshold=0.9, method="exact")
+    faiss = near_duplicates(vectors, threshold=0.9, method="faiss")
+    assert 2_000 < exact.n_removed < 10_000  # both outcomes are exercised, at scale
+    assert np.array_equal(exact.keep_mask, faiss.keep_mask)
+    assert exact.removed == faiss.removed  # same matches and the same float64 cosines
+    # And "auto" takes FAISS at this size, with the same answer.
+    assert near_duplicates(vectors, 0.9, method="auto").removed == exact.removed
+
+
+def test_the_float64_decision_is_exact_at_the_threshold() -> None:
+    # Pairs whose float32 cosine rounds across the threshold are decided on float64 cosines,
+    # identically by both candidate searches.
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(64)
+    base /= np.linalg.norm(base)
+    other = rng.standard_normal(64)
+    other -= other @ base * base
+    other /= np.linalg.norm(other)
+    rows = [base]
+    for angle in np.linspace(np.arccos(0.9) - 1e-6, np.arccos(0.9) + 1e-6, 9):
+        rows.append(np.cos(angle) * base + np.sin(angle) * other)
+    vectors = np.stack(rows).astype(np.float32)
+    expected_keep, expected_removed = _brute_force(vectors, 0.9)
+    for method in ("exact", "faiss"):
+        result = near_duplicates(vectors, 0.9, block_size=4, method=method)
+        assert np.array_equal(result.keep_mask, expected_keep)
+        assert [(r, k) for r, k, _ in result.removed] == expected_removed
 
 
 def test_removed_item_does_not_remove_later_items() -> None:
@@ -142,9 +192,13 @@ def test_near_duplicates_rejects_bad_arguments() -> None:
         near_duplicates(np.eye(3), threshold=0.9, block_size=0)
     with pytest.raises(ValueError, match="n × d"):
         near_duplicates(np.ones(3), threshold=0.9, block_size=8)
+    with pytest.raises(ValueError, match="method"):
+        near_duplicates(np.eye(3), threshold=0.9, method="hnsw")  # type: ignore[arg-type]
 
 
-def test_near_duplicates_on_empty_input() -> None:
-    result = near_duplicates(np.zeros((0, 8), dtype=np.float32), threshold=0.9, block_size=8)
+@pytest.mark.parametrize("method", ["exact", "faiss"])
+def test_near_duplicates_on_empty_input(method: str) -> None:
+    empty = np.zeros((0, 8), dtype=np.float32)
+    result = near_duplicates(empty, threshold=0.9, block_size=8, method=method)  # type: ignore[arg-type]
     assert result.keep_mask.shape == (0,)
     assert result.removed == []

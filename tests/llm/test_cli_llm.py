@@ -46,7 +46,7 @@ def test_check_reports_model_latency_and_tool_calling(
     out = capsys.readouterr()
     assert code == 0
     assert "model: fake-model" in out.out and "latency: " in out.out
-    assert 'tool calling: yes (called echo with {"text": "ping"})' in out.out
+    assert 'tool calling: native (called echo with {"text": "ping"}' in out.out
     assert body["tools"][0]["function"]["name"] == "echo"
     assert PLANTED_KEY not in out.out + out.err
     assert not (tmp_path / ".cache").exists()  # the check bypasses the cache
@@ -119,5 +119,5 @@ def test_ise_llm_check_through_the_main_command(tmp_path: Path) -> None:
             timeout=60,
         )
     assert done.returncode == 0, done.stderr
-    assert "tool calling: yes" in done.stdout
+    assert "tool calling: native" in done.stdout
     assert PLANTED_KEY not in done.stdout + done.stderr

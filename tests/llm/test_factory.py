@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ise_core import scripted
-from ise_core.config import LLMSettings, Settings, settings_from_dict
+from ise_core.config import DEFAULT_MAX_TOKENS, LLMSettings, Settings, settings_from_dict
 from ise_core.errors import ConfigError
 from ise_core.llm.accounting import Accountant
 from ise_core.llm.factory import MeteredChat, build_chat
@@ -47,7 +47,10 @@ def test_role_overrides_mix_scripted_and_endpoint(tmp_path: Path) -> None:
     agent = build_chat("agent", llm, base_dir=tmp_path, seed=1, episode="i-9")
     assert isinstance(user, scripted.ScriptedChat)
     assert isinstance(writer, OpenAIChat) and isinstance(agent, OpenAIChat)
-    assert writer.model == "big-model" and writer.sampling == {"temperature": 0.7, "seed": 1}
+    assert writer.model == "big-model"
+    # No max_tokens set: the writer gets its role's default, so a reply cannot run on forever.
+    default = DEFAULT_MAX_TOKENS["writer"]
+    assert writer.sampling == {"temperature": 0.7, "seed": 1, "max_tokens": default}
     assert agent.model == "agent-model"
     assert agent.sampling == {"temperature": 0.2, "max_tokens": 99, "seed": 42}
     assert agent.episode == "i-9"

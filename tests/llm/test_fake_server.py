@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +55,26 @@ def test_scripted_faults_in_order() -> None:
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
         status, headers, _ = post(url, body)
         assert status == 429 and headers["Retry-After"] == "3"
+        assert "retry-after-ms" not in {name.lower() for name in headers}
         assert post(url, body)[0] == 500
         assert post(url, body)[0] == 200
         assert server.stats()["faults"]["rate_limit"] == 1
         with pytest.raises(ValueError, match="unknown fault"):
             server.script("meteor")
+
+
+def test_rate_limit_sends_each_retry_after_form() -> None:
+    url_body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    with FakeOpenAIServer() as server:
+        url = f"{server.base_url}/chat/completions"
+        server.faults.retry_after, server.faults.retry_after_ms = "2", "1500"
+        server.script("rate_limit")
+        headers = {k.lower(): v for k, v in post(url, url_body)[1].items()}
+        assert headers["retry-after"] == "2" and headers["retry-after-ms"] == "1500"
+        server.faults.retry_after, server.faults.retry_after_http_date = "30", True
+        server.script("rate_limit")
+        date = parsedate_to_datetime(post(url, url_body)[1]["Retry-After"])
+        assert 25 <= date.timestamp() - time.time() <= 31
 
 
 def test_runs_as_a_standalone_script() -> None:

@@ -108,6 +108,49 @@ def test_retry_after_http_date_is_honoured(server: FakeOpenAIServer, make_chat: 
     assert time.monotonic() - started >= 0.45
 
 
+def timed_retry(server: FakeOpenAIServer, make_chat: ChatMaker) -> float:
+    """Seconds one request took that met one 429 and then succeeded."""
+    server.script("rate_limit", "ok")
+    started = time.monotonic()
+    result = run(make_chat(server).complete(USER))
+    assert result.retries == 1 and server.requests == 2
+    return time.monotonic() - started
+
+
+def test_retry_after_ms_is_read_as_milliseconds(
+    server: FakeOpenAIServer, make_chat: ChatMaker
+) -> None:
+    # As OpenAI sends it: both headers, the milliseconds one the more precise.
+    server.faults.retry_after = "0"
+    server.faults.retry_after_ms = "1200"
+    waited = timed_retry(server, make_chat)
+    assert 1.2 <= waited < 1.2 * 1.1 + 1.0  # the ask plus at most 10 % jitter and some slack
+
+
+def test_retry_after_ms_alone_is_honoured(server: FakeOpenAIServer, make_chat: ChatMaker) -> None:
+    server.faults.retry_after = None
+    server.faults.retry_after_ms = "700"
+    assert timed_retry(server, make_chat) >= 0.7
+
+
+def test_unreadable_retry_after_ms_falls_back_to_retry_after(
+    server: FakeOpenAIServer, make_chat: ChatMaker
+) -> None:
+    server.faults.retry_after = "0.5"
+    server.faults.retry_after_ms = "later"
+    assert timed_retry(server, make_chat) >= 0.5
+
+
+def test_absurd_retry_after_is_capped(
+    server: FakeOpenAIServer, make_chat: ChatMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy asking for years: the wait stops at the cap (shrunk here to keep the test short).
+    monkeypatch.setattr("ise_core.llm.limits.MAX_RETRY_AFTER_S", 0.4)
+    server.faults.retry_after = "1e12"
+    server.faults.retry_after_ms = "1e15"
+    assert 0.4 <= timed_retry(server, make_chat) < 3.0
+
+
 def test_timeouts_and_dropped_connections_are_retried(
     server: FakeOpenAIServer, make_chat: ChatMaker
 ) -> None:

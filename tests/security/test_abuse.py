@@ -1,8 +1,9 @@
 """More of what untrusted model output may try: fill the disk, wipe or kill everything, flood
 the output with bytes that are not text. Each is contained and the workspace stays usable.
 
-The disk quota belongs to the local backend (its workspace is a plain host directory); the
-other checks run on every backend that runs here.
+Every check runs on every backend that runs here: both run the same supervisor as the
+sandbox's PID 1, which also measures the workspace quota (the workspace is a plain host
+directory on both).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _allocated_mb(folder: Path) -> float:
 def test_one_file_cannot_outgrow_the_file_size_limit(any_ws: SandboxWorkspace) -> None:
     limit_mb = any_ws.settings.max_file_mb
     result = any_ws.call("exec", {"command": f"head -c {(limit_mb + 8) << 20} /dev/zero > big"})
-    # local: the write fails with EFBIG; docker: the writer is killed by SIGXFSZ.
+    # The writer is stopped by the file-size limit (EFBIG, or SIGXFSZ where not ignored).
     assert not result.ok, result.content
     assert "File too large" in result.content or "File size limit exceeded" in result.content
     size = any_ws.files.root.joinpath("big").stat().st_size
@@ -41,8 +42,10 @@ def test_one_file_cannot_outgrow_the_file_size_limit(any_ws: SandboxWorkspace) -
     assert any_ws.call("exec", {"command": "rm big && echo gone"}).content == "gone\n"
 
 
-def test_the_workspace_quota_stops_a_disk_filler(workspace_factory: WorkspaceFactory) -> None:
-    ws = workspace_factory("local", disk_quota_mb=64, max_file_mb=16, call_timeout_s=20)
+def test_the_workspace_quota_stops_a_disk_filler(
+    workspace_factory: WorkspaceFactory, backend: str
+) -> None:
+    ws = workspace_factory(backend, disk_quota_mb=64, max_file_mb=16, call_timeout_s=20)
     started = time.monotonic()
     filler = ws.call(
         "exec",
@@ -84,8 +87,12 @@ def test_the_workspace_quota_stops_a_disk_filler(workspace_factory: WorkspaceFac
     assert _allocated_mb(ws.workspace_dir) < 64 + 128
 
 
-def test_too_many_files_count_against_the_quota(workspace_factory: WorkspaceFactory) -> None:
-    ws = workspace_factory("local", max_files=5000)
+def test_too_many_files_count_against_the_quota(
+    workspace_factory: WorkspaceFactory, backend: str
+) -> None:
+    # A long timeout: creating 5,000 files takes seconds on a busy disk, and the cap, not
+    # the clock, must be what stops the command.
+    ws = workspace_factory(backend, max_files=5000, call_timeout_s=60)
     result = ws.call(
         "exec",
         {
@@ -98,16 +105,7 @@ def test_too_many_files_count_against_the_quota(workspace_factory: WorkspaceFact
     assert ws.call("exec", {"command": "find . -name 'n*' -delete; echo ok"}).content == "ok\n"
 
 
-def _known_docker_gap(request: pytest.FixtureRequest, ws: SandboxWorkspace, why: str) -> None:
-    request.applymarker(pytest.mark.xfail(ws.backend == "docker", reason=why, strict=True))
-
-
-def test_rm_rf_root_only_touches_the_workspace(
-    any_ws: SandboxWorkspace, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    _known_docker_gap(
-        request, any_ws, "the exec's output file lives in /run/ise/procs, which rm -rf deletes"
-    )
+def test_rm_rf_root_only_touches_the_workspace(any_ws: SandboxWorkspace, tmp_path: Path) -> None:
     sentinel = tmp_path / "host-file.txt"
     sentinel.write_text("still here")
     wipe = any_ws.call(
@@ -123,12 +121,7 @@ def test_rm_rf_root_only_touches_the_workspace(
     assert any_ws.call("write", {"path": "again.txt", "content": "x"}).ok
 
 
-def test_kill_everything_kills_only_the_sandbox(
-    any_ws: SandboxWorkspace, request: pytest.FixtureRequest
-) -> None:
-    _known_docker_gap(
-        request, any_ws, "a killed background process's wrapper never writes its exit code"
-    )
+def test_kill_everything_kills_only_the_sandbox(any_ws: SandboxWorkspace) -> None:
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         any_ws.call("process", {"action": "start", "command": "sleep 300"})
@@ -159,12 +152,7 @@ def test_binary_and_non_utf8_output_become_text(any_ws: SandboxWorkspace) -> Non
     read.content.encode("utf-8")
 
 
-def test_a_hundred_megabytes_of_output_are_cut(
-    any_ws: SandboxWorkspace, request: pytest.FixtureRequest
-) -> None:
-    _known_docker_gap(
-        request, any_ws, "output goes through a file, so max_file_mb of output kills the command"
-    )
+def test_a_hundred_megabytes_of_output_are_cut(any_ws: SandboxWorkspace) -> None:
     started = time.monotonic()
     flood = any_ws.call(
         "exec", {"command": "head -c 104857600 /dev/zero | tr '\\0' x", "timeout": 60}
@@ -196,3 +184,19 @@ def test_host_secrets_stay_out_of_reach(any_ws: SandboxWorkspace, command: str) 
     if command.startswith("ls /proc"):
         # Only the sandbox's own few processes are visible, not the host's.
         assert int(text.split()[0]) < 20, text
+
+
+def test_the_supervisor_channel_is_out_of_reach(any_ws: SandboxWorkspace) -> None:
+    # PID 1 talks to the host over its stdin and stdout; a forged request or reply written
+    # there would be obeyed or believed. It is not dumpable, so its fds are root's.
+    probe = any_ws.call(
+        "exec",
+        {
+            "command": "printf '\\000\\000\\000\\010junk' > /proc/1/fd/0; "
+            "echo '{\"exit_code\": 0}' > /proc/1/fd/1; cat /proc/1/fd/0; echo done"
+        },
+    )
+    assert probe.content.count("Permission denied") == 3, probe.content
+    assert probe.content.endswith("done\n")
+    after = any_ws.call("exec", {"command": "echo alive"})
+    assert after.ok and after.content == "alive\n"

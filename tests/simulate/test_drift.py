@@ -51,3 +51,24 @@ def test_a_person_asking_for_things_is_not_flagged(message: str) -> None:
 def test_code_spans_do_not_hide_drift_outside_them() -> None:
     hits = detect_role_drift("Running `make test` is fine, but let me check the logs myself.")
     assert [hit.rule for hit in hits] == ["narrates_tool_use"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Please write your opening message to the assistant as the JSON object described above.",
+        "The conversation has not started. Write your opening message to the assistant.",
+        "Write your next message as Dana, as the JSON object described above.",
+        "I am not an assistant. Speak only as Dana, in the first person, about your own task.",
+    ],
+)
+def test_a_user_turn_echoing_the_simulator_instructions_is_drift(message: str) -> None:
+    hits = detect_role_drift(message)
+    assert "echoes_instructions" in [hit.rule for hit in hits]
+
+
+def test_quoting_the_intent_request_itself_is_not_an_echo() -> None:
+    # The request fills a placeholder of the template: sending it verbatim is the job.
+    request = "Set up a small script that reads sales.csv and writes the totals per region."
+    assert detect_role_drift(request) == []
+    assert detect_role_drift("Opening message: the assistant should fix the build.") == []

@@ -7,7 +7,8 @@ reason it cannot (then the caller skips and prints it). When an engine already a
 and socket under a temp dir, stopped by pid at the end. The image is built offline once per
 process (``ise_core.workspace.image``); the debootstrap tarball is cached in
 ``.cache/workspace-image`` so later sessions only import it. Set ``ISE_DOCKER_TESTS=0`` to
-skip all of it.
+skip all of it, or ``ISE_DOCKER_TESTS=1`` to make the docker tests fail (not skip) when no
+engine or image can be had (CI does: the suite must run on both backends there).
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ def _build_image(engine: DockerEngine) -> str | None:
     finally:
         client.close()
     return None
+
+
+def required() -> bool:
+    """Whether a missing engine fails the docker tests instead of skipping them."""
+    return os.environ.get("ISE_DOCKER_TESTS") == "1"
 
 
 def engine() -> DockerEngine | str:

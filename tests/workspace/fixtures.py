@@ -1,7 +1,8 @@
 """Workspace fixtures shared by tests/workspace and tests/security (imported by both conftests).
 
 ``backend`` is parametrised over local and docker; a backend that cannot run here is skipped
-with the reason (for docker: why no engine or image could be had, see ``docker_engine``).
+with the reason (for docker: why no engine or image could be had, see ``docker_engine``),
+except that with ``ISE_DOCKER_TESTS=1`` (CI) a docker test fails with that reason instead.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def require_backend(name: str, monkeypatch: pytest.MonkeyPatch | None = None) ->
         return {}
     engine = docker_engine.engine()
     if isinstance(engine, str):
+        if docker_engine.required():
+            pytest.fail(f"docker backend required (ISE_DOCKER_TESTS=1) but unavailable: {engine}")
         print(f"\ndocker backend tests skipped: {engine}")
         pytest.skip(f"docker backend unavailable: {engine}")
     if monkeypatch is not None:

@@ -3,7 +3,10 @@ the reason when neither can be had)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,17 @@ def test_container_is_locked_down(docker_ws: SandboxWorkspace) -> None:
     assert attrs["Config"]["Labels"]["ise.sandbox"] == "1"
     mounts = [m["Source"] for m in attrs["Mounts"]]
     assert all("docker.sock" not in source for source in mounts)
-    assert sorted(m["Destination"] for m in attrs["Mounts"]) == ["/run/ise/procs", "/workspace"]
+    writable = sorted(m["Destination"] for m in attrs["Mounts"] if m["RW"])
+    assert writable == ["/run/ise/procs", "/workspace"]
+    read_only = [m["Destination"] for m in attrs["Mounts"] if not m["RW"]]
+    assert read_only == ["/run/ise/supervisor.py"]
+    # What the sandbox prints never reaches the engine's disk.
+    assert host["LogConfig"]["Type"] == "none"
+    # PID 1 is the supervisor, which the agent's processes cannot signal.
+    assert attrs["Path"] == "/usr/bin/python3" and "/run/ise/supervisor.py" in attrs["Args"]
+    pid1 = docker_ws.call("exec", {"command": "kill -9 1; kill -TERM 1; echo tried"})
+    assert pid1.content.endswith("tried\n")
+    assert docker_ws.call("exec", {"command": "echo alive"}).content == "alive\n"
 
 
 def test_tools_work_in_the_container(docker_ws: SandboxWorkspace) -> None:
@@ -138,3 +151,52 @@ def test_reaper_removes_containers_of_dead_owners(
         assert orphan.id not in remaining and ws.container_id in remaining
     finally:
         client.close()
+
+
+def test_a_dead_owner_takes_its_container_down(
+    workspace_factory: WorkspaceFactory, tmp_path: Path
+) -> None:
+    ws = workspace_factory("docker", open_now=False)  # the engine and image, set up
+    child = subprocess.Popen(
+        [sys.executable, "-c", OWNER_PROGRAM, str(tmp_path / "owned"), ws.settings.docker_image],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    try:
+        assert child.stdout is not None
+        container = child.stdout.readline().strip()
+        assert container, "the owner did not start its workspace"
+    finally:
+        child.kill()
+        child.wait()
+    client = docker_client()
+    try:
+        deadline = time.monotonic() + 15
+        state = ""
+        while state != "exited" and time.monotonic() < deadline:
+            state = client.api.inspect_container(container)["State"]["Status"]
+            time.sleep(0.2)
+        # Its stdin closed with the owner's connection, so the supervisor ended.
+        assert state == "exited"
+        report = reap(make_settings(tmp_path / "owned"), PROJECT)
+        assert [c for c in client.containers.list(all=True) if c.id == container] == []
+        assert len(report.containers) == 1
+        assert list((tmp_path / "owned").glob("ise-sbx-*")) == []
+    finally:
+        client.close()
+
+
+OWNER_PROGRAM = """
+import sys, time
+from pathlib import Path
+from ise_core.workspace import open_workspace
+from tests.workspace.fixtures import PROJECT, make_settings
+
+settings = make_settings(Path(sys.argv[1]), docker_image=sys.argv[2])
+ws = open_workspace(settings, base_dir=PROJECT, backend="docker")
+ws.open()
+print(ws.container_id, flush=True)
+time.sleep(600)
+"""

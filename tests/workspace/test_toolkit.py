@@ -6,6 +6,7 @@ from typing import Literal
 
 import pytest
 
+from ise_core.config import WebSearchSettings, WorkspaceSettings
 from ise_core.workspace import TOOLS, ToolError, ToolResult, tool_schemas
 from ise_core.workspace.toolkit import build_spec, invoke, parse_docstring
 
@@ -103,10 +104,19 @@ def test_good_arguments_run_with_defaults_and_coercion() -> None:
 
 def test_the_workspace_tool_set() -> None:
     names = [s["function"]["name"] for s in tool_schemas()]
-    assert names == list(TOOLS)
+    assert names == [name for name in TOOLS if name != "web_search"]  # off by default
     expected = {"exec", "process", "read", "write", "edit", "memory_get", "memory_search"}
     assert expected | {"web_fetch"} == set(names)
-    for schema in tool_schemas():
+    searching = WorkspaceSettings(
+        web_search=WebSearchSettings(provider="searxng", base_url="http://127.0.0.1:1")
+    )
+    assert [s["function"]["name"] for s in tool_schemas(searching)] == list(TOOLS)
+    search_params = TOOLS["web_search"].schema()["function"]["parameters"]
+    assert search_params["required"] == ["query"] and set(search_params["properties"]) == {
+        "query",
+        "count",
+    }
+    for schema in tool_schemas(searching):
         function = schema["function"]
         assert function["description"]
         for name, prop in function["parameters"]["properties"].items():
