@@ -165,6 +165,19 @@ def intent_hash(intent: Intent) -> str:
     return text_hash(canonical_json(intent.model_dump(mode="json")))[:16]
 
 
+def load_episode(path: Path) -> Trajectory:
+    """One episode file, validated; a malformed file is an InputError naming it."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object (one Trajectory)")
+    episode = validate_record(data, Trajectory, str(path))
+    if episode.intent_id != path.stem:
+        raise InputError(
+            f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
+        )
+    return episode
+
+
 def _stamp(episode: Trajectory | Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """(intent id, params fingerprint, intent hash) recorded in an episode, typed or raw."""
     if isinstance(episode, Trajectory):
@@ -202,16 +215,7 @@ class EpisodeStore:
         return sorted(self.folder.glob("*.json"))
 
     def load(self, path: Path) -> Trajectory:
-        """One episode file, validated; a malformed file is an InputError naming it."""
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object (one Trajectory)")
-        episode = validate_record(data, Trajectory, str(path))
-        if episode.intent_id != path.stem:
-            raise InputError(
-                f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
-            )
-        return episode
+        return load_episode(path)
 
     def load_raw(self) -> list[tuple[Path, dict[str, Any]]]:
         """Every episode file as a JSON object, unvalidated (for the gate, whose findings
@@ -274,4 +278,4 @@ class EpisodeStore:
         return current, stale
 
 
-__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash"]
+__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash", "load_episode"]

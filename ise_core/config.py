@@ -28,9 +28,11 @@ from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
 
-# The LLM roles: the intent writer, the simulated user and the agent.
+# The LLM roles that make a dataset: the intent writer, the simulated user and the agent;
+# RoleName adds the optional judge of ``ise eval``, the other role the llm block configures.
 Role = Literal["writer", "user", "agent"]
 ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+RoleName = Literal[Role, "judge"]
 
 
 class Block(BaseModel):
@@ -133,7 +135,8 @@ ToolCalling = Literal["native", "prompted", "auto"]
 # thousands of blank lines); these apply to an endpoint role unless llm.max_tokens or
 # llm.roles.<role>.max_tokens is set. The writer emits a whole intent spec, the user one short
 # JSON turn, the agent a tool call or a reply.
-DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024}
+DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
+
 
 
 class RoleSettings(Block):
@@ -148,12 +151,16 @@ class RoleSettings(Block):
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     tool_calling: ToolCalling | None = None
+    constrained_output: bool | None = None
 
 
 class RolesSettings(Block):
     writer: RoleSettings = RoleSettings()
     user: RoleSettings = RoleSettings()
     agent: RoleSettings = RoleSettings()
+    # The optional grounding judge (ise_core/evaluation/judge.py): null for none; ``{}`` or a
+    # scripted provider for the heuristic program; an endpoint for a model judge.
+    judge: RoleSettings | None = None
 
 
 class BudgetSettings(Block):
@@ -192,6 +199,18 @@ class LLMSettings(Block):
     # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
     # /props, vLLM /v1/models) where it says; unknown means no compaction.
     context_window: int | None = Field(None, ge=256)
+    # Ask the server to constrain replies to the JSON a role must produce (response_format
+    # json_schema; llama.cpp, vLLM and SGLang support it): the user simulator's turn object,
+    # and in the prompted mode the agent's tool call or final answer. Small models that
+    # cannot hold a format on their own then always produce a readable reply.
+    constrained_output: bool = False
+
+    def constrained_for(self, name: RoleName) -> bool:
+        """Whether one role's replies are constrained (its override, else the block's)."""
+        role = getattr(self.roles, name)
+        override = None if role is None else role.constrained_output
+        return self.constrained_output if override is None else override
+
     # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
     # process its own), or shared by every process of a run in Redis: "redis" (the Celery
     # broker's) or a redis:// URL. See ise_core/llm/redis_limits.py.
@@ -211,17 +230,18 @@ class LLMSettings(Block):
             )
         return value
 
-    def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
+    def tool_calling_for(self, name: RoleName) -> ToolCalling:
         """The tool-calling mode of one role (its override, else the block's)."""
-        return getattr(self.roles, name).tool_calling or self.tool_calling
+        override = getattr(self.roles, name)
+        return (override.tool_calling if override else None) or self.tool_calling
 
-    def max_tokens_for(self, name: Literal["writer", "user", "agent"]) -> int:
+    def max_tokens_for(self, name: RoleName) -> int:
         """The reply length cap of one endpoint role: set, or the role's default."""
         return self.role(name)["max_tokens"] or DEFAULT_MAX_TOKENS[name]
 
-    def role(self, name: Role) -> dict[str, Any]:
+    def role(self, name: RoleName) -> dict[str, Any]:
         """The resolved settings one role runs with (role overrides over the block)."""
-        override = getattr(self.roles, name)
+        override = getattr(self.roles, name) or RoleSettings()
         resolved: dict[str, Any] = {
             "provider": self.provider,
             "base_url": self.base_url,
@@ -626,7 +646,10 @@ def load_settings(
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
+    "llm.constrained_output": False,
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
+    **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
+    "llm.roles.judge": None,  # no judge
     # the eval split, off by default: intents.jsonl is then what it was without it
     "eval.fraction": 0.0,
     "eval.count": 0,

@@ -89,8 +89,8 @@ class Gate:
     name: str
     check: str
 
-    def __call__(self, settings: Settings) -> GateReport:
-        report: GateReport = _resolve(self.check)(settings)
+    def __call__(self, settings: Settings, **options: Any) -> GateReport:
+        report: GateReport = _resolve(self.check)(settings, **options)
         return report
 
 
@@ -208,8 +208,15 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+# Gates that follow no stage of the pipeline: ``ise gate eval`` checks the latest ``ise eval``
+# run, an on-demand measurement of an agent on the held-out tasks, outside ``ise run``.
+STANDALONE_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:gate_eval"),)
+
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
-GATES: dict[str, Gate] = {stage.gate.name: stage.gate for stage in STAGES if stage.gate}
+GATES: dict[str, Gate] = {
+    gate.name: gate
+    for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
+}
 
 
 def stage(name: str) -> Stage:
@@ -231,9 +238,10 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_gate(name: str, settings: Settings, log: Log = _stderr) -> str:
-    """Run a gate; return its one-line summary, or raise GateFailed with the full report."""
-    report = gate_of(name)(settings)
+def run_gate(name: str, settings: Settings, log: Log = _stderr, **options: Any) -> str:
+    """Run a gate; return its one-line summary, or raise GateFailed with the full report.
+    ``options`` go to the gate (e.g. ``run=`` for the eval gate)."""
+    report = gate_of(name)(settings, **options)
     if not report.passed:
         raise GateFailed(f"gate {name} failed", report=report.text)
     summary = str(report.summary())
@@ -257,6 +265,7 @@ __all__ = [
     "GATES",
     "STAGES",
     "STAGE_NAMES",
+    "STANDALONE_GATES",
     "Gate",
     "Stage",
     "StageOptions",

@@ -23,13 +23,13 @@ def test_every_entry_point_and_gate_resolves() -> None:
         assert all(files.path(name) for name in entry.outputs)
         if entry.gate is not None:
             assert callable(_resolve(entry.gate.check))
-    assert list(GATES) == ["intents", "trajectories", "sft"]
+    assert list(GATES) == ["intents", "trajectories", "sft", "eval"]
 
 
 def test_unknown_names_say_what_exists() -> None:
     with pytest.raises(ConfigError, match="expected one of intents, simulate, collect, export"):
         stage("clean")
-    with pytest.raises(ConfigError, match="expected one of intents, trajectories, sft"):
+    with pytest.raises(ConfigError, match="expected one of intents, trajectories, sft, eval"):
         gate_of("export")
 
 

@@ -9,6 +9,7 @@ stage table (``ise_core.stages``), which also runs them (``run_gate``).
 
 from __future__ import annotations
 
+from ise_core.quality.eval_gate import gate_eval
 from ise_core.quality.intents_gate import gate_intents
 from ise_core.quality.runner import Expect, GateReport, Table, run_gate
 from ise_core.quality.sft_gate import gate_sft
@@ -18,6 +19,7 @@ __all__ = [
     "Expect",
     "GateReport",
     "Table",
+    "gate_eval",
     "gate_intents",
     "gate_sft",
     "gate_trajectories",

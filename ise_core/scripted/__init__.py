@@ -8,7 +8,8 @@ outputs.
 
 What a model would read *for meaning* a program cannot, so the user and the agent are handed
 one declared, typed ``EpisodeBrief`` when their ``ScriptedChat`` is built: the intent they
-play, the shape parameters (``simulate.scripted``), the seed and the agent's step limit. The
+play, the shape parameters (``simulate.scripted``), the seed, the agent's step limit and
+whether the agent recovers from its mistakes. The
 writer needs nothing beyond its messages (the sample is the JSON block a model is shown too).
 Per call, the programs also read the ``Chat`` protocol's ``attempt`` option: how many times
 the caller already asked again for this turn (so the user knows a correction precedes it).
@@ -39,6 +40,9 @@ class EpisodeBrief:
     shape: ScriptedShapeSettings
     seed: int
     max_steps_per_turn: int
+    # False: the careless agent ``ise eval`` measures as a baseline, which never recovers
+    # from its mistakes (not a params key: simulation always recovers).
+    recover: bool = True
 
     @classmethod
     def of(cls, intent: Intent, settings: Settings) -> EpisodeBrief:

@@ -17,7 +17,9 @@ user turn it plans steps of real tool calls (ise_core.scripted.recipes):
 With probability ``brief.shape.mistake_rate`` per turn (seeded, stable) one unit is
 done with a realistic mistake; the tool result is a real failure from the workspace, and the
 recovery is planned from that error text. The reply reports what was done, quotes the real
-error and the fix, and shows the last output. Each turn stays within
+error and the fix, and shows the last output. With ``brief.recover`` false (the careless
+profile ``ise eval`` measures as a baseline) it never recovers: no fix after an error, and no
+rebuild when the user says a check still fails. Each turn stays within
 ``brief.max_steps_per_turn`` model calls.
 
 The program is stateless: where it is in its plan it finds by following its own tool-call
@@ -32,7 +34,7 @@ import random
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ise_core.records import FunctionCall, Intent, Message, ToolCall, canonical_json
@@ -140,6 +142,7 @@ class Work:
     seed: int
     mistake_rate: float
     max_steps: int
+    recover: bool
     targets: list[Unit]
     recipes: list[Unit]
     checks: list[CheckPlan]
@@ -217,6 +220,7 @@ def build_work(brief: EpisodeBrief) -> Work:
         intent=intent,
         seed=seed,
         mistake_rate=brief.shape.mistake_rate,
+        recover=brief.recover,
         max_steps=brief.max_steps_per_turn,
         targets=targets,
         recipes=recipes,
@@ -360,7 +364,7 @@ def plan_turn(work: Work, messages: Sequence[Message]) -> tuple[str, list[Step]]
     turn, kind, message = len(users), kinds[-1], users[-1]
     allocation = allocate(work, users, kinds)
     units, earlier = allocation[-1], [u for taken in allocation[:-1] for u in taken]
-    if kind == "fix":
+    if kind == "fix" and work.recover:
         keys = _failed_keys(work, messages)
         broken = [u for u in work.targets if any(k in u.artifacts for k in keys)]
         units = _take([u for u in broken if all(u is not x for x in units)], work.budget - 1)
@@ -394,6 +398,8 @@ def plan_turn(work: Work, messages: Sequence[Message]) -> tuple[str, list[Step]]
         ]
     elif kind in ("verify", "fix") and work.checks:
         steps.append(_verification(work))
+    if not work.recover:
+        steps = [replace(step, recovery=None) for step in steps]
     return kind, steps
 
 

@@ -131,8 +131,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's data as an earlier dataset version would differ: two
     episodes with another outcome, one missing, and its own statistics."""
+    from ise_core.catalog import load_episode
     from ise_core.simulate.episode_index import write_index
-    from ise_core.simulate.stage import load_episode
 
     data = tmp_path_factory.mktemp("older-version") / "data"
     shutil.copytree(project.root / "data", data)
