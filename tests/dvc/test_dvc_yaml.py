@@ -43,10 +43,14 @@ LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
 CLI_MODULES = {
     "ise_core/cli.py",
+    "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
     "ise_core/cli_view.py",
     "ise_core/cli_workspace.py",
 }
+# Programs a stage runs inside the sandbox rather than imports (bound in read-only and started
+# there as PID 1), so the trace of the `ise` process never sees them load.
+SANDBOX_PROGRAMS = {"ise_core/workspace/supervisor.py"}
 COMMANDS = {
     ("intents",): "intents",
     ("gate", "intents"): "intents",
@@ -245,7 +249,7 @@ def test_deps_are_the_code_and_files_each_stage_runs(stage: str, built: Built) -
 
     ran_unlisted = sorted(seen["called"] - code)
     assert ran_unlisted == [], f"{stage} runs code of these modules but does not list them"
-    never_loaded = sorted(code - seen["imported"])
+    never_loaded = sorted(code - seen["imported"] - SANDBOX_PROGRAMS)
     assert never_loaded == [], f"{stage} lists modules it never loads"
 
     read_unlisted = sorted(seen["opened"] - data)
