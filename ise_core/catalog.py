@@ -66,6 +66,7 @@ class Catalog:
     intents_timing: Path
     vendi_curve: Path
     intents_gate_result: Path
+    eval_tasks: Path  # the held-out eval tasks stage 1 freezes (eval.fraction / eval.count)
 
     trajectories_dir: Path
     episodes_dir: Path
@@ -103,6 +104,7 @@ class Catalog:
             intents_timing=intents / "timing.json",
             vendi_curve=intents / "vendi_curve.png",
             intents_gate_result=intents / "gate_result.json",
+            eval_tasks=settings.path(settings.eval.out_dir) / "tasks.jsonl",
             trajectories_dir=trajectories,
             episodes_dir=trajectories / "episodes",
             timing_dir=trajectories / "timing",
