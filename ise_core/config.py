@@ -28,6 +28,12 @@ from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
 
+# The LLM roles that make a dataset: the intent writer, the simulated user and the agent;
+# RoleName adds the optional judge of ``ise eval``, the other role the llm block configures.
+Role = Literal["writer", "user", "agent"]
+ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+RoleName = Literal[Role, "judge"]
+
 
 class Block(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -131,8 +137,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 # JSON turn, the agent a tool call or a reply.
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
-
-RoleName = Literal["writer", "user", "agent", "judge"]
 
 
 class RoleSettings(Block):

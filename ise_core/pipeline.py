@@ -269,11 +269,10 @@ def output_paths(settings: Settings) -> dict[str, Path]:
 # folder is not the one the run planned in (no shared volume, a volume mounted elsewhere, a
 # stale copy) fails at once instead of writing episodes nobody will collect. A run record,
 # beside the per-episode timing files, outside every dataset version.
-DATA_ROOT_MARKER = Path("timing") / "data-root.json"
 
 
 def data_root_marker(settings: Settings) -> Path:
-    return settings.path(settings.simulate.out_dir) / DATA_ROOT_MARKER
+    return Catalog.of(settings).data_root_marker
 
 
 def mark_data_root(settings: Settings, run_id: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.evaluation.tasks import freeze_tasks, write_tasks
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
@@ -39,7 +40,7 @@ Log = Callable[[str], None]
 
 
 def tasks_path(settings: Settings) -> Path:
-    return settings.path(settings.eval.out_dir) / "tasks.jsonl"
+    return Catalog.of(settings).eval_tasks
 
 
 def held_out_ids(ids: Sequence[str], fraction: float, seed: int) -> set[str]:

@@ -86,22 +86,28 @@ def default_factories(
     settings: Settings, agent: AgentUnderTest
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
     """Chats for the user (configured) and the agent under test, seeded per try; sandboxes."""
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.config import ScriptedShapeSettings
+    from ise_core.llm.factory import build_accountant, build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
-    user_shape = settings.simulate.scripted.model_dump(mode="json")
+    accountant = build_accountant(settings.llm)
+    # The scripted agent under test runs with its profile's shape (the program's defaults
+    # overridden), the scripted user with the configured one.
+    agent_shape = {k: v for k, v in agent.shape.items() if k != "recover"}
+    agent_recovers = bool(agent.shape.get("recover", True))
 
     def chat_for(role: str, task: EvalTask, index: int) -> Chat:
         seed = try_seed(settings.seed, index)
-        context = {
-            "intent": task.intent.model_dump(mode="json"),
-            "shape": agent.shape if role == "agent" else user_shape,
-            "seed": seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": f"{task.id}-t{index}",
-        }
+        brief = EpisodeBrief(
+            intent=task.intent,
+            shape=ScriptedShapeSettings(**agent_shape)
+            if role == "agent"
+            else settings.simulate.scripted,
+            seed=seed,
+            max_steps_per_turn=settings.simulate.max_steps_per_turn,
+            recover=agent_recovers if role == "agent" else True,
+        )
         llm = agent.llm if role == "agent" else settings.llm
         return build_chat(
             role,  # type: ignore[arg-type]
@@ -109,7 +115,8 @@ def default_factories(
             base_dir=settings.base_dir,
             seed=seed,
             accountant=accountant,
-            context=context,
+            episode=f"{task.id}-t{index}",
+            brief=brief,
         )
 
     def workspace_for(session_id: str) -> Any:
