@@ -318,10 +318,14 @@ def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
 
 def output_paths(settings: Settings) -> dict[str, Path]:
     """The file each stage publishes (what a downstream consumer watches)."""
+    from ise_core.evaluation.paths import RunPaths, tasks_path
+
     return {
         "intents": intents_file(settings),
         "trajectories": settings.path(settings.simulate.out_dir) / "trajectories.jsonl",
         "sft": settings.path(settings.export.out_dir) / "train.jsonl",
+        "eval_tasks": tasks_path(settings),
+        "eval": RunPaths.of(settings).metrics,
     }
 
 

@@ -17,18 +17,17 @@ from ise_core.config import Settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
+from ise_core.evaluation.paths import RunPaths, tasks_path
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
 from ise_core.evaluation.runner import (
     ChatFactory,
     EvalContext,
-    RunPaths,
     RunReport,
     WorkspaceFactory,
     run_fingerprint,
     run_tasks,
     try_seed,
 )
-from ise_core.evaluation.split import tasks_path
 from ise_core.evaluation.tasks import EvalTask, load_tasks
 from ise_core.llm.base import Chat
 

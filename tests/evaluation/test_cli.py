@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ise_core.cli import main
-from ise_core.evaluation.split import tasks_path
+from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import write_tasks
 from tests.evaluation.conftest import eval_settings, input_task, sandbox_or_fail
 

@@ -13,7 +13,7 @@ import pytest
 
 from ise_core.config import Settings
 from ise_core.evaluation.agent import resolve_agent
-from ise_core.evaluation.runner import RunPaths
+from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.stage import EvalRequest, default_factories, eval_stage
 from ise_core.evaluation.tasks import EvalTask
 from ise_core.llm.base import Chat, ChatResult
