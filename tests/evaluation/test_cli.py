@@ -36,6 +36,7 @@ def test_eval_then_report_and_gate(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["eval-report", "--params", params, "a", "b", "--out", str(report)]) == 0
     text = report.read_text()
     assert text.startswith("## Eval: b (scripted:careless) against a (scripted)")
+    assert "### Overall" in text
     assert "| pass@1 |" in text and "### By domain" in text
     assert main(["eval-report", "--params", params, "a", "nope"]) == 2
     assert "no eval metrics for run 'nope'" in capsys.readouterr().err
