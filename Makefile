@@ -8,7 +8,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_HOME := $(CURDIR)/airflow_home
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install run test lint bench soak clean-data airflow airflow-celery
+.PHONY: install run test lint bench soak clean-data airflow airflow-celery llama-server model-server run-local
 
 install:            ## install system packages and .venv from requirements.lock (idempotent)
 	@scripts/install.sh
@@ -42,6 +42,19 @@ bench: install      ## every benchmark in benchmarks/, then benchmarks/results/S
 soak: install       ## 500 episodes at concurrency 16: fds, processes, memory, pace (CI runs 80)
 	$(VENV)/python -m tests.reliability.soak --episodes 500 --concurrency 16 --batch-size 50 \
 		--baseline 50 --out benchmarks/results/soak.json
+
+# A real model on this machine: llama.cpp's llama-server (built once from source into
+# .cache/llama-server/, about 20 min on 2 cores) serving the bundled SmolLM2-135M-Instruct on
+# 127.0.0.1:$(MODEL_PORT). See README, "A real model on this machine".
+MODEL_PORT ?= 8081
+llama-server:       ## build llama.cpp's llama-server once (cached in .cache/llama-server/)
+	@scripts/llama_server.sh build
+
+model-server: install llama-server  ## serve the bundled model on http://127.0.0.1:$(MODEL_PORT)/v1 (Ctrl-C stops it)
+	$(VENV)/python -m ise_core.llm.local_server --port $(MODEL_PORT)
+
+run-local: install llama-server  ## the whole pipeline on the local model server (params.local.yaml)
+	$(VENV)/python -m ise_core.llm.local_server --port 8081 -- $(VENV)/ise run --params params.local.yaml
 
 clean-data:         ## remove generated data (keeps caches)
 	rm -rf data/intents data/trajectories data/sft

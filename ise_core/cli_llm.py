@@ -59,6 +59,7 @@ def _print_context(chat: Any) -> None:
     else:
         print("context window: unknown (set llm.context_window to enable compaction)")
     print(f"max_tokens: {chat.sampling.get('max_tokens')}")
+    print(f"constrained output: {'on' if chat.constrained else 'off'}")
 
 
 def cmd_llm_check(args: argparse.Namespace) -> int:
@@ -122,6 +123,12 @@ def cmd_llm_check(args: argparse.Namespace) -> int:
             )
         return 0
     print(f"tool calling: no ({outcome.detail})")
+    if not chat.constrained:
+        print(
+            "  advice: small models often hold no format on their own; with a server that "
+            "supports response_format json_schema (llama.cpp, vLLM, SGLang) try "
+            "llm.constrained_output: true with llm.tool_calling: prompted"
+        )
     if role == "agent":
         print(
             f"llm check failed: the agent role needs tool calling; endpoint {chat.base_url}, "

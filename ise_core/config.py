@@ -147,6 +147,7 @@ class RoleSettings(Block):
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     tool_calling: ToolCalling | None = None
+    constrained_output: bool | None = None
 
 
 class RolesSettings(Block):
@@ -194,6 +195,18 @@ class LLMSettings(Block):
     # Tokens one request may hold (prompt + reply). None: asked from the server (llama.cpp
     # /props, vLLM /v1/models) where it says; unknown means no compaction.
     context_window: int | None = Field(None, ge=256)
+    # Ask the server to constrain replies to the JSON a role must produce (response_format
+    # json_schema; llama.cpp, vLLM and SGLang support it): the user simulator's turn object,
+    # and in the prompted mode the agent's tool call or final answer. Small models that
+    # cannot hold a format on their own then always produce a readable reply.
+    constrained_output: bool = False
+
+    def constrained_for(self, name: RoleName) -> bool:
+        """Whether one role's replies are constrained (its override, else the block's)."""
+        role = getattr(self.roles, name)
+        override = None if role is None else role.constrained_output
+        return self.constrained_output if override is None else override
+
     # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
     # process its own), or shared by every process of a run in Redis: "redis" (the Celery
     # broker's) or a redis:// URL. See ise_core/llm/redis_limits.py.
@@ -630,7 +643,9 @@ def load_settings(
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
+    "llm.constrained_output": False,
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
+    **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge
     # the eval split, off by default: intents.jsonl is then what it was without it
     "eval.fraction": 0.0,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ise_core.llm.toolcalls import parse_text_tool_calls
+from ise_core.llm.toolcalls import parse_text_tool_calls, unwrap_answer
 from ise_core.records import Message
 
 Problem = tuple[str, str]
@@ -81,6 +81,26 @@ def repetition(text: str | None) -> str | None:
     return None
 
 
+def _recover_calls(
+    message: Message, content: str, problem: Problem | None, offered: set[str]
+) -> tuple[Message, Problem | None, int]:
+    """Calls written in ``content`` as tool_calls (or a constrained answer as plain text)."""
+    answer = unwrap_answer(content)
+    if answer != content:  # {"answer": "..."}: the constrained form of a final reply
+        return message.model_copy(update={"content": answer}), problem, 0
+    found = parse_text_tool_calls(content)
+    if not found.calls:
+        return message, problem, 0
+    message = message.model_copy(update={"content": found.content, "tool_calls": found.calls})
+    unknown = sorted({call.function.name for call in found.calls} - offered)
+    if found.problems:
+        problem = ("invalid_tool_call", "; ".join(found.problems)[:600])
+    elif unknown:
+        known = ", ".join(sorted(offered))
+        problem = ("unknown_tool", f"a call in the text names {unknown[0]!r} ({known})")
+    return message, problem, len(found.calls)
+
+
 @dataclass
 class Refined:
     message: Message
@@ -103,18 +123,7 @@ def refine_reply(
     message = message.model_copy(update={"content": content, "reasoning_content": reasoning})
     recovered = 0
     if offered and not message.tool_calls and content:
-        found = parse_text_tool_calls(content)
-        if found.calls:
-            recovered = len(found.calls)
-            message = message.model_copy(
-                update={"content": found.content, "tool_calls": found.calls}
-            )
-            unknown = sorted({call.function.name for call in found.calls} - offered)
-            if found.problems:
-                problem = ("invalid_tool_call", "; ".join(found.problems)[:600])
-            elif unknown:
-                known = ", ".join(sorted(offered))
-                problem = ("unknown_tool", f"a call in the text names {unknown[0]!r} ({known})")
+        message, problem, recovered = _recover_calls(message, content, problem, offered)
     looped = repetition(message.content) or repetition(message.reasoning_content)
     if finish_reason == "length" and (problem is None or problem[0] == "empty"):
         problem = ("truncated", "the reply was cut off at max_tokens before it ended")

@@ -46,7 +46,10 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_CONTEXT = 16_384
 DEFAULT_SLOTS = 2
-DEFAULT_THREADS = 2
+# One compute thread. With -t 2 on a 2-core machine that is also running the pipeline (or
+# anything else), llama.cpp's threads wait on each other at every step: measured 1.5 tokens/s
+# with -t 2 against 39 tokens/s with -t 1 under load (docs/performance.md).
+DEFAULT_THREADS = 1
 START_TIMEOUT_S = 180.0
 
 
@@ -163,11 +166,12 @@ class LocalModelServer:
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + timeout_s
+        process = self.process
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 self.stop()
                 raise BackendError(
-                    f"llama-server exited with code {self.process.returncode} while starting: "
+                    f"llama-server exited with code {process.returncode} while starting: "
                     f"{self.log_tail()}"
                 )
             if self.healthy():
@@ -221,6 +225,25 @@ class LocalModelServer:
         self.stop()
 
 
+def _run_with_server(args: argparse.Namespace, command: list[str]) -> int:
+    """Start the server, run ``command`` (e.g. ``ise run --params params.local.yaml``), stop."""
+    server = LocalModelServer(
+        args.model, context=args.context, slots=args.slots, threads=args.threads, port=args.port
+    )
+    try:
+        server.start()
+    except BackendError as exc:
+        print(f"model-server: {exc}", file=sys.stderr)
+        return 2
+    print(f"==> llama-server on {server.base_url} (log: {server.log_path})", flush=True)
+    try:
+        return subprocess.run(command, check=False).returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve in the foreground and print how to point params.yaml at it."""
     parser = argparse.ArgumentParser(
@@ -231,7 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="total -c")
     parser.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="parallel slots (-np)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER,
+        help="after --: a command to run while the server is up (then it is stopped)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command:
+        return _run_with_server(args, command)
     stops = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # taken below with sigtimedwait
     server = LocalModelServer(

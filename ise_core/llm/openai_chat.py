@@ -51,7 +51,7 @@ from ise_core.llm.replies import (
     tool_names,
     worth_caching,
 )
-from ise_core.llm.toolcalls import to_prompted
+from ise_core.llm.toolcalls import step_schema, to_prompted
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
@@ -68,6 +68,15 @@ LOCAL_OPTIONS = ("episode", "attempt", "timeout")
 PLACEHOLDER_KEY = "no-key-set"
 # Tokens-per-minute reservation for a reply when max_tokens is not set.
 DEFAULT_COMPLETION_ESTIMATE = 512
+
+
+def _reply_schema(role: str) -> dict[str, Any] | None:
+    """The JSON schema a role's plain replies must follow, for constrained output."""
+    if role == "user":
+        from ise_core.simulate.user_sim import UserTurn
+
+        return UserTurn.model_json_schema()
+    return None
 
 
 def _http_response_class() -> Any:
@@ -246,7 +255,7 @@ class OpenAIEndpoint:
             async with self.limiter.slot(estimate):
                 try:
                     raw = await client.post(
-                        "/chat/completions", cast_to=response_class, body=body, options=options
+                        path, cast_to=response_class, body=body, options=options
                     )
                     content = raw.content
                 except openai.APIStatusError as exc:
@@ -314,6 +323,8 @@ class OpenAIChat(OpenAIEndpoint):
         episode: str | None = None,
         tool_calling: str = "native",
         context_window: int | None = None,
+        constrained: bool = False,
+        reply_schema: dict[str, Any] | None = None,
     ) -> None:
         if not model:
             raise ConfigError(f"llm: role {role!r} uses provider openai but no model is set")
@@ -325,6 +336,11 @@ class OpenAIChat(OpenAIEndpoint):
         # native | prompted | auto (ise_core.llm.probe decides auto on the first request with tools)
         self.tool_calling = tool_calling
         self.context_window = context_window
+        # Constrained output (llm.constrained_output): requests carry response_format with
+        # ``reply_schema`` (e.g. the user turn object) or, in the prompted mode with tools,
+        # the schema of one tool call or a final answer.
+        self.constrained = constrained
+        self.reply_schema = reply_schema
         self.name = f"openai:{role}:{model}"
         super().__init__(
             model=model,
@@ -381,6 +397,8 @@ class OpenAIChat(OpenAIEndpoint):
             episode=episode,
             tool_calling=llm.tool_calling_for(role),
             context_window=llm.context_window,
+            constrained=llm.constrained_for(role),
+            reply_schema=_reply_schema(role) if llm.constrained_for(role) else None,
         )
 
     def __repr__(self) -> str:
@@ -416,6 +434,15 @@ class OpenAIChat(OpenAIEndpoint):
             else:
                 sampling[key] = value
         body.update(sampling)
+        if prompted:
+            schema: dict[str, Any] | None = step_schema(list(tools or ()))
+        else:
+            schema = None if tools else self.reply_schema
+        if self.constrained and schema is not None and "response_format" not in body:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": schema},
+            }
         return body
 
     async def complete(

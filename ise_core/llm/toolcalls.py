@@ -265,6 +265,44 @@ def render_tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
     return render_prompt("tools_prompted", tools="\n".join(lines))
 
 
+ANSWER_KEY = "answer"
+
+
+def step_schema(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON schema admitting exactly one call of an offered tool, or a final answer
+    ``{"answer": "..."}``: the constrained form of the prompted mode."""
+    options: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool.get("function", tool)
+        options.append(
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": function.get("name")},
+                    "arguments": function.get("parameters") or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+            }
+        )
+    options.append(
+        {"type": "object", "properties": {ANSWER_KEY: {"type": "string"}}, "required": [ANSWER_KEY]}
+    )
+    return {"anyOf": options}
+
+
+def unwrap_answer(text: str | None) -> str | None:
+    """The text of a constrained final answer ``{"answer": "..."}``; other text unchanged."""
+    if not text or ANSWER_KEY not in text:
+        return text
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(data, dict) and set(data) == {ANSWER_KEY} and isinstance(data[ANSWER_KEY], str):
+        return str(data[ANSWER_KEY])
+    return text
+
+
 def call_as_text(call: ToolCall) -> str:
     """One structured call written the way the prompted mode asks for it."""
     try:
@@ -309,10 +347,13 @@ def to_prompted(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) ->
 
 
 __all__ = [
+    "ANSWER_KEY",
     "UNPARSED_NAME",
     "TextCalls",
     "call_as_text",
     "parse_text_tool_calls",
     "render_tools_prompt",
+    "step_schema",
     "to_prompted",
+    "unwrap_answer",
 ]

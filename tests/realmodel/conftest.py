@@ -26,7 +26,7 @@ def start_server(log_dir: Path, **options: int) -> LocalModelServer:
 
 @pytest.fixture(scope="session")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
-    """The session's llama-server: 16k context split over 2 slots, 2 threads."""
+    """The session's llama-server: 16k context split over 2 slots, 1 compute thread."""
     server = start_server(tmp_path_factory.mktemp("llama-server"))
     yield server
     server.stop()
