@@ -29,10 +29,10 @@ def test_scripted_above_careless_above_a_small_real_model(
     sandbox_or_fail()
     tasks = [input_task(), *written_tasks(eval_settings(tmp_path), 1)]
     settings = project_with(tmp_path, tasks, k=1)
-    # Short episodes: the small model gets two user turns of two steps each.
-    settings.simulate.max_turns = 2
-    settings.simulate.max_steps_per_turn = 2
-    settings.llm.timeout_s = 600
+    # The same episodes for every agent, each capped at 90 s (the scripted programs need a
+    # few seconds; the model on two CPU cores is stopped there, a recorded time_limit) and
+    # short replies from the endpoint.
+    settings.simulate.episode_time_limit_s = 90
     settings.llm.max_tokens = 160
 
     scores = {}
