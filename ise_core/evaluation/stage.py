@@ -168,8 +168,9 @@ def finish_eval(ctx: EvalContext, tasks: Sequence[EvalTask], log: Log = _stderr)
     metrics = write_outputs(
         ctx.paths, tasks, rows, run=ctx.settings.eval.run, k=ctx.settings.eval.k, header=header
     )
-    append_history(ctx.paths, ctx.settings.eval.run, metrics)
     overall = metrics["overall"]
+    if overall.get("n_tasks"):  # an empty task set is no run to compare with
+        append_history(ctx.paths, ctx.settings.eval.run, metrics)
     if overall.get("n_tasks"):
         log(
             f"{ctx.agent.label}: score {overall['score']:.3f}, pass@1 "
@@ -204,6 +205,8 @@ def eval_stage(
         f"evaluating {ctx.agent.label} on {len(tasks)} tasks x {settings.eval.k} tries "
         f"(a clean and a faulted episode each) -> {ctx.paths.root}"
     )
+    for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
+        folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)
     log(report.summary())
     metrics = finish_eval(ctx, tasks, log)

@@ -60,3 +60,20 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exited:
         main(["eval", "--params", params, "--k", "0"])
     assert exited.value.code == 2
+
+
+def test_an_empty_task_set_is_a_quiet_no_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without an eval split `ise intents` freezes no task: `ise eval` says so, writes empty
+    outputs (a pipeline's eval stage still has them) and leaves no history line."""
+    params = str(params_file(tmp_path, with_tasks=False))
+    write_tasks(tasks_path(eval_settings(tmp_path)), [])
+    assert main(["eval", "--params", params, "--model", "scripted"]) == 0
+    assert "eval: no tasks" in capsys.readouterr().out
+    run = tmp_path / "data" / "eval" / "latest"
+    assert (run / "results.jsonl").read_text() == ""
+    assert (run / "tasks").is_dir() and (run / "episodes").is_dir()
+    assert (run / "plots" / "pass_at_k.csv").read_text() == "k,pass_at_k,pass_hat_k\n"
+    assert not (tmp_path / "data" / "eval" / "history.jsonl").exists()
+    assert main(["gate", "eval", "--params", params]) == 0
