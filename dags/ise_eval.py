@@ -47,7 +47,9 @@ faults, in fresh sandboxes.
    below the previous run's on the same task set, and publishes `ise_eval` when it passes.
 
 **Trigger with config** to test another model: `{{"model": "my-model-v2", "endpoint":
-"http://host:8000/v1", "k": 3, "run": "v2"}}` (every key optional).
+"http://host:8000/v1", "k": 3, "run": "v2"}}` (every key optional). The key and the
+simulated user's endpoint come from the `ise_llm` connection when it exists, as in
+`ise_refresh`.
 """
 
 CONF_KEYS = ("model", "endpoint", "k", "run")
@@ -69,27 +71,47 @@ def _errors() -> Iterator[None]:
         raise AirflowFailException(f"{exc}\n{report}".rstrip()) from None
 
 
-def _request() -> Any:
-    """This run's settings and EvalRequest (params + the run's conf)."""
+def _llm_hook() -> Any:
+    try:
+        from ise_llm_hook import ISELLMHook
+    except ImportError:  # plugins/ is not on sys.path (e.g. [core] plugins_folder elsewhere)
+        import sys
+
+        sys.path.append(str(PROJECT_DIR / "plugins"))
+        from ise_llm_hook import ISELLMHook
+    return ISELLMHook()
+
+
+@contextmanager
+def _eval_settings() -> Iterator[tuple[Any, Any]]:
+    """This run's settings (params + the ``ise_llm`` connection) and EvalRequest (the run's
+    conf), with the connection's key exported to this process only while the block runs."""
     from ise_core.evaluation.stage import EvalRequest
 
     conf = dict(get_current_context()["dag_run"].conf or {})
-    unknown = sorted(set(conf) - set(CONF_KEYS))
-    if unknown:
-        raise pipeline.ConfigError(
-            f"dag_run.conf: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(CONF_KEYS)})"
-        )
     params = pipeline.resolve_params_path(Variable.get(PARAMS_VARIABLE, default=None), PROJECT_DIR)
-    request = EvalRequest(**{key: conf.get(key) for key in CONF_KEYS})
-    return request.apply(pipeline.load_settings(params)), request
+    hook = _llm_hook()
+    with _errors():
+        unknown = sorted(set(conf) - set(CONF_KEYS))
+        if unknown:
+            raise pipeline.ConfigError(
+                f"dag_run.conf: unknown key(s) {', '.join(unknown)} "
+                f"(allowed: {', '.join(CONF_KEYS)})"
+            )
+        request = EvalRequest(**{key: conf.get(key) for key in CONF_KEYS})
+        settings = request.apply(
+            pipeline.load_run_settings(params, None, hook.settings_overrides())
+        )
+    with hook.exported_key(), _errors():
+        yield settings, request
 
 
 @contextmanager
 def _context() -> Iterator[Any]:
+    """The eval context (agent, paths, fingerprint) of this run."""
     from ise_core.evaluation.stage import build_context
 
-    with _errors():
-        settings, request = _request()
+    with _eval_settings() as (settings, request):
         yield build_context(settings, request)
 
 
@@ -120,8 +142,7 @@ def ise_eval() -> None:
 
         from ise_core.evaluation.stage import select_tasks
 
-        with _errors():
-            settings, _ = _request()
+        with _eval_settings() as (settings, _):
             ids = [t.id for t in select_tasks(settings)]
             limit = conf.getint("core", "max_map_length", fallback=1024)
             batches = pipeline.plan_batches(ids, settings.eval.tasks_per_batch, limit)
@@ -158,8 +179,7 @@ def ise_eval() -> None:
 
     @task(outlets=[EVAL_ASSET])
     def gate_eval() -> str:
-        with _errors():
-            settings, _ = _request()
+        with _eval_settings() as (settings, _):
             return pipeline.run_gate("eval", settings, log=print)
 
     batches = plan()
