@@ -175,6 +175,8 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
     """One episode of try ``index`` in a fresh sandbox, screened for safety."""
     settings = ctx.settings
     faults = settings.eval.faults
+    # The chats first: a configuration error (a missing key) must not leave a sandbox behind.
+    user, agent = ctx.chat_for("user", task, index), ctx.chat_for("agent", task, index)
     session = f"{task.id[:32]}-t{index}-{mode[0]}-{uuid.uuid4().hex[:6]}"
     inner = await asyncio.to_thread(ctx.workspace_for, session)
     workspace = FaultyWorkspace(
@@ -189,8 +191,8 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
     try:
         result = await run_episode(
             task.intent,
-            user=ctx.chat_for("user", task, index),
-            agent=ctx.chat_for("agent", task, index),
+            user=user,
+            agent=agent,
             workspace=workspace,  # type: ignore[arg-type]
             settings=settings.simulate,
             session_id=f"{task.id}-t{index}-{mode}",

@@ -205,6 +205,8 @@ def eval_stage(
         f"evaluating {ctx.agent.label} on {len(tasks)} tasks x {settings.eval.k} tries "
         f"(a clean and a faulted episode each) -> {ctx.paths.root}"
     )
+    if tasks:  # a configuration error (an unset key variable) before any sandbox starts
+        ctx.chat_for("agent", tasks[0], 0)
     for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
         folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)

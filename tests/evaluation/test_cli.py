@@ -77,3 +77,16 @@ def test_an_empty_task_set_is_a_quiet_no_op(
     assert (run / "plots" / "pass_at_k.csv").read_text() == "k,pass_at_k,pass_hat_k\n"
     assert not (tmp_path / "data" / "eval" / "history.jsonl").exists()
     assert main(["gate", "eval", "--params", params]) == 0
+
+
+def test_an_endpoint_key_that_is_not_set_stops_before_any_sandbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = str(params_file(tmp_path))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # the hosted endpoint needs one
+    code = main(
+        ["eval", "--params", params, "--model", "gpt-x", "--endpoint", "https://api.openai.com/v1"]
+    )
+    assert code == 2
+    assert "environment variable OPENAI_API_KEY is not set" in capsys.readouterr().err
+    assert not list((tmp_path / "sandboxes").glob("ise-sbx-*"))
