@@ -58,8 +58,8 @@ from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
 from ise_core.intents.threads import available_cores, pinned_threads
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, normalize_text, write_json
+from ise_core.scripted import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30

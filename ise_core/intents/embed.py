@@ -458,12 +458,14 @@ class EndpointEncoder:
 
 def encoder_for(settings: Settings) -> Encoder:
     """The encoder ``settings.embedding`` describes (the endpoint's limits: the llm block)."""
+    from ise_core.catalog import Catalog
+
     block = settings.embedding
     if block.provider == "local":
         return LocalEncoder(
             block.model,
             backend=block.backend,
-            model_dir=settings.path(block.model_dir),
+            model_dir=Catalog.of(settings).embedding_model_dir,
             batch_size=block.batch_size,
             threads=block.threads,
         )
@@ -566,10 +568,12 @@ def embed_for_settings(
     texts: Sequence[str], settings: Settings, progress: Progress | None = None
 ) -> EmbeddingResult:
     """``embed_with`` the encoder and cache ``settings.embedding`` describe."""
+    from ise_core.catalog import Catalog
+
     return embed_with(
         texts,
         encoder_for(settings),
-        cache_dir=settings.path(settings.embedding.cache_dir),
+        cache_dir=Catalog.of(settings).embedding_cache_dir,
         progress=progress,
     )
 
