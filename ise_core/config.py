@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -99,16 +100,19 @@ class EmbeddingSettings(Block):
     cache_dir: str = ".cache/embeddings"
     model_dir: str = ".cache/models"
 
-    @model_validator(mode="after")
-    def _model_for_provider(self) -> EmbeddingSettings:
-        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+    @field_validator("model")
+    @classmethod
+    def _model_for_provider(cls, model: str, info: ValidationInfo) -> str:
+        # A field validator (provider is declared first, so it is known here) so the error
+        # names embedding.model, the key to fix.
+        if not model.strip():
+            raise ValueError("must not be empty")
+        if info.data.get("provider", "local") == "local" and model not in LOCAL_EMBEDDING_MODELS:
             raise ValueError(
-                f"model must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
-                f"(got {self.model!r}); any model name works with provider openai"
+                f"must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
+                f"(got {model!r}); any model name works with provider openai"
             )
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        return self
+        return model
 
 
 class DedupSettings(Block):
