@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _metrics_of(settings: Any, name: str) -> dict[str, Any]:
     """A run's metrics.json: by run name under eval.out_dir, or a path to the file or folder."""
-    from ise_core.evaluation.runner import RunPaths
+    from ise_core.evaluation.paths import RunPaths
     from ise_core.records import read_json
 
     candidate = Path(name)

@@ -86,7 +86,7 @@ class EmbeddingSettings(Block):
     model: str = "all-mpnet-base-v2"
     # local only: the runtime. torch (sentence-transformers), onnx (ONNX Runtime, fp32) or
     # onnx-int8 (attention projections quantized); each has its own vector cache.
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     batch_size: int = Field(64, ge=1, le=4096)
     # Threads for torch, ONNX Runtime, BLAS and FAISS; null: the cores this process may use.
     threads: int | None = Field(None, ge=1, le=1024)

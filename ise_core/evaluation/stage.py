@@ -17,18 +17,17 @@ from ise_core.config import Settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
+from ise_core.evaluation.paths import RunPaths, tasks_path
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
 from ise_core.evaluation.runner import (
     ChatFactory,
     EvalContext,
-    RunPaths,
     RunReport,
     WorkspaceFactory,
     run_fingerprint,
     run_tasks,
     try_seed,
 )
-from ise_core.evaluation.split import tasks_path
 from ise_core.evaluation.tasks import EvalTask, load_tasks
 from ise_core.llm.base import Chat
 
@@ -176,8 +175,9 @@ def finish_eval(ctx: EvalContext, tasks: Sequence[EvalTask], log: Log = _stderr)
     metrics = write_outputs(
         ctx.paths, tasks, rows, run=ctx.settings.eval.run, k=ctx.settings.eval.k, header=header
     )
-    append_history(ctx.paths, ctx.settings.eval.run, metrics)
     overall = metrics["overall"]
+    if overall.get("n_tasks"):  # an empty task set is no run to compare with
+        append_history(ctx.paths, ctx.settings.eval.run, metrics)
     if overall.get("n_tasks"):
         log(
             f"{ctx.agent.label}: score {overall['score']:.3f}, pass@1 "
@@ -212,6 +212,10 @@ def eval_stage(
         f"evaluating {ctx.agent.label} on {len(tasks)} tasks x {settings.eval.k} tries "
         f"(a clean and a faulted episode each) -> {ctx.paths.root}"
     )
+    if tasks:  # a configuration error (an unset key variable) before any sandbox starts
+        ctx.chat_for("agent", tasks[0], 0)
+    for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
+        folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)
     log(report.summary())
     metrics = finish_eval(ctx, tasks, log)

@@ -24,7 +24,7 @@ from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
-from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
+from ise_core.intents.diversity import plot_vendi_curve, vendi_curve
 from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
@@ -169,8 +169,9 @@ def intents_stage(
     freeze_split(settings, split)
 
     with pinned_threads(settings.embedding.threads):
-        score = vendi_score(vectors) if len(kept) else 0.0
         curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
+    # The curve's last point is the whole set, computed exactly as vendi_score(vectors) would.
+    score = float(curve[-1]["vendi_score"]) if len(kept) else 0.0
     plot_vendi_curve(
         curve, files.vendi_curve, title=f"Vendi score vs. intents ({settings.embedding.model})"
     )

@@ -16,6 +16,8 @@ kind                       when
 ``unknown_tool``           a tool call naming a tool that was not offered in ``tools``
 ``invalid_tool_arguments`` arguments that are not a JSON object (blank arguments mean ``{}``)
 ``empty``                  neither content nor tool calls
+``truncated``              cut off at ``max_tokens`` (finish reason ``length``)
+``repetition``             degenerate output: one piece repeated, or a run of blank lines
 =========================  ===================================================================
 
 The contract is an exception, ``MalformedResponse`` (defined here, a subclass of

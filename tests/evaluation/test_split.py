@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.split import held_out_ids, tasks_path
+from ise_core.evaluation.paths import tasks_path
+from ise_core.evaluation.split import held_out_ids
 from ise_core.evaluation.tasks import load_tasks
 from ise_core.intents.embed import embed_texts
 from ise_core.intents.stage import intents_stage
