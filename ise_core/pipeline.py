@@ -28,7 +28,7 @@ from ise_core.errors import (
     InputError,
     ISEError,
 )
-from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, stage
+from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, small_values, stage
 
 __all__ = [
     "BudgetExceeded",
@@ -56,6 +56,7 @@ __all__ = [
     "resolve_params_path",
     "run_gate",
     "run_stage",
+    "small_values",
     "unfinished_episodes",
 ]
 

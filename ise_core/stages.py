@@ -60,14 +60,18 @@ class StageResult:
     @classmethod
     def of(cls, stage: str, stats: Mapping[str, Any], shown: Sequence[str]) -> StageResult:
         """From a stats dict: its scalar entries, and the ``shown`` ones as the summary."""
-        values = {
-            str(key): value
-            for key, value in stats.items()
-            if isinstance(value, bool | int | float | str)
-            and not (isinstance(value, str) and len(value) >= 200)
-        }
         line = ", ".join(f"{key}={_short(stats[key])}" for key in shown if key in stats)
-        return cls(stage, values, line)
+        return cls(stage, small_values(stats), line)
+
+
+def small_values(stats: Mapping[str, Any]) -> dict[str, Scalar]:
+    """The scalar entries of a stats dict (counts, rates, short names): what fits an XCom."""
+    return {
+        str(key): value
+        for key, value in stats.items()
+        if isinstance(value, bool | int | float | str)
+        and not (isinstance(value, str) and len(value) >= 200)
+    }
 
 
 def _short(value: Any) -> str:
@@ -273,5 +277,6 @@ __all__ = [
     "gate_of",
     "run_all",
     "run_gate",
+    "small_values",
     "stage",
 ]
