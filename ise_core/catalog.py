@@ -45,6 +45,8 @@ FORMAT_FILES: dict[str, tuple[str, str]] = {
     "sharegpt": ("sharegpt/train.jsonl", "sharegpt/valid.jsonl"),
     "parquet": ("parquet/train.parquet", "parquet/valid.parquet"),
 }
+# The episode index's file name, inside the trajectories folder of any data root.
+EPISODE_INDEX = "episode_index.jsonl"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -73,6 +75,7 @@ class Catalog:
     timing_dir: Path
     data_root_marker: Path  # a run record: which data folder the run planned in
     trajectories: Path
+    episode_index: Path  # one row per current episode, for the viewer's list
     trajectories_stats: Path
     trajectories_timing: Path
     trajectories_gate_result: Path
@@ -110,6 +113,7 @@ class Catalog:
             timing_dir=trajectories / "timing",
             data_root_marker=trajectories / "timing" / "data-root.json",
             trajectories=trajectories / "trajectories.jsonl",
+            episode_index=trajectories / EPISODE_INDEX,
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",
             trajectories_gate_result=trajectories / "gate_result.json",

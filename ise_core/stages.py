@@ -199,7 +199,7 @@ STAGES: tuple[Stage, ...] = (
         fingerprint_keys=_EPISODE_KEYS,
         scripted_keys=_SCRIPTED_KEYS,
         scripted_roles=("user", "agent"),
-        outputs=("trajectories", "trajectories_stats"),
+        outputs=("trajectories", "episode_index", "trajectories_stats"),
         help="gather kept episodes into trajectories.jsonl + stats",
     ),
     Stage(

@@ -345,7 +345,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     current, stale = store.current(intents)
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
-    write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
+    write_index(files.episode_index, current)  # what the viewer's episode list reads
     ids = [e.intent_id for e in current]
     stats = trajectory_stats(
         current,
