@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
-from ise_core.evaluation.paths import RunPaths, tasks_path
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
 from ise_core.evaluation.runner import (
     ChatFactory,
@@ -68,15 +68,14 @@ class EvalRequest:
 
 
 def select_tasks(settings: Settings, only: Sequence[str] | None = None) -> list[EvalTask]:
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     if not only:
         return tasks
     known = {task.id for task in tasks}
     unknown = [task_id for task_id in only if task_id not in known]
     if unknown:
-        raise InputError(
-            f"--only: unknown eval task id(s) {', '.join(unknown)} (not in {tasks_path(settings)})"
-        )
+        where = Catalog.of(settings).eval_tasks
+        raise InputError(f"--only: unknown eval task id(s) {', '.join(unknown)} (not in {where})")
     wanted = set(only)
     return [task for task in tasks if task.id in wanted]
 
@@ -85,22 +84,28 @@ def default_factories(
     settings: Settings, agent: AgentUnderTest
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
     """Chats for the user (configured) and the agent under test, seeded per try; sandboxes."""
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.config import ScriptedShapeSettings
+    from ise_core.llm.factory import build_accountant, build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
-    user_shape = settings.simulate.scripted.model_dump(mode="json")
+    accountant = build_accountant(settings.llm)
+    # The scripted agent under test runs with its profile's shape (the program's defaults
+    # overridden), the scripted user with the configured one.
+    agent_shape = {k: v for k, v in agent.shape.items() if k != "recover"}
+    agent_recovers = bool(agent.shape.get("recover", True))
 
     def chat_for(role: str, task: EvalTask, index: int) -> Chat:
         seed = try_seed(settings.seed, index)
-        context = {
-            "intent": task.intent.model_dump(mode="json"),
-            "shape": agent.shape if role == "agent" else user_shape,
-            "seed": seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": f"{task.id}-t{index}",
-        }
+        brief = EpisodeBrief(
+            intent=task.intent,
+            shape=ScriptedShapeSettings(**agent_shape)
+            if role == "agent"
+            else settings.simulate.scripted,
+            seed=seed,
+            max_steps_per_turn=settings.simulate.max_steps_per_turn,
+            recover=agent_recovers if role == "agent" else True,
+        )
         llm = agent.llm if role == "agent" else settings.llm
         return build_chat(
             role,  # type: ignore[arg-type]
@@ -108,7 +113,8 @@ def default_factories(
             base_dir=settings.base_dir,
             seed=seed,
             accountant=accountant,
-            context=context,
+            episode=f"{task.id}-t{index}",
+            brief=brief,
         )
 
     def workspace_for(session_id: str) -> Any:
@@ -130,7 +136,7 @@ def build_context(
     return EvalContext(
         settings=settings,
         agent=agent,
-        paths=RunPaths.of(settings),
+        paths=Catalog.of(settings).eval_run(settings.eval.run),
         fingerprint=run_fingerprint(settings, agent, judge),
         chat_for=chat_factory or chat_for,
         workspace_for=workspace_factory or workspace_for,
@@ -179,7 +185,8 @@ def finish_eval(ctx: EvalContext, tasks: Sequence[EvalTask], log: Log = _stderr)
             f"over {overall['n_tasks']} tasks x {ctx.settings.eval.k} tries -> {ctx.paths.metrics}"
         )
     else:
-        log(f"no eval tasks in {tasks_path(ctx.settings)}: set eval.fraction or eval.count")
+        where = Catalog.of(ctx.settings).eval_tasks
+        log(f"no eval tasks in {where}: set eval.fraction or eval.count")
     return metrics
 
 
@@ -207,7 +214,7 @@ def eval_stage(
     )
     if tasks:  # a configuration error (an unset key variable) before any sandbox starts
         ctx.chat_for("agent", tasks[0], 0)
-    for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
+    for folder in (ctx.paths.task_results_dir, ctx.paths.episodes_dir):
         folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)
     log(report.summary())

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ise_core.config import Settings, load_settings
-from ise_core.errors import ConfigError, InputError
+from ise_core.errors import ConfigError, InputError, NotInRoot
 from ise_core.records import Trajectory, read_json, validate_record
 from ise_core.simulate.episode_index import INDEX_FILE, read_index, rows_from_episodes
 from ise_core.viewer.listing import EpisodeIndex
@@ -34,10 +34,6 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 T = TypeVar("T")
-
-
-class NotInRoot(LookupError):
-    """A requested file is not a file of the data root (absent, or a name that is refused)."""
 
 
 def safe_name(name: str) -> bool:

@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.split import held_out_ids
 from ise_core.evaluation.tasks import load_tasks
 from ise_core.intents.embed import embed_texts
-from ise_core.intents.stage import run_intents_stage
+from ise_core.intents.stage import intents_stage
 from ise_core.llm.base import ChatResult
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Message, read_jsonl
+from ise_core.scripted import ScriptedChat
 from tests.fakes.params import PERMISSIVE_GATES
 from tests.simulate.helpers import REPO
 
@@ -93,13 +93,13 @@ def test_held_out_ids_are_stable_and_sized() -> None:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[Intent]]:
     settings = project(tmp_path_factory.mktemp("no-split"))
-    run_intents_stage(settings, log=lambda _: None)
+    intents_stage(settings, log=lambda _: None)
     return settings, read_jsonl(intents_file(settings), Intent)
 
 
 def test_no_split_by_default(baseline: tuple[Settings, list[Intent]]) -> None:
     settings, _ = baseline
-    assert not tasks_path(settings).exists()
+    assert not Catalog.of(settings).eval_tasks.exists()
     stats = json.loads(settings.path("data/intents/stats.json").read_text())
     assert "eval_split" not in stats
 
@@ -109,9 +109,9 @@ def test_a_held_out_share_leaves_intents_jsonl(
 ) -> None:
     _, training = baseline
     settings = project(tmp_path, fraction=0.25)
-    stats = run_intents_stage(settings, log=lambda _: None)
+    stats = intents_stage(settings, log=lambda _: None)
     kept = read_jsonl(intents_file(settings), Intent)
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     assert len(tasks) == 2 and len(kept) == len(training) - 2
     assert {t.id for t in tasks} | {i.id for i in kept} == {i.id for i in training}
     assert not {t.id for t in tasks} & {i.id for i in kept}
@@ -124,9 +124,9 @@ def test_extra_eval_intents_leave_the_training_intents_byte_identical(
 ) -> None:
     base_settings, training = baseline
     settings = project(tmp_path, count=6, seed=11)
-    stats = run_intents_stage(settings, writer=CopyingWriter(training), log=lambda _: None)
+    stats = intents_stage(settings, writer=CopyingWriter(training), log=lambda _: None)
     assert sha(intents_file(settings)) == sha(intents_file(base_settings))
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     ids = [t.id for t in tasks]
     assert all(i.startswith("ev-") for i in ids)
     # the exact and the near copy of a training request are gone, the other four are kept
@@ -157,11 +157,11 @@ def test_eval_tasks_never_reach_train_or_valid(tmp_path: Path) -> None:
     for mode, block in (("fraction", {"fraction": 0.25}), ("count", {"count": 3})):
         settings = project(tmp_path / mode, **block)
         settings.export.valid_fraction = 0.25
-        run_intents_stage(settings, log=lambda _: None)
+        intents_stage(settings, log=lambda _: None)
         simulate_stage(settings, progress=False)
         collect_stage(settings)
         export_stage(settings)
-        tasks = load_tasks(tasks_path(settings))
+        tasks = load_tasks(Catalog.of(settings).eval_tasks)
         assert tasks, mode
         rows = []
         for split in ("train", "valid"):
