@@ -34,12 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ise_core.catalog import EvalRunFiles
 from ise_core.config import Settings, fingerprint
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.evaluation.agent import AgentUnderTest
 from ise_core.evaluation.faults import FaultyWorkspace
 from ise_core.evaluation.judge import Judge, Verdict
-from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.safety import (
     SafetyRules,
     Violation,
@@ -100,7 +100,7 @@ class EvalContext:
 
     settings: Settings
     agent: AgentUnderTest
-    paths: RunPaths
+    paths: EvalRunFiles
     fingerprint: str
     chat_for: ChatFactory
     workspace_for: WorkspaceFactory
@@ -362,7 +362,7 @@ __all__ = [
     "MODES",
     "EpisodeOutcome",
     "EvalContext",
-    "RunPaths",
+    "EvalRunFiles",
     "RunReport",
     "rules_for",
     "run_fingerprint",
