@@ -184,7 +184,12 @@ class LLMSettings(Block):
     base_url: str | None = None
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    # What the endpoint can serve at once: its requests in flight, and what sizes the run
+    # (episodes in flight default to a multiple of it: ise_core.capacity).
     max_concurrency: int = Field(16, ge=1, le=1024)
+    # Follow the endpoint's answers below max_concurrency (AIMD on 429s, 503s and timeouts:
+    # ise_core/llm/adaptive.py).
+    adaptive: bool = False
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     timeout_s: float = Field(120.0, gt=0)

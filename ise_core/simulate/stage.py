@@ -35,6 +35,7 @@ from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
+from ise_core.llm.limits import adaptive_summary, endpoint_stats
 from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
@@ -64,6 +65,8 @@ class SimulateReport:
     episodes_dir: str = ""
     elapsed_s: float = 0.0
     failed_ids: list[str] = field(default_factory=list)
+    # The endpoints' limiters after the run: in flight, latency, the adaptive cap's moves.
+    limits: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +86,9 @@ class SimulateReport:
             parts.append("LLM budget exhausted: re-run with a larger llm.budget to continue")
         if self.reaped:
             parts.append(f"{self.reaped} stale sandbox(es) reaped")
+        moved = adaptive_summary(self.limits)
+        if moved:
+            parts.append(moved)
         return f"{', '.join(parts)} in {self.elapsed_s:.1f}s -> {self.episodes_dir}"
 
     def result(self) -> StageResult:
@@ -244,6 +250,7 @@ class _Simulation:
             self.accountant is not None and self.accountant.exhausted and report.n_not_started
         )
         report.failed_ids.sort()
+        report.limits = endpoint_stats()
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
 
