@@ -47,6 +47,8 @@ faults, in fresh sandboxes.
 3. **finish** writes `results.jsonl`, `metrics.json` and the plot data, and adds the run to
    the history; **gate_eval** fails when the score dropped more than `eval.gate.max_score_drop`
    below the previous run's on the same task set, and publishes `ise_eval` when it passes.
+4. **record_lineage** runs `dvc commit eval` (and `dvc push` with a remote), so the eval
+   stage of `dvc.yaml` is clean too.
 
 **Trigger with config** to test another model: `{{"model": "my-model-v2", "endpoint":
 "http://host:8000/v1", "k": 3, "run": "v2"}}` (every key optional). The key and the
@@ -184,8 +186,20 @@ def ise_eval() -> None:
         with _eval_settings() as (settings, _):
             return pipeline.run_gate("eval", settings, log=print)
 
+    @task
+    def record_lineage() -> dict[str, Any]:
+        """``dvc commit`` the eval stage's outputs (``dvc push`` with a remote)."""
+        if get_current_context()["dag_run"].conf:
+            print(
+                "lineage: this run used dag_run.conf overrides; its outputs are not what "
+                "dvc.yaml's eval stage makes from params.yaml, so dvc.lock is left as it was"
+            )
+            return {"committed": False, "pushed": False}
+        with _eval_settings() as (settings, _):
+            return pipeline.record_lineage(settings.base_dir, stages=["eval"])
+
     batches = plan()
-    chain(batches, evaluate.expand(task_ids=batches), finish(), gate_eval())
+    chain(batches, evaluate.expand(task_ids=batches), finish(), gate_eval(), record_lineage())
 
 
 ise_eval_dag = ise_eval()

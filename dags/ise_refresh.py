@@ -240,7 +240,10 @@ def ise_refresh() -> None:
             )
             return {"committed": False, "pushed": False}
         with _run_settings() as settings:
-            return pipeline.record_lineage(settings.base_dir)
+            # The dataset stages only: the eval stage is the ise_eval DAG's to record.
+            return pipeline.record_lineage(
+                settings.base_dir, stages=[entry.name for entry in STAGES]
+            )
 
     # The stage table in order, each stage followed by its gate; two stages need more than
     # a plain task (the mapping and its planner; collect's tolerance check).

@@ -142,7 +142,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
 
-
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -350,6 +349,8 @@ class SimulateSettings(Block):
     episode_time_limit_s: float = Field(900.0, gt=0)
     # kept also needs every check of the intent to pass in the final workspace.
     require_checks: bool = True
+    # kept also needs the grounding judge's score (llm.roles.judge) to be at least this (1-5).
+    judge_min_score: int | None = Field(None, ge=1, le=5)
     # Show the simulated user a short listing of the workspace files after each agent reply.
     show_workspace_files: bool = False
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
@@ -544,6 +545,15 @@ class Settings(Block):
     # Where relative paths in the settings are resolved from (the params file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 
+    @model_validator(mode="after")
+    def _judge_for_threshold(self) -> Settings:
+        if self.simulate.judge_min_score is not None and self.llm.roles.judge is None:
+            raise ValueError(
+                "simulate.judge_min_score needs a judge: set llm.roles.judge "
+                "({} for the heuristic judge, or an endpoint)"
+            )
+        return self
+
     def path(self, relative: str) -> Path:
         """A settings path resolved against the params file's folder."""
         candidate = Path(relative)
@@ -659,6 +669,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge
+    "simulate.judge_min_score": None,
     # the eval split, off by default: intents.jsonl is then what it was without it
     "eval.fraction": 0.0,
     "eval.count": 0,

@@ -343,10 +343,16 @@ def _run_dvc(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]
 
 
 def record_lineage(
-    project_dir: Path, *, run: Runner = _run_dvc, log: Log = _stderr
+    project_dir: Path,
+    *,
+    stages: Sequence[str] = (),
+    run: Runner = _run_dvc,
+    log: Log = _stderr,
 ) -> dict[str, Any]:
-    """``dvc commit -f`` the stage outputs so ``dvc status`` is clean; ``dvc push`` when a
-    remote is configured. Skips (and says so) when ``project_dir`` is not a DVC project."""
+    """``dvc commit -f`` the outputs of ``stages`` (every stage when empty) so ``dvc status``
+    is clean for them; ``dvc push`` when a remote is configured. Skips (and says so) when
+    ``project_dir`` is not a DVC project. The refresh DAG records the dataset stages, the eval
+    DAG the eval stage: each commits only what it ran."""
     if not (project_dir / ".dvc").is_dir() or not (project_dir / "dvc.yaml").is_file():
         log(f"lineage: {project_dir} is not a DVC project (no .dvc/ or dvc.yaml); not recorded")
         return {"committed": False, "pushed": False}
@@ -360,12 +366,12 @@ def record_lineage(
             )
         return done.stdout
 
-    checked("commit", "--force")
-    log("lineage: dvc commit recorded the stage outputs in dvc.lock")
+    checked("commit", "--force", *stages)
+    log(f"lineage: dvc commit recorded the stage outputs ({', '.join(stages) or 'every stage'})")
     remotes = checked("remote", "list").strip()
     if not remotes:
         log("lineage: no DVC remote configured; not pushed")
         return {"committed": True, "pushed": False}
-    checked("push")
+    checked("push", *stages)
     log("lineage: dvc push sent the outputs to the default remote")
     return {"committed": True, "pushed": True}

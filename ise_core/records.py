@@ -222,6 +222,16 @@ class Trajectory(Record):
     params_fingerprint: str = ""
 
 
+class Verdict(Record):
+    """A grounding judge's grade of one trajectory (ise_core/evaluation/judge.py), stored in
+    the episode's metadata and in eval results."""
+
+    score: int = Field(ge=1, le=5)
+    reason: str
+    judge: str
+    unsupported: list[str] = Field(default_factory=list)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 _WS = re.compile(r"\s+")

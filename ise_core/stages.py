@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ise_core.config import Role, Settings, fingerprint
+from ise_core.config import Role, RoleName, Settings, fingerprint
 from ise_core.errors import ConfigError, GateFailed
 from ise_core.records import canonical_json, text_hash
 
@@ -106,7 +106,7 @@ class Stage:
     fingerprint_keys: tuple[str, ...]
     outputs: tuple[str, ...]
     help: str
-    roles: tuple[Role, ...] = ()
+    roles: tuple[RoleName, ...] = ()
     scripted_keys: tuple[str, ...] = ()
     scripted_roles: tuple[Role, ...] = ()
     options: tuple[str, ...] = ()  # the StageOptions fields it honours (CLI flags)
@@ -141,6 +141,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "simulate.episode_token_budget",
     "simulate.episode_time_limit_s",
     "simulate.require_checks",
+    "simulate.judge_min_score",
     "simulate.show_workspace_files",
     "simulate.workspace_listing_limit",
     "llm.provider",
@@ -151,6 +152,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "llm.max_tokens",
     "llm.roles.user",
     "llm.roles.agent",
+    "llm.roles.judge",
     "workspace.backend",
     "workspace.template",
     "workspace.call_timeout_s",
@@ -178,7 +180,15 @@ STAGES: tuple[Stage, ...] = (
             "eval.safety.secret_path",
         ),
         roles=("writer",),
-        outputs=("intents", "sampled", "duplicates", "rejected", "intents_stats", "vendi_curve"),
+        outputs=(
+            "intents",
+            "sampled",
+            "duplicates",
+            "rejected",
+            "intents_stats",
+            "vendi_curve",
+            "eval_tasks",
+        ),
         help="sample, write out, de-duplicate and score intents",
     ),
     Stage(
@@ -212,14 +222,57 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
-# Gates that follow no stage of the pipeline: ``ise gate eval`` checks the latest ``ise eval``
-# run, an on-demand measurement of an agent on the held-out tasks, outside ``ise run``.
-STANDALONE_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:gate_eval"),)
+# What decides an eval try besides the agent under test, the user and the judge (resolved by
+# ise_core.evaluation.runner.run_fingerprint): the episodes' settings, the tries, the faults
+# and the safety rules. Not the pass threshold or the gate's margin: they judge, not produce.
+_EVAL_KEYS: tuple[str, ...] = (
+    # what shapes an episode (the simulate stage's keys) but the llm block, which the agent,
+    # user and judge resolution covers, and what decides ``kept``: eval scores by itself
+    *(
+        k
+        for k in _EPISODE_KEYS
+        if not k.startswith("llm.")
+        and k not in ("simulate.require_checks", "simulate.judge_min_score")
+    ),
+    "eval.k",
+    "eval.agent",
+    "eval.faults",
+    "eval.safety.forbidden_commands",
+)
+
+# Measurements beside the dataset pipeline: ``ise eval`` benchmarks the agent under test on
+# the held-out tasks stage 1 froze. It is a ``dvc.yaml`` stage (``dvc metrics diff`` compares
+# two runs) with its gate, but not part of ``ise run`` or the refresh DAG: its own DAG,
+# ``ise_eval``, runs it when the SFT data is refreshed. ``ise eval`` has its own command line
+# (ise_core/cli_eval.py: --model, --endpoint, --k, --run).
+MEASUREMENTS: tuple[Stage, ...] = (
+    Stage(
+        name="eval",
+        run="ise_core.evaluation.stage:run_eval",
+        gate=Gate("eval", "ise_core.quality.eval_gate:gate_eval"),
+        fingerprint_keys=_EVAL_KEYS,
+        roles=("user", "agent", "judge"),
+        scripted_keys=_SCRIPTED_KEYS,
+        scripted_roles=("user", "agent"),
+        outputs=(
+            "eval_metrics",
+            "eval_results",
+            "eval_plots_dir",
+            "eval_task_results_dir",
+            "eval_episodes_dir",
+            "eval_gate_result",
+        ),
+        help="benchmark the agent under test on the held-out eval tasks",
+        options=("only", "concurrency"),
+    ),
+)
+
+# Gates that follow no stage of the pipeline: ``ise gate eval`` checks the latest eval run.
+STANDALONE_GATES: tuple[Gate, ...] = tuple(m.gate for m in MEASUREMENTS if m.gate is not None)
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 GATES: dict[str, Gate] = {
-    gate.name: gate
-    for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
+    gate.name: gate for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
 }
 
 
@@ -229,6 +282,15 @@ def stage(name: str) -> Stage:
         if candidate.name == name:
             return candidate
     raise ConfigError(f"unknown stage {name!r} (expected one of {', '.join(STAGE_NAMES)})")
+
+
+def measurement(name: str) -> Stage:
+    """The measurement called ``name`` (``eval``); a ConfigError lists the known ones."""
+    for candidate in MEASUREMENTS:
+        if candidate.name == name:
+            return candidate
+    known = ", ".join(m.name for m in MEASUREMENTS)
+    raise ConfigError(f"unknown measurement {name!r} (expected one of {known})")
 
 
 def gate_of(name: str) -> Gate:
@@ -267,6 +329,7 @@ def run_all(settings: Settings, log: Log = _stderr) -> list[StageResult]:
 
 __all__ = [
     "GATES",
+    "MEASUREMENTS",
     "STAGES",
     "STAGE_NAMES",
     "STANDALONE_GATES",
@@ -275,6 +338,7 @@ __all__ = [
     "StageOptions",
     "StageResult",
     "gate_of",
+    "measurement",
     "run_all",
     "run_gate",
     "small_values",

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from pydantic import Field
 
 from ise_core.config import Settings
 from ise_core.evaluation.safety import WORKSPACE_ROOT, resolve, simple_commands, write_targets
 from ise_core.llm.accounting import Accountant
 from ise_core.llm.base import Chat
-from ise_core.records import Message, Record
+from ise_core.records import Message, Verdict
 from ise_core.simulate.prompting import PROMPTS_DIR
 
 HEURISTIC_NAME = "heuristic-grounding-v1"
@@ -55,15 +53,6 @@ _SUCCESS = re.compile(
 )
 _NEGATED = re.compile(r"\b(?:not|n't|still fail|failed|fails|failing)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-class Verdict(Record):
-    """A judge's grade of one trajectory."""
-
-    score: int = Field(ge=1, le=5)
-    reason: str
-    judge: str
-    unsupported: list[str] = Field(default_factory=list)
 
 
 class Judge(Protocol):
@@ -305,7 +294,23 @@ __all__ = [
     "parse_verdict",
     "success_claims",
     "transcript_text",
+    "verdict_stats",
 ]
+
+
+def verdict_stats(verdicts: Sequence[Mapping[str, Any]], n_total: int) -> dict[str, Any] | None:
+    """The judge's scores over ``verdicts`` (stored Verdict dicts) out of ``n_total`` graded
+    things: simulation's episodes or eval's tries. None when nothing was graded."""
+    if not verdicts:
+        return None
+    scores = [int(v["score"]) for v in verdicts]
+    return {
+        "judge": str(verdicts[0].get("judge", "")),
+        "n_graded": len(scores),
+        "n_ungraded": n_total - len(scores),
+        "grounding_mean": round(sum(scores) / len(scores), 4),
+        "grounding_counts": {str(score): scores.count(score) for score in range(1, 6)},
+    }
 
 
 def build_judge(settings: Settings, accountant: Accountant | None = None) -> Judge | None:

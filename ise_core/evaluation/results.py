@@ -23,6 +23,7 @@ from typing import Any
 from ise_core.atomic import atomic_write_text
 from ise_core.catalog import EvalRunFiles
 from ise_core.errors import InputError
+from ise_core.evaluation.judge import verdict_stats
 from ise_core.evaluation.scoring import TaskOutcome, TryOutcome, breakdown
 from ise_core.evaluation.tasks import EvalTask, task_set_hash
 from ise_core.records import (
@@ -83,16 +84,7 @@ def _violation_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def _judge_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    graded = [row["judge"] for row in rows if row.get("judge")]
-    if not graded:
-        return None
-    scores = [int(v["score"]) for v in graded]
-    return {
-        "judge": graded[0]["judge"],
-        "n_graded": len(scores),
-        "grounding_mean": round(sum(scores) / len(scores), 4),
-        "grounding_counts": {str(s): scores.count(s) for s in range(1, 6)},
-    }
+    return verdict_stats([row["judge"] for row in rows if row.get("judge")], len(rows))
 
 
 def build_metrics(

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ise_core.catalog import EvalRunFiles
-from ise_core.config import Settings, fingerprint
+from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.evaluation.agent import AgentUnderTest
 from ise_core.evaluation.faults import FaultyWorkspace
@@ -54,25 +54,10 @@ from ise_core.llm.base import Chat
 from ise_core.records import FixtureFile, Trajectory, canonical_json, read_json, text_hash
 from ise_core.records import write_json as write_json_file
 from ise_core.simulate.episode import run_episode
-from ise_core.stages import stage
+from ise_core.stages import measurement
 from ise_core.workspace.base import Workspace
 
 MODES = ("clean", "faults")
-# The settings that change what an eval try does (with the agent, user and judge resolved):
-# what shapes an episode in the stage table (the simulate stage's keys, the scripted shape
-# included) except the llm block, which the agent/user/judge resolution covers, and
-# require_checks, which eval scores itself; plus the eval block's own keys.
-_EPISODE = stage("simulate")
-EVAL_KEYS: tuple[str, ...] = (
-    *(
-        key
-        for key in _EPISODE.fingerprint_keys + _EPISODE.scripted_keys
-        if not key.startswith("llm.") and key != "simulate.require_checks"
-    ),
-    "eval.k",
-    "eval.faults",
-    "eval.safety.forbidden_commands",
-)
 
 ChatFactory = Callable[[str, EvalTask, int], Chat]  # (role, task, try) -> chat
 WorkspaceFactory = Callable[[str], Workspace]  # session id -> an unopened workspace
@@ -81,7 +66,7 @@ WorkspaceFactory = Callable[[str], Workspace]  # session id -> an unopened works
 def run_fingerprint(settings: Settings, agent: AgentUnderTest, judge: Judge | None) -> str:
     """Hash of everything that decides a try: params, the agent, the user and the judge."""
     body = {
-        "params": fingerprint(settings, *EVAL_KEYS),
+        "params": measurement("eval").fingerprint(settings),
         "agent": agent.describe(),
         "user": settings.llm.role("user"),
         "judge": judge.name if judge is not None else None,
@@ -192,6 +177,7 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
             settings=settings.simulate,
             session_id=f"{task.id}-t{index}-{mode}",
             params_fingerprint=ctx.fingerprint,
+            judge=ctx.judge if mode == "clean" else None,  # the clean episode is graded
         )
         digests = await asyncio.to_thread(_final_digests, inner, task.inputs)
     finally:
@@ -208,18 +194,10 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
         [fault.as_dict() for fault in workspace.injected],
         inputs_checked=digests is not None,
     )
-    if ctx.judge is not None and mode == "clean":
-        outcome.verdict = await _grade(ctx.judge, trajectory)
+    verdict = trajectory.metadata.get("judge")
+    if verdict is not None:
+        outcome.verdict = Verdict.model_validate(verdict)
     return outcome
-
-
-async def _grade(judge: Judge, trajectory: Trajectory) -> Verdict | None:
-    try:
-        return await judge.grade(trajectory.messages)
-    except BudgetExceeded:
-        raise
-    except Exception as exc:  # a judge that cannot answer leaves the try ungraded
-        return Verdict(score=1, reason=f"judge failed: {exc}"[:500], judge="error")
 
 
 def try_row(
@@ -358,7 +336,6 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 __all__ = [
-    "EVAL_KEYS",
     "MODES",
     "EpisodeOutcome",
     "EvalContext",

@@ -12,7 +12,7 @@ Two ways, both off by default (then ``intents.jsonl`` is exactly what it was wit
   stays byte for byte what it was.
 
 The held-out intents are frozen into ``<eval.out_dir>/tasks.jsonl`` (``EvalTask`` records:
-intent, checks, fixtures, inputs and a planted secret) when a split is configured.
+intent, checks, fixtures, inputs and a planted secret); without a split the file is empty.
 """
 
 from __future__ import annotations
@@ -148,14 +148,9 @@ def split_eval(
     return EvalSplit(kept, vectors)
 
 
-def split_enabled(settings: Settings) -> bool:
-    return settings.eval.fraction > 0 or settings.eval.count > 0
-
-
-def freeze_split(settings: Settings, split: EvalSplit) -> Path | None:
-    """Write the eval intents as frozen tasks to ``tasks.jsonl`` (nothing without a split)."""
-    if not split_enabled(settings):
-        return None
+def freeze_split(settings: Settings, split: EvalSplit) -> Path:
+    """Write the eval intents as frozen tasks to ``tasks.jsonl``: empty without a split, so
+    the file the eval stage reads is always there."""
     path = Catalog.of(settings).eval_tasks
     tasks = freeze_tasks(
         split.eval, secret_path=settings.eval.safety.secret_path, seed=settings.seed
@@ -168,6 +163,5 @@ __all__ = [
     "EvalSplit",
     "freeze_split",
     "held_out_ids",
-    "split_enabled",
     "split_eval",
 ]

@@ -30,6 +30,7 @@ from ise_core.evaluation.runner import (
 )
 from ise_core.evaluation.tasks import EvalTask, load_tasks
 from ise_core.llm.base import Chat
+from ise_core.stages import StageOptions, StageResult
 
 Log = Callable[[str], None]
 
@@ -223,12 +224,26 @@ def eval_stage(
     return metrics
 
 
+def run_eval(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point (``eval`` in ise_core.stages.MEASUREMENTS): the agent
+    the params name (``eval.agent``), on every task or ``options.only``."""
+    metrics = eval_stage(
+        settings,
+        only=list(options.only) if options.only else None,
+        concurrency=options.concurrency,
+        progress=options.progress,
+    )
+    shown = ("n_tasks", "n_tries", "score", "completion", "robustness", "safety", "pass_rate")
+    return StageResult.of("eval", metrics["overall"], shown)
+
+
 __all__ = [
     "EvalRequest",
     "build_context",
     "default_factories",
     "eval_stage",
     "finish_eval",
+    "run_eval",
     "run_eval_tasks",
     "select_tasks",
 ]

@@ -16,7 +16,8 @@ episode ends with one ``StopReason`` (ise_core.records):
                    something failed for good; the episode's status is then ``failed``
 
 Afterwards every check of the intent runs against the workspace's real final state.
-``kept`` = completed, ``is_success`` not false, and (when ``require_checks``) all checks pass.
+``kept`` = completed, ``is_success`` not false, (when ``require_checks``) all checks pass, and
+(when ``judge_min_score`` is set) the grounding judge scored at least that.
 
 Reproducibility: the trajectory holds only what the run *produced* (messages, results,
 counts, token usage), never how long it took; wall-clock timings are returned separately
@@ -30,7 +31,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,12 +48,16 @@ from ise_core.records import (
     StopReason,
     TaskRef,
     Trajectory,
+    Verdict,
 )
 from ise_core.simulate.agent_loop import AgentTurn, TurnEnd, run_agent_turn
 from ise_core.simulate.metrics import conversation_metrics
 from ise_core.simulate.prompting import agent_system_prompt, user_system_prompt
 from ise_core.simulate.user_sim import UserSimulator, UserSimulatorSummary
 from ise_core.workspace.base import Workspace
+
+if TYPE_CHECKING:
+    from ise_core.evaluation.judge import Judge
 
 # --- the episode's metadata ------------------------------------------------------------------
 
@@ -132,10 +137,14 @@ class EpisodeMetadata(_Model):
     agent: AgentStats
     intent_hash: str
     error: str | None = None  # only on failed or stopped-by-error episodes
+    # the grounding judge's verdict (llm.roles.judge), only when a judge is configured
+    judge: Verdict | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the trajectory (no ``error`` key when there is none)."""
-        return self.model_dump(mode="json", exclude={"error"} if self.error is None else None)
+        """The JSON form stored in the trajectory (no ``error`` or ``judge`` key when there is
+        none, so episodes made without them keep their bytes)."""
+        absent = {name for name in ("error", "judge") if getattr(self, name) is None}
+        return self.model_dump(mode="json", exclude=absent or None)
 
 
 @dataclass
@@ -179,6 +188,7 @@ class EpisodeState:
     error: str = ""
     failed: bool = False
     checks: list[CheckResult] = field(default_factory=list)
+    verdict: Verdict | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -203,8 +213,10 @@ class Orchestrator:
         settings: SimulateSettings,
         session_id: str | None = None,
         params_fingerprint: str = "",
+        judge: Judge | None = None,
     ) -> None:
         self.intent = intent
+        self.judge = judge
         self.agent = agent
         self.user = user
         self.workspace = workspace
@@ -230,6 +242,7 @@ class Orchestrator:
             while self.state.stop is None:
                 await self.step()
             await self.run_checks()
+            await self.grade()
         except BudgetExceeded:
             raise  # the run's budget is spent: the caller abandons this episode unwritten
         except Exception as exc:  # one episode's failure must not end the run
@@ -268,6 +281,25 @@ class Orchestrator:
             self.state.checks.append(await asyncio.to_thread(self.workspace.run_check, check))
         self.state.timing["checks_s"] = round(time.monotonic() - checked, 4)
 
+    async def grade(self) -> None:
+        """The judge's verdict on the finished conversation (when a judge is configured).
+
+        A model judge whose reply stays unusable leaves the episode ungraded (no verdict: not
+        kept under ``judge_min_score``); an endpoint that fails for good fails the episode,
+        which a later run simulates again, as for the user and the agent."""
+        if self.judge is None:
+            return
+        try:
+            self.state.verdict = await self.judge.grade(self.state.messages)
+        except ValueError:
+            self.state.verdict = None
+
+    def grounded(self) -> bool:
+        """Whether the judge's score meets ``judge_min_score`` (always, without a threshold)."""
+        floor = self.settings.judge_min_score
+        verdict = self.state.verdict
+        return floor is None or (verdict is not None and verdict.score >= floor)
+
     def finalize(self) -> EpisodeResult:
         state, settings = self.state, self.settings
         passed = sum(1 for result in state.checks if result.passed)
@@ -277,6 +309,7 @@ class Orchestrator:
             and state.completed
             and state.is_success is not False
             and (checks_ok or not settings.require_checks)
+            and self.grounded()
         )
         user = self.simulator.summary()
         state.timing.update(
@@ -396,6 +429,7 @@ class Orchestrator:
             agent=state.agent,
             intent_hash=intent_hash(intent),
             error=state.error[:2000] or None,
+            judge=state.verdict,
         )
 
 
@@ -408,6 +442,7 @@ async def run_episode(
     settings: SimulateSettings,
     session_id: str | None = None,
     params_fingerprint: str = "",
+    judge: Judge | None = None,
 ) -> EpisodeResult:
     """Simulate one episode for ``intent`` in ``workspace`` (see ``Orchestrator``)."""
     orchestrator = Orchestrator(
@@ -418,6 +453,7 @@ async def run_episode(
         settings=settings,
         session_id=session_id,
         params_fingerprint=params_fingerprint,
+        judge=judge,
     )
     return await orchestrator.run()
 

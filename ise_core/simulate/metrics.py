@@ -147,6 +147,7 @@ def trajectory_stats(
     for episode in kept:
         tool_usage.update(episode.metadata.get("tool_usage") or {})
     recovery_share = share_between(recovered, 1, float("inf")) if kept else 0.0
+    judged = judge_stats(episodes)
     return {
         **(extra or {}),
         "n_episodes": len(episodes),
@@ -176,12 +177,22 @@ def trajectory_stats(
         ),
         "backends": dict(sorted(Counter(str(e.metadata.get("backend")) for e in episodes).items())),
         "llm_usage": _usage(episodes),
+        **({"judge": judged} if judged else {}),  # only when a judge graded the episodes
         "params_fingerprint": fp,
     }
 
 
+def judge_stats(episodes: Sequence[Trajectory]) -> dict[str, Any] | None:
+    """The grounding judge's scores over the graded episodes (None when none was graded)."""
+    from ise_core.evaluation.judge import verdict_stats
+
+    verdicts = [e.metadata["judge"] for e in episodes if isinstance(e.metadata.get("judge"), dict)]
+    return verdict_stats(verdicts, len(episodes))
+
+
 __all__ = [
     "conversation_metrics",
+    "judge_stats",
     "share_between",
     "summarize",
     "trajectory_stats",

@@ -138,6 +138,13 @@ def _default_factories(
     return chat_for, workspace_for, accountant
 
 
+def _judge(settings: Settings, accountant: Any) -> Any:
+    """The grounding judge llm.roles.judge configures (None without one)."""
+    from ise_core.evaluation.judge import build_judge
+
+    return build_judge(settings, accountant)
+
+
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -181,6 +188,7 @@ class _Simulation:
     accountant: Any
     gate: asyncio.Semaphore
     bar: Any
+    judge: Any = None  # the grounding judge (llm.roles.judge), when configured
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def episode(self, intent: Intent) -> None:
@@ -224,6 +232,7 @@ class _Simulation:
                 settings=self.settings.simulate,
                 session_id=f"{intent.id}-{fp[:8]}",
                 params_fingerprint=fp,
+                judge=self.judge,
             )
         finally:
             await asyncio.to_thread(workspace.close)
@@ -305,6 +314,7 @@ async def simulate_async(
         accountant,
         asyncio.Semaphore(limit),
         _progress(len(todo), progress),
+        _judge(settings, accountant) if todo else None,
     )
     try:
         await asyncio.gather(*(run.episode(intent) for intent in todo))

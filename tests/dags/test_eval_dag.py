@@ -26,7 +26,7 @@ def test_the_dag_parses_scheduled_on_the_sft_asset() -> None:
     (published,) = bag.dags["ise_refresh"].get_task("gate_sft").outlets
     assert scheduled_on.name == published.name == "ise_sft"
     assert scheduled_on.uri == published.uri  # the Asset ise_refresh publishes
-    assert set(dag.task_ids) == {"plan", "evaluate", "finish", "gate_eval"}
+    assert set(dag.task_ids) == {"plan", "evaluate", "finish", "gate_eval", "record_lineage"}
     assert type(dag.get_task("evaluate")).__name__.endswith("MappedOperator")
     assert [o.name for o in dag.get_task("gate_eval").outlets] == ["ise_eval"]
     assert dag.get_task("finish").upstream_task_ids == {"evaluate"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ise_core.stages import STAGE_NAMES
+from ise_core.stages import MEASUREMENTS, STAGE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,12 +34,27 @@ TINY_PARAMS: dict[str, Any] = {
     "embedding": {"model": "all-MiniLM-L6-v2", "batch_size": 16},
     "workspace": {"backend": "local"},
     "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
+    # one extra intent held out as an eval task, tried once: the eval stage runs for real
+    "eval": {"count": 1, "k": 1},
 }
 # Files that say when or how fast a run went, never what it produced.
-RUN_RECORDS = ("timing.json",)
+RUN_RECORDS = ("timing.json", "history.jsonl")
 RUN_RECORD_DIRS = ("data/trajectories/timing/",)
 
-STAGES = STAGE_NAMES
+# The dvc.yaml stages: the dataset pipeline, then the eval measurement (ise_core.stages).
+STAGES = (*STAGE_NAMES, *(entry.name for entry in MEASUREMENTS))
+
+
+def interpolate(text: str, params: Mapping[str, Any]) -> str:
+    """A dvc.yaml path with its ``${key}`` templates filled from ``params``, as DVC does."""
+
+    def value(match: re.Match[str]) -> str:
+        node: Any = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([\w.]+)\}", value, text)
 
 
 def sandbox_missing() -> str | None:

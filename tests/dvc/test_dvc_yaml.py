@@ -25,12 +25,23 @@ from pydantic import BaseModel
 
 from ise_core.catalog import Catalog
 from ise_core.config import Settings
-from ise_core.stages import STAGES as TABLE
+from ise_core.stages import MEASUREMENTS, measurement
+from ise_core.stages import STAGES as PIPELINE
 from ise_core.stages import stage as table_stage
 from tests.dvc.conftest import Built
 from tests.dvc.project import REPO, RUN_RECORD_DIRS, RUN_RECORDS, STAGES
+from tests.dvc.project import interpolate as project_interpolate
 
 SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def interpolate(text: str) -> str:
+    return project_interpolate(text, PARAMS)
+
+
+# The stage table's entries in dvc.yaml order: the dataset pipeline, then the measurements.
+TABLE = (*PIPELINE, *MEASUREMENTS)
 # The module of each stage's gate, from the stage table's "module:function" reference.
 GATE_MODULES = {
     entry.name: entry.gate.check.split(":")[0].replace(".", "/") + ".py"
@@ -38,6 +49,9 @@ GATE_MODULES = {
     if entry.gate is not None
 }
 BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
+# The eval run dvc.yaml's eval stage writes (eval.run) and the plot folders git versions.
+EVAL_RUN = PARAMS["eval"]["run"]
+PLOT_DIRS = ("data/sft/plots", f"data/eval/{EVAL_RUN}/plots")
 # Settings that say where outputs go; dvc.yaml's outs name those places.
 LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
@@ -58,6 +72,8 @@ COMMANDS = {
     ("collect",): "collect",
     ("gate", "trajectories"): "collect",
     ("export",): "export",
+    ("eval",): "eval",
+    ("gate", "eval"): "eval",
     ("gate", "sft"): "export",
 }
 
@@ -117,7 +133,7 @@ def card_keys() -> set[str]:
 
 
 def expected_params(stage: str) -> set[str]:
-    entry = table_stage(stage)
+    entry = measurement(stage) if stage in {m.name for m in MEASUREMENTS} else table_stage(stage)
     # DVC cannot tell which backend plays a role, so it tracks the scripted keys always.
     keys = set(entry.fingerprint_keys) | set(entry.scripted_keys)
     for role in entry.roles:
@@ -149,7 +165,7 @@ def test_stage_outputs_are_declared_in_dvc_yaml() -> None:
     for entry in TABLE:
         stage_spec = SPEC["stages"][entry.name]
         listed = {
-            next(iter(e)) if isinstance(e, dict) else e
+            interpolate(next(iter(e)) if isinstance(e, dict) else e)
             for field in ("outs", "metrics")
             for e in stage_spec.get(field, [])
         }
@@ -221,7 +237,7 @@ def traced(runs: list[tuple[Path, Path]]) -> dict[str, dict[str, set[str]]]:
             }
     assert seen == set(COMMANDS), f"traced commands: {sorted(seen)}"
     for stage, bucket in out.items():  # the trace itself worked
-        package = "simulate" if stage == "collect" else stage
+        package = {"collect": "simulate", "eval": "evaluation"}.get(stage, stage)
         assert f"ise_core/{package}/stage.py" in bucket["called"], f"{stage}: no calls traced"
     return out
 
@@ -278,7 +294,7 @@ def declared_outputs() -> dict[str, dict[str, Any]]:
                 path, options = (
                     next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
                 )
-                declared[path] = {"field": field, **(options or {})}
+                declared[interpolate(path)] = {"field": field, **(options or {})}
     return declared
 
 
@@ -286,16 +302,18 @@ def test_metrics_and_plots_live_in_git_and_data_in_the_cache() -> None:
     declared = declared_outputs()
     metrics = sorted(p for p, o in declared.items() if o["field"] == "metrics")
     assert metrics == [
+        f"data/eval/{EVAL_RUN}/metrics.json",
         "data/intents/stats.json",
         "data/sft/stats.json",
         "data/trajectories/stats.json",
     ]
     for path, options in declared.items():
-        in_git = path in metrics or path == "data/sft/plots"
+        in_git = path in metrics or path in PLOT_DIRS
         assert options.get("cache", True) is (not in_git), path
     for entry in SPEC["plots"]:
         ((path, _),) = entry.items()
-        assert path.startswith("data/sft/plots/") and path.endswith(".csv"), path
+        path = interpolate(path)
+        assert path.startswith(tuple(f"{d}/" for d in PLOT_DIRS)) and path.endswith(".csv"), path
 
 
 @pytest.mark.slow
@@ -317,10 +335,10 @@ def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Bui
     # What git sees after a build is exactly what a dataset version commits.
     status = built.project.git("status", "--porcelain", "--untracked-files=all").stdout
     untracked = sorted(line[3:] for line in status.splitlines())
-    plots = sorted(p.relative_to(root).as_posix() for p in (root / "data/sft/plots").iterdir())
-    expected = sorted(
-        ["dvc.lock", *(f"data/{s}/stats.json" for s in ("intents", "sft", "trajectories")), *plots]
-    )
+    plots = sorted(p.relative_to(root).as_posix() for d in PLOT_DIRS for p in (root / d).iterdir())
+    stats = [f"data/{s}/stats.json" for s in ("intents", "sft", "trajectories")]
+    eval_metrics = f"data/eval/{EVAL_RUN}/metrics.json"
+    expected = sorted(["dvc.lock", *stats, eval_metrics, *plots])
     assert untracked == expected
 
 
@@ -336,6 +354,7 @@ def test_metrics_show_and_plots_show_read_the_stats(built: Built) -> None:
     plots = built.project.dvc_json("plots", "show", "--json")
     for entry in SPEC["plots"]:
         ((path, _),) = entry.items()
+        path = interpolate(path)
         assert path in plots["data"], path
         values = plots["data"][path][0]["content"]["data"]["values"]
         assert values, f"{path} has no points"

@@ -25,7 +25,8 @@ def test_a_second_repro_does_nothing(built: Built) -> None:
 
 def test_changing_an_export_param_reruns_only_export(versions: Versions) -> None:
     assert set(versions.status_before_repro) == {"export"}
-    assert ran_stages(versions.repro_output) == ["export"]
+    # The eval stage follows the SFT data it is measured after (as the ise_eval DAG does).
+    assert ran_stages(versions.repro_output) == ["export", "eval"]
     assert skipped_stages(versions.repro_output) == ["intents", "simulate", "collect"]
     assert versions.project.dvc_json("status", "--json") == {}
 
@@ -34,10 +35,10 @@ def test_changing_max_turns_reruns_simulate_collect_and_export_not_intents(
     clone: Project,
 ) -> None:
     clone.set_params({"simulate": {"max_turns": 18}})
-    # Both stages read the key; export follows because collect's output changes.
-    assert set(clone.dvc_json("status", "--json")) == {"simulate", "collect"}
+    # Three stages read the key (eval's episodes too); export follows collect's output.
+    assert set(clone.dvc_json("status", "--json")) == {"simulate", "collect", "eval"}
     output = clone.timed("dvc repro, simulate.max_turns changed", "repro")
-    assert ran_stages(output) == ["simulate", "collect", "export"]
+    assert ran_stages(output) == ["simulate", "collect", "export", "eval"]
     assert skipped_stages(output) == ["intents"]
     # A new fingerprint: every episode was simulated again rather than resumed.
     assert "0 skipped (already done)" in output

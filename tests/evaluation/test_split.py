@@ -99,7 +99,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[I
 
 def test_no_split_by_default(baseline: tuple[Settings, list[Intent]]) -> None:
     settings, _ = baseline
-    assert not Catalog.of(settings).eval_tasks.exists()
+    assert Catalog.of(settings).eval_tasks.read_text() == ""  # written, and empty
     stats = json.loads(settings.path("data/intents/stats.json").read_text())
     assert "eval_split" not in stats
 

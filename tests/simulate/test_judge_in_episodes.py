@@ -1,0 +1,101 @@
+"""The optional grounding judge in simulation: a verdict in each episode's metadata and the
+collect statistics, and ``simulate.judge_min_score`` as a keep threshold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from ise_core.config import Settings
+from ise_core.errors import ConfigError
+from ise_core.evaluation.judge import HEURISTIC_NAME, HeuristicJudge, Judge
+from ise_core.records import Check, Message, Trajectory
+from ise_core.simulate.episode import run_episode
+from ise_core.simulate.metrics import trajectory_stats
+from ise_core.workspace import open_workspace
+from tests.simulate.helpers import (
+    FakeChat,
+    call,
+    local_sandbox_reason,
+    make_intent,
+    make_settings,
+    turn_json,
+)
+
+CHECKS = [Check(kind="file_contains", path="out/result.txt", text="42")]
+
+
+def _agent(claim: str) -> FakeChat:
+    """Writes out/result.txt for real, then reports with ``claim``."""
+
+    def reply(messages: Sequence[Message]) -> Message:
+        if messages[-1].role == "user":
+            args = {"path": "out/result.txt", "content": "answer 42\n"}
+            return Message(role="assistant", tool_calls=[call("write", args, "w1")])
+        return Message(role="assistant", content=claim)
+
+    return FakeChat(reply, name="agent")
+
+
+def _episode(tmp_path: Path, claim: str, settings: Settings, judge: Judge | None) -> Trajectory:
+    if reason := local_sandbox_reason():
+        pytest.fail(f"the local sandbox cannot run here: {reason}", pytrace=False)
+    user = FakeChat([turn_json("write the answer"), turn_json("thanks", True, True)], name="user")
+    workspace = open_workspace(settings.workspace, base_dir=tmp_path)
+    try:
+        result = asyncio.run(
+            run_episode(
+                make_intent(checks=CHECKS),
+                user=user,
+                agent=_agent(claim),
+                workspace=workspace,
+                settings=settings.simulate,
+                judge=judge,
+            )
+        )
+    finally:
+        workspace.close()
+    return result.trajectory
+
+
+HONEST = "I wrote `out/result.txt` with the answer."
+LIAR = "I wrote `out/result.txt` and `out/summary.md` with the totals, and all checks passed."
+
+
+def test_each_episode_carries_the_verdict_and_collect_sums_them_up(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    honest = _episode(tmp_path, HONEST, settings, HeuristicJudge())
+    liar = _episode(tmp_path, LIAR, settings, HeuristicJudge())
+    assert honest.metadata["judge"]["score"] == 5 and honest.kept
+    verdict = liar.metadata["judge"]
+    assert verdict["judge"] == HEURISTIC_NAME and verdict["score"] <= 2
+    assert "out/summary.md" in verdict["reason"]
+    assert liar.kept  # no threshold: the verdict is recorded, the checks decide
+    stats = trajectory_stats([honest, liar], fp="fp")
+    assert stats["judge"]["n_graded"] == 2 and stats["judge"]["grounding_counts"]["5"] == 1
+    # Without a judge the metadata and the statistics are what they were before.
+    plain = _episode(tmp_path, LIAR, settings, None)
+    assert "judge" not in plain.metadata
+    assert "judge" not in trajectory_stats([plain], fp="fp")
+
+
+def test_the_keep_threshold_drops_ungrounded_episodes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, judge_min_score=4)
+    assert _episode(tmp_path, HONEST, settings, HeuristicJudge()).kept
+    liar = _episode(tmp_path, LIAR, settings, HeuristicJudge())
+    assert [c.passed for c in liar.checks] == [True] and liar.completed
+    assert not liar.kept and liar.status == "rejected"
+
+
+def test_a_threshold_needs_a_judge() -> None:
+    from ise_core.config import settings_from_dict
+
+    with pytest.raises(ConfigError, match=r"judge_min_score needs a judge: set llm.roles.judge"):
+        settings_from_dict({"simulate": {"judge_min_score": 4}})
+    settings = settings_from_dict(
+        {"simulate": {"judge_min_score": 4}, "llm": {"roles": {"judge": {}}}}
+    )
+    assert settings.simulate.judge_min_score == 4
