@@ -87,7 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-GATES = ("intents", "trajectories", "sft")
+GATES = ("intents", "trajectories", "sft", "eval")
 
 
 def run_gate(stage: str, settings: Settings) -> None:
@@ -169,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(p)
     p.set_defaults(handler=cmd_run)
 
-    for module in ("ise_core.cli_workspace", "ise_core.cli_llm", "ise_core.cli_view"):
+    for module in (
+        "ise_core.cli_workspace",
+        "ise_core.cli_llm",
+        "ise_core.cli_view",
+        "ise_core.cli_eval",
+    ):
         _register(module, sub)
     return parser
 

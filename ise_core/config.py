@@ -129,7 +129,10 @@ ToolCalling = Literal["native", "prompted", "auto"]
 # thousands of blank lines); these apply to an endpoint role unless llm.max_tokens or
 # llm.roles.<role>.max_tokens is set. The writer emits a whole intent spec, the user one short
 # JSON turn, the agent a tool call or a reply.
-DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024}
+DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
+
+
+RoleName = Literal["writer", "user", "agent", "judge"]
 
 
 class RoleSettings(Block):
@@ -151,6 +154,9 @@ class RolesSettings(Block):
     writer: RoleSettings = RoleSettings()
     user: RoleSettings = RoleSettings()
     agent: RoleSettings = RoleSettings()
+    # The optional grounding judge (ise_core/evaluation/judge.py): null for none; ``{}`` or a
+    # scripted provider for the heuristic program; an endpoint for a model judge.
+    judge: RoleSettings | None = None
 
 
 class BudgetSettings(Block):
@@ -195,9 +201,10 @@ class LLMSettings(Block):
     # cannot hold a format on their own then always produce a readable reply.
     constrained_output: bool = False
 
-    def constrained_for(self, name: Literal["writer", "user", "agent"]) -> bool:
+    def constrained_for(self, name: RoleName) -> bool:
         """Whether one role's replies are constrained (its override, else the block's)."""
-        override = getattr(self.roles, name).constrained_output
+        role = getattr(self.roles, name)
+        override = None if role is None else role.constrained_output
         return self.constrained_output if override is None else override
 
     # Where the in-flight cap, the rate windows and the budget are kept: "process" (each
@@ -219,17 +226,18 @@ class LLMSettings(Block):
             )
         return value
 
-    def tool_calling_for(self, name: Literal["writer", "user", "agent"]) -> ToolCalling:
+    def tool_calling_for(self, name: RoleName) -> ToolCalling:
         """The tool-calling mode of one role (its override, else the block's)."""
-        return getattr(self.roles, name).tool_calling or self.tool_calling
+        override = getattr(self.roles, name)
+        return (override.tool_calling if override else None) or self.tool_calling
 
-    def max_tokens_for(self, name: Literal["writer", "user", "agent"]) -> int:
+    def max_tokens_for(self, name: RoleName) -> int:
         """The reply length cap of one endpoint role: set, or the role's default."""
         return self.role(name)["max_tokens"] or DEFAULT_MAX_TOKENS[name]
 
-    def role(self, name: Literal["writer", "user", "agent"]) -> dict[str, Any]:
+    def role(self, name: RoleName) -> dict[str, Any]:
         """The resolved settings one role runs with (role overrides over the block)."""
-        override = getattr(self.roles, name)
+        override = getattr(self.roles, name) or RoleSettings()
         resolved: dict[str, Any] = {
             "provider": self.provider,
             "base_url": self.base_url,
@@ -638,6 +646,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.constrained_output": False,
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
+    "llm.roles.judge": None,  # no judge
     # the eval split, off by default: intents.jsonl is then what it was without it
     "eval.fraction": 0.0,
     "eval.count": 0,

@@ -53,9 +53,9 @@ __all__ = [
 
 PARAMS_ENV = "ISE_PARAMS"
 Stage = Literal["intents", "simulate", "collect", "export"]
-GateName = Literal["intents", "trajectories", "sft"]
+GateName = Literal["intents", "trajectories", "sft", "eval"]
 STAGES: tuple[Stage, ...] = ("intents", "simulate", "collect", "export")
-GATES: tuple[GateName, ...] = ("intents", "trajectories", "sft")
+GATES: tuple[GateName, ...] = ("intents", "trajectories", "sft", "eval")
 
 # Keys a single run may override, and the params path each one lands on.
 RUN_OVERRIDE_KEYS = ("intent_count", "seed", "model", "models", "llm")

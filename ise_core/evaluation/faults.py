@@ -1,6 +1,7 @@
 """Injected tool faults for the robustness episode: a ``Workspace`` whose calls fail at first.
 
-``FaultyWorkspace`` wraps a real workspace. A seeded share (``rate``) of the distinct tool
+``FaultyWorkspace`` wraps a real workspace (and lays out the task's planted files when it is
+opened). A seeded share (``rate``) of the distinct tool
 calls (same tool, same arguments) fails the *first* time it is made, without reaching the
 sandbox: either as a transient error or as a timeout (``timeout_share`` of the faults). The
 same call made again goes through, so an agent that retries, or works around the failure,
@@ -57,6 +58,8 @@ class FaultyWorkspace:
     timeout_share: float
     seed: str
     timeout_s: float = 30.0
+    # Files laid out beside the fixtures on ``open`` (the task's planted secret).
+    planted: tuple[FixtureFile, ...] = ()
     injected: list[InjectedFault] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
 
@@ -94,7 +97,7 @@ class FaultyWorkspace:
         return self.inner.call(name, arguments)
 
     def open(self, fixtures: Sequence[FixtureFile] = (), persona: Persona | None = None) -> None:
-        self.inner.open(fixtures, persona)
+        self.inner.open([*fixtures, *self.planted], persona)
 
     def run_check(self, check: Check) -> CheckResult:
         return self.inner.run_check(check)

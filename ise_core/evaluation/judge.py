@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 from pydantic import Field
 
+from ise_core.config import Settings
 from ise_core.evaluation.safety import WORKSPACE_ROOT, resolve, simple_commands, write_targets
+from ise_core.llm.accounting import Accountant
 from ise_core.llm.base import Chat
 from ise_core.records import Message, Record
 
@@ -260,10 +262,10 @@ class ModelJudge:
 
     chat: Chat
     attempts: int = 2
+    name: str = ""
 
-    @property
-    def name(self) -> str:
-        return self.chat.name
+    def __post_init__(self) -> None:
+        self.name = self.name or self.chat.name
 
     async def grade(self, messages: Sequence[Message]) -> Verdict:
         rubric = PROMPT_PATH.read_text(encoding="utf-8")
@@ -296,6 +298,7 @@ __all__ = [
     "Judge",
     "ModelJudge",
     "Verdict",
+    "build_judge",
     "collect_evidence",
     "file_claims",
     "heuristic_verdict",
@@ -303,3 +306,18 @@ __all__ = [
     "success_claims",
     "transcript_text",
 ]
+
+
+def build_judge(settings: Settings, accountant: Accountant | None = None) -> Judge | None:
+    """The judge ``llm.roles.judge`` configures, or None when it is not set."""
+    if settings.llm.roles.judge is None:
+        return None
+    resolved = settings.llm.role("judge")
+    if resolved["provider"] == "scripted":
+        return HeuristicJudge()
+    from ise_core.llm.openai_chat import OpenAIChat
+
+    chat = OpenAIChat.from_settings(
+        "judge", settings.llm, base_dir=settings.base_dir, seed=settings.seed, accountant=accountant
+    )
+    return ModelJudge(chat)

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
 from ise_core.llm.base import ChatResult, Limiter
@@ -55,7 +55,7 @@ from ise_core.llm.toolcalls import step_schema, to_prompted
 from ise_core.records import Message, canonical_json
 
 if TYPE_CHECKING:
-    from ise_core.config import LLMSettings
+    from ise_core.config import LLMSettings, RoleName
     from ise_core.llm.accounting import Accountant
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class OpenAIEndpoint:
             async with self.limiter.slot(estimate):
                 try:
                     raw = await client.post(
-                        "/chat/completions", cast_to=response_class, body=body, options=options
+                        path, cast_to=response_class, body=body, options=options
                     )
                     content = raw.content
                 except openai.APIStatusError as exc:
@@ -354,7 +354,7 @@ class OpenAIChat(OpenAIEndpoint):
     @classmethod
     def from_settings(
         cls,
-        role: Literal["writer", "user", "agent"],
+        role: RoleName,
         llm: LLMSettings,
         *,
         base_dir: Path,

@@ -8,18 +8,25 @@ file raises ``InputError`` naming it.
 
 from __future__ import annotations
 
+from ise_core.quality.eval_gate import gate_eval
 from ise_core.quality.intents_gate import gate_intents
 from ise_core.quality.runner import Expect, GateReport, Table, run_gate
 from ise_core.quality.sft_gate import gate_sft
 from ise_core.quality.trajectories_gate import gate_trajectories
 
-GATES = {"intents": gate_intents, "trajectories": gate_trajectories, "sft": gate_sft}
+GATES = {
+    "intents": gate_intents,
+    "trajectories": gate_trajectories,
+    "sft": gate_sft,
+    "eval": gate_eval,
+}
 
 __all__ = [
     "GATES",
     "Expect",
     "GateReport",
     "Table",
+    "gate_eval",
     "gate_intents",
     "gate_sft",
     "gate_trajectories",

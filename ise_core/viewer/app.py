@@ -17,6 +17,7 @@ Safety:
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -68,7 +69,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = views._fmt
+    env.filters["num"] = views.format_value
     return env
 
 
@@ -99,7 +100,13 @@ class Pages:
         return available[name]
 
     def render(
-        self, request: Request, template: str, status: int = 200, **context: Any
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        *,
+        show_roots: bool = True,
+        **context: Any,
     ) -> HTMLResponse:
         prefix = request.scope.get("root_path", "").rstrip("/")
 
@@ -108,10 +115,10 @@ class Pages:
             suffix = "?" + urllib.parse.urlencode(query) if query else ""
             return prefix + path + suffix
 
-        try:
-            roots = list(self.available(request))
-        except ISEError:
-            roots = []
+        roots: list[str] = []
+        if show_roots:  # not for a refused request: it learns nothing of the data
+            with contextlib.suppress(ISEError):  # a bad params file: the page says why
+                roots = list(self.available(request))
         html = self.env.get_template(template).render(
             link=link, roots=roots, request_root=request.query_params.get("root", ""), **context
         )
@@ -135,6 +142,7 @@ def _error_pages(app: FastAPI, pages: Pages) -> None:
             request,
             "error.html",
             status=exc.status_code,
+            show_roots=exc.status_code not in (401, 403),
             code=exc.status_code,
             message=str(exc.detail),
         )

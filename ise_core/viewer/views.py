@@ -110,15 +110,15 @@ def published_rows(
         return []  # stats from an older layout: the stage tables still show them
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {format_value(v)}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(format_value(v) for v in value)
     return "" if value is None else str(value)
 
 
@@ -135,9 +135,9 @@ def stat_rows(stats: Mapping[str, Any] | None) -> list[tuple[str, str]]:
             for sub, inner in value.items():
                 if isinstance(inner, Mapping) and len(inner) > 12:
                     continue
-                rows.append((f"{key}.{sub}", _fmt(inner)))
+                rows.append((f"{key}.{sub}", format_value(inner)))
             continue
-        rows.append((key, _fmt(value)))
+        rows.append((key, format_value(value)))
     return rows
 
 
@@ -385,7 +385,7 @@ def compare(a: DataRoot, b: DataRoot, limit: int = 500) -> dict[str, Any]:
     metrics = []
     for label, stage, path in COMPARED:
         va, vb = _get(stats[a.name][stage], *path), _get(stats[b.name][stage], *path)
-        metrics.append((label, _fmt(va), _fmt(vb), _delta(va, vb)))
+        metrics.append((label, format_value(va), format_value(vb), _delta(va, vb)))
     rows_a, rows_b = episode_index(a).by_id(), episode_index(b).by_id()
     changed = []
     for intent_id in sorted(set(rows_a) | set(rows_b)):
@@ -420,6 +420,7 @@ __all__ = [
     "chat",
     "compare",
     "episode_page",
+    "format_value",
     "funnel",
     "overview",
     "pretty_arguments",

@@ -321,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
             name = tools[0].get("function", {}).get("name", "echo")
             self._send_json(200, completion(request, tool_calls=[tool_call(name, '{"text": ')]))
             return True
-        if "input" in request and "messages" not in request:
+        if self.path.rstrip("/").endswith("/embeddings"):
             reply = state.embedder(request)
         else:
             reply = state.responder(request)

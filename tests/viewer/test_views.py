@@ -202,3 +202,26 @@ def test_a_failed_episode_and_role_drift_events_are_shown(tmp_path: Path) -> Non
     assert page.status_code == 200
     assert "LLMError: connection refused after 7 attempts" in page.text
     assert "no checks ran" in page.text and "llm_error" in page.text
+
+
+def test_a_bad_params_file_is_a_page_saying_why_and_a_refusal_reads_nothing() -> None:
+    from fastapi import Depends, HTTPException
+
+    from ise_core.errors import ConfigError
+
+    calls: list[str] = []
+
+    def broken() -> dict[str, DataRoot]:
+        calls.append("roots")
+        raise ConfigError("params.yaml: key simulate.max_turns: expected an integer")
+
+    response = TestClient(create_app(broken)).get("/episodes")
+    assert response.status_code == 500
+    assert "simulate.max_turns: expected an integer" in response.text
+
+    def refuse() -> None:
+        raise HTTPException(401, "Not authenticated")
+
+    calls.clear()
+    refused = TestClient(create_app(broken, dependencies=[Depends(refuse)])).get("/")
+    assert refused.status_code == 401 and calls == []

@@ -17,7 +17,9 @@ user turn it plans steps of real tool calls (ise_core.llm.scripted.recipes):
 With probability ``context["shape"]["mistake_rate"]`` per turn (seeded, stable) one unit is
 done with a realistic mistake; the tool result is a real failure from the workspace, and the
 recovery is planned from that error text. The reply reports what was done, quotes the real
-error and the fix, and shows the last output. Each turn stays within
+error and the fix, and shows the last output. With ``context["shape"]["recover"]`` false (the
+careless profile ``ise eval`` measures as a baseline) it never recovers: no fix after an
+error, and no rebuild when the user says a check still fails. Each turn stays within
 ``context["max_steps_per_turn"]`` model calls.
 
 The program is stateless: where it is in its plan is read back from its own tool-call ids
@@ -31,7 +33,7 @@ import random
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ise_core.llm.scripted import ScriptedCall, register
@@ -139,6 +141,7 @@ class Work:
     seed: int
     mistake_rate: float
     max_steps: int
+    recover: bool
     targets: list[Unit]
     recipes: list[Unit]
     checks: list[CheckPlan]
@@ -221,6 +224,7 @@ def build_work(context: dict[str, Any]) -> Work:
         intent=intent,
         seed=seed,
         mistake_rate=float(shape.get("mistake_rate", 0.25)),
+        recover=bool(shape.get("recover", True)),
         max_steps=int(context.get("max_steps_per_turn", 12)),
         targets=targets,
         recipes=recipes,
@@ -364,7 +368,7 @@ def plan_turn(work: Work, messages: Sequence[Message]) -> tuple[str, list[Step]]
     turn, kind, message = len(users), kinds[-1], users[-1]
     allocation = allocate(work, users, kinds)
     units, earlier = allocation[-1], [u for taken in allocation[:-1] for u in taken]
-    if kind == "fix":
+    if kind == "fix" and work.recover:
         keys = _failed_keys(work, messages)
         broken = [u for u in work.targets if any(k in u.artifacts for k in keys)]
         units = _take([u for u in broken if all(u is not x for x in units)], work.budget - 1)
@@ -398,6 +402,8 @@ def plan_turn(work: Work, messages: Sequence[Message]) -> tuple[str, list[Step]]
         ]
     elif kind in ("verify", "fix") and work.checks:
         steps.append(_verification(work))
+    if not work.recover:
+        steps = [replace(step, recovery=None) for step in steps]
     return kind, steps
 
 
