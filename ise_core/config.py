@@ -366,6 +366,9 @@ class ExportSettings(Block):
     # Written into the dataset card's YAML header.
     license: str = Field("apache-2.0", min_length=1)
     pretty_name: str = Field("ISE multi-turn tool-use trajectories", min_length=1)
+    # The assistant's reasoning (reasoning_content, <think> blocks split from the content):
+    # "keep" exports it beside the content, "drop" leaves it out of every format.
+    reasoning: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _openai_always(self) -> ExportSettings:
@@ -644,6 +647,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
     "llm.constrained_output": False,
+    "export.reasoning": "keep",
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge

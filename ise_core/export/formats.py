@@ -37,15 +37,16 @@ METADATA_ORDER = (
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
 
 
-def export_message(message: Message) -> dict[str, Any]:
-    """One message in the export layout (OpenAI fields, no empty optionals)."""
+def export_message(message: Message, *, reasoning: bool = True) -> dict[str, Any]:
+    """One message in the export layout (OpenAI fields, no empty optionals); ``reasoning``
+    False leaves ``reasoning_content`` out (export.reasoning: drop)."""
     out: dict[str, Any] = {"role": message.role}
     if message.content is not None or message.role != "assistant" or not message.tool_calls:
         out["content"] = message.content or ""
     else:
         # An assistant turn that only calls tools has null content in the OpenAI layout.
         out["content"] = None
-    if message.reasoning_content:
+    if message.reasoning_content and reasoning:
         out["reasoning_content"] = message.reasoning_content
     if message.tool_calls:
         out["tool_calls"] = [
@@ -73,8 +74,9 @@ def first_user_request(messages: Sequence[Message] | Sequence[dict[str, Any]]) -
     return ""
 
 
-def to_openai_record(trajectory: Trajectory) -> dict[str, Any]:
-    """A kept trajectory as one SFT line in ISE's OpenAI layout."""
+def to_openai_record(trajectory: Trajectory, *, reasoning: bool = True) -> dict[str, Any]:
+    """A kept trajectory as one SFT line in ISE's OpenAI layout (``reasoning``: see
+    ``export_message``)."""
     source = dict(trajectory.metadata)
     metadata: dict[str, Any] = {
         "intent_id": trajectory.intent_id,
@@ -88,7 +90,7 @@ def to_openai_record(trajectory: Trajectory) -> dict[str, Any]:
         metadata.setdefault(key, source[key])
     metadata["normalized_request"] = normalize_text(first_user_request(trajectory.messages))
     return {
-        "messages": [export_message(m) for m in trajectory.messages],
+        "messages": [export_message(m, reasoning=reasoning) for m in trajectory.messages],
         "tools": list(trajectory.tools),
         "final_output": trajectory.final_output,
         "metadata": metadata,

@@ -182,10 +182,12 @@ def _write_formats(
     return written
 
 
-def build_records(trajectories: Sequence[Trajectory], redactor: Redactor) -> list[dict[str, Any]]:
+def build_records(
+    trajectories: Sequence[Trajectory], redactor: Redactor, *, reasoning: bool = True
+) -> list[dict[str, Any]]:
     """Kept trajectories as redacted OpenAI-layout records, ordered by intent and session."""
     kept = sorted((t for t in trajectories if t.kept), key=lambda t: (t.intent_id, t.session_id))
-    return [redactor.value(to_openai_record(t)) for t in kept]
+    return [redactor.value(to_openai_record(t, reasoning=reasoning)) for t in kept]
 
 
 def export_stage(settings: Settings) -> dict[str, Any]:
@@ -202,7 +204,9 @@ def export_stage(settings: Settings) -> dict[str, Any]:
         project_dir=settings.base_dir.resolve(),
         sandbox_root=settings.path(settings.workspace.root).resolve(),
     )
-    records = build_records(trajectories, redactor)
+    records = build_records(
+        trajectories, redactor, reasoning=settings.export.reasoning == "keep"
+    )
     train_ids, _ = split_by_intent(
         [r["metadata"]["intent_id"] for r in records],
         settings.export.valid_fraction,
