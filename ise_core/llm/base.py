@@ -63,6 +63,9 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     # Tool calls read from the reply text rather than the API's tool_calls (ise_core.llm.dialect).
     text_tool_calls: int = 0
+    # Older tool outputs cut to fit the context window for this request (ise_core.llm.context);
+    # the caller's messages are unchanged, only the request was shortened.
+    compactions: int = 0
 
 
 @runtime_checkable

@@ -171,6 +171,35 @@ def request_tokens(
     return total
 
 
+# --- per endpoint, decided once ------------------------------------------------------------------
+
+_WINDOWS: dict[tuple[str, str], int | None] = {}
+_COUNTERS: dict[str, TokenCounter] = {}
+
+
+def endpoint_window(base_url: str, model: str) -> int | None:
+    """``discover_context_window`` asked once per endpoint and model in this process."""
+    key = (base_url, model)
+    if key not in _WINDOWS:
+        _WINDOWS[key] = discover_context_window(base_url, model)
+    return _WINDOWS[key]
+
+
+def endpoint_counter(base_url: str) -> TokenCounter:
+    """The server's tokenizer where it has one (llama.cpp), else characters / 4."""
+    if base_url not in _COUNTERS:
+        available = ServerTokenizer.available(base_url)
+        _COUNTERS[base_url] = ServerTokenizer(base_url) if available else CharEstimate()
+    return _COUNTERS[base_url]
+
+
+def reply_budget(window: int, max_tokens: int | None) -> int:
+    """Prompt tokens a request may hold: the window less the reply and a margin for the
+    estimate's error (5%, at least 32 tokens)."""
+    margin = max(32, window // 20)
+    return max(0, window - int(max_tokens or 0) - margin)
+
+
 # --- compaction --------------------------------------------------------------------------------
 
 
@@ -231,7 +260,10 @@ __all__ = [
     "compact",
     "cut_output",
     "discover_context_window",
+    "endpoint_counter",
+    "endpoint_window",
     "is_context_overflow",
+    "reply_budget",
     "request_tokens",
     "server_root",
 ]

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
 from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
-from ise_core.llm.context import is_context_overflow
+from ise_core.llm.context import (
+    compact,
+    endpoint_counter,
+    endpoint_window,
+    is_context_overflow,
+    reply_budget,
+    request_tokens,
+)
 from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
     LimitSettings,
@@ -458,6 +465,59 @@ class OpenAIChat(OpenAIEndpoint):
             from ise_core.llm.probe import resolve_auto
 
             self.tool_calling = await resolve_auto(self)
+        messages, compactions = await self._fit(messages, tools, options)
+        try:
+            return await self._complete(messages, tools, options, started, episode, attempt,
+                                        compactions)  # fmt: skip
+        except ContextOverflow:
+            # The server counted more than the estimate: cut harder, once, then give up.
+            messages, more = await self._fit(messages, tools, options, tighten=0.6)
+            if not more:
+                raise
+            return await self._complete(messages, tools, options, started, episode, attempt,
+                                        compactions + more)  # fmt: skip
+
+    async def _fit(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        options: dict[str, Any],
+        tighten: float | None = None,
+    ) -> tuple[Sequence[Message], int]:
+        """``messages`` with older tool outputs compacted when the request would not fit the
+        context window (known from llm.context_window or the server); else as they are.
+        ``tighten`` (after the server refused the request as too long): cut until the request
+        is at most that share of its current estimate."""
+        if not any(m.role == "tool" for m in messages):
+            return messages, 0
+        window = self.context_window or await asyncio.to_thread(
+            endpoint_window, self.base_url, self.model
+        )
+        if not window:
+            return messages, 0
+        max_tokens = options.get("max_tokens", self.sampling.get("max_tokens"))
+        budget = reply_budget(window, max_tokens)
+        counter = await asyncio.to_thread(endpoint_counter, self.base_url)
+
+        def count(candidate: Sequence[Message]) -> int:
+            return request_tokens(candidate, tools, counter)
+
+        if tighten is not None:
+            budget = min(budget, int(await asyncio.to_thread(count, messages) * tighten))
+
+        result = await asyncio.to_thread(compact, messages, budget, count)
+        return result.messages, result.compacted
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        options: dict[str, Any],
+        started: float,
+        episode: str | None,
+        attempt: int,
+        compactions: int,
+    ) -> ChatResult:
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
         key = request_key(self.base_url, body, attempt) if cache is not None else None
@@ -483,7 +543,13 @@ class OpenAIChat(OpenAIEndpoint):
                 # milliseconds on a busy disk, and on the event loop that stall would hold
                 # back every other request in flight (measured: a third of the loop's time).
                 await asyncio.to_thread(cache.put, key, stored, model=self.model)
-        return self._result(stored, tools, cached, retries, started, episode)
+        try:
+            result = self._result(stored, tools, cached, retries, started, episode)
+        except MalformedResponse as bad:
+            if compactions and bad.result is not None:
+                bad.result = bad.result.model_copy(update={"compactions": compactions})
+            raise
+        return result.model_copy(update={"compactions": compactions}) if compactions else result
 
     def _result(
         self,
