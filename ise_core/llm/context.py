@@ -48,10 +48,12 @@ def server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-def _get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+def _get_json(url: str, body: dict[str, Any] | None = None, key: str | None = None) -> Any:
     data = json.dumps(body).encode("utf-8") if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
         return json.loads(response.read().decode("utf-8"))
 
@@ -81,16 +83,17 @@ def _models_window(listing: Any, model: str) -> int | None:
     return None
 
 
-def discover_context_window(base_url: str, model: str) -> int | None:
-    """The served context window per request, or None when the server does not say."""
+def discover_context_window(base_url: str, model: str, key: str | None = None) -> int | None:
+    """The served context window per request, or None when the server does not say.
+    ``key`` is sent as a bearer token (servers started with an API key check it here too)."""
     try:
-        window = _props_window(_get_json(f"{server_root(base_url)}/props"))
+        window = _props_window(_get_json(f"{server_root(base_url)}/props", key=key))
     except (OSError, ValueError, urllib.error.URLError):
         window = None
     if window:
         return window
     try:
-        return _models_window(_get_json(f"{base_url.rstrip('/')}/models"), model)
+        return _models_window(_get_json(f"{base_url.rstrip('/')}/models", key=key), model)
     except (OSError, ValueError, urllib.error.URLError):
         return None
 
@@ -177,12 +180,12 @@ _WINDOWS: dict[tuple[str, str], int | None] = {}
 _COUNTERS: dict[str, TokenCounter] = {}
 
 
-def endpoint_window(base_url: str, model: str) -> int | None:
+def endpoint_window(base_url: str, model: str, key: str | None = None) -> int | None:
     """``discover_context_window`` asked once per endpoint and model in this process."""
-    key = (base_url, model)
-    if key not in _WINDOWS:
-        _WINDOWS[key] = discover_context_window(base_url, model)
-    return _WINDOWS[key]
+    entry = (base_url, model)
+    if entry not in _WINDOWS:
+        _WINDOWS[entry] = discover_context_window(base_url, model, key)
+    return _WINDOWS[entry]
 
 
 def endpoint_counter(base_url: str) -> TokenCounter:

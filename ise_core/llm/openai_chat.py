@@ -490,8 +490,9 @@ class OpenAIChat(OpenAIEndpoint):
         is at most that share of its current estimate."""
         if not any(m.role == "tool" for m in messages):
             return messages, 0
+        key = self._api_key()
         window = self.context_window or await asyncio.to_thread(
-            endpoint_window, self.base_url, self.model
+            endpoint_window, self.base_url, self.model, None if key == PLACEHOLDER_KEY else key
         )
         if not window:
             return messages, 0
