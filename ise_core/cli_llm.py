@@ -51,7 +51,6 @@ async def _check(chat: Any) -> ProbeOutcome:
 
 def _print_context(chat: Any) -> None:
     from ise_core.llm.context import discover_context_window
-
     from ise_core.llm.openai_chat import PLACEHOLDER_KEY
 
     key = chat._api_key()
