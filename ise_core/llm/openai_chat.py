@@ -59,7 +59,7 @@ from ise_core.llm.replies import (
     worth_caching,
 )
 from ise_core.llm.toolcalls import step_schema, to_prompted
-from ise_core.records import Message, canonical_json
+from ise_core.records import Message, canonical_json, text_hash
 
 if TYPE_CHECKING:
     from ise_core.config import LLMSettings, RoleName
@@ -75,6 +75,14 @@ LOCAL_OPTIONS = ("episode", "attempt", "timeout")
 PLACEHOLDER_KEY = "no-key-set"
 # Tokens-per-minute reservation for a reply when max_tokens is not set.
 DEFAULT_COMPLETION_ESTIMATE = 512
+
+
+def _request_seed(body: dict[str, Any]) -> str:
+    """Tells an episode's requests apart (their message count only grows) for the ids of
+    calls read from text; cheap, and the same on a replay."""
+    messages = body.get("messages") or []
+    last = messages[-1].get("content") if messages else ""
+    return f"{len(messages)}:{text_hash(str(last or ''))[:12]}"
 
 
 def _reply_schema(role: str) -> dict[str, Any] | None:
@@ -545,7 +553,9 @@ class OpenAIChat(OpenAIEndpoint):
                 # back every other request in flight (measured: a third of the loop's time).
                 await asyncio.to_thread(cache.put, key, stored, model=self.model)
         try:
-            result = self._result(stored, tools, cached, retries, started, episode)
+            result = self._result(
+                stored, tools, cached, retries, started, episode, seed=_request_seed(body)
+            )
         except MalformedResponse as bad:
             if compactions and bad.result is not None:
                 bad.result = bad.result.model_copy(update={"compactions": compactions})
@@ -560,12 +570,13 @@ class OpenAIChat(OpenAIEndpoint):
         retries: int,
         started: float,
         episode: str | None,
+        seed: str = "",
     ) -> ChatResult:
         usage = reply_usage(stored)
         offered = tool_names(tools)
         message, problem = parse_reply(stored, offered)
         refined = refine_reply(
-            message, problem, finish_reason=stored.get("finish_reason"), offered=offered
+            message, problem, finish_reason=stored.get("finish_reason"), offered=offered, seed=seed
         )
         message, problem = refined.message, refined.problem
         result = ChatResult(
