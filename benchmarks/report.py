@@ -24,7 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, machine_info, now_iso
-from ise_core.records import atomic_write_text, write_json
+from ise_core.atomic import atomic_write_text
+from ise_core.records import write_json
 
 SESSION = RESULTS / "session.json"
 SUMMARY = RESULTS / "SUMMARY.md"

@@ -1,13 +1,17 @@
 """ise_refresh: the scheduled refresh of the ISE dataset (intents → simulate → export).
 
-Parsing this file reads params.yaml (schedule, retries, pool) and nothing else: every stage
-runs inside its task, through ise_core.pipeline, which imports the heavy libraries lazily.
+The tasks follow the stage table (ise_core.stages.STAGES): one task per stage, then its gate,
+in table order. Simulation is mapped over batches of intents (``plan_simulation`` before it)
+and collect checks the share of unfinished episodes first; every other stage is one plain
+task. Parsing this file reads params.yaml (schedule, retries, pool) and the table, nothing
+else: every stage runs inside its task, through ise_core.pipeline, which imports the heavy
+libraries lazily.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +21,7 @@ from airflow.sdk import Asset, TriggerRule, Variable, chain, dag, get_current_co
 from airflow.sdk.exceptions import AirflowFailException
 
 from ise_core import pipeline
+from ise_core.stages import STAGES, Stage
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The params file: Variable ``ise_params`` (at parse time only its environment form
@@ -29,12 +34,13 @@ AIRFLOW = SETTINGS.airflow
 OUTPUTS = pipeline.output_paths(SETTINGS)
 
 # Published when the stage's gate passes, so a consumer (e.g. a training DAG scheduled on
-# SFT_ASSET) only ever sees validated data.
-INTENTS_ASSET = Asset(name="ise_intents", uri=OUTPUTS["intents"].as_uri(), group="ise")
-TRAJECTORIES_ASSET = Asset(
-    name="ise_trajectories", uri=OUTPUTS["trajectories"].as_uri(), group="ise"
-)
-SFT_ASSET = Asset(name="ise_sft", uri=OUTPUTS["sft"].as_uri(), group="ise")
+# ASSETS["sft"]) only ever sees validated data.
+ASSETS = {
+    gate: Asset(name=f"ise_{gate}", uri=path.as_uri(), group="ise")
+    for gate, path in OUTPUTS.items()
+}
+# Stages whose task calls an LLM endpoint run in the LLM pool.
+LLM_STAGES = {"intents", "simulate"}
 
 # With a tolerance, collect runs once every mapped instance is done, failed or not, and
 # checks the share of missing episodes itself; without one, any failure stops the run there.
@@ -143,19 +149,26 @@ DEFAULT_ARGS: dict[str, Any] = {
     doc_md=DOC_MD,
 )
 def ise_refresh() -> None:
-    @task(pool=AIRFLOW.pool)
-    def intents() -> dict[str, Any]:
-        """Stage 1: sample, write out, de-duplicate and score the intents."""
-        with _run_settings() as settings:
-            conf = get_current_context()["dag_run"].conf or {}
-            if conf:
-                print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
-            return pipeline.run_stage("intents", settings)
+    def stage_task(entry: Stage) -> Any:
+        pool = {"pool": AIRFLOW.pool} if entry.name in LLM_STAGES else {}
 
-    @task(outlets=[INTENTS_ASSET])
-    def gate_intents() -> str:
-        with _run_settings() as settings:
-            return pipeline.run_gate("intents", settings)
+        @task(task_id=entry.name, doc_md=entry.help, **pool)
+        def run() -> dict[str, Any]:
+            with _run_settings() as settings:
+                conf = get_current_context()["dag_run"].conf or {}
+                if conf and entry is STAGES[0]:
+                    print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
+                return pipeline.run_stage(entry.name, settings)
+
+        return run()
+
+    def gate_task(name: str) -> Any:
+        @task(task_id=f"gate_{name}", outlets=[ASSETS[name]])
+        def gate() -> str:
+            with _run_settings() as settings:
+                return pipeline.run_gate(name, settings)
+
+        return gate()
 
     @task
     def plan_simulation() -> list[list[str]]:
@@ -193,6 +206,10 @@ def ise_refresh() -> None:
             pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
             return values
 
+    def simulate_tasks(entry: Stage) -> Any:
+        batches = plan_simulation()
+        return [batches, simulate.expand(intent_ids=batches)]
+
     @task(trigger_rule=COLLECT_TRIGGER)
     def collect() -> dict[str, Any]:
         """Gather kept episodes; checks the share of intents without an episode."""
@@ -213,22 +230,6 @@ def ise_refresh() -> None:
             )
             return pipeline.run_stage("collect", settings)
 
-    @task(outlets=[TRAJECTORIES_ASSET])
-    def gate_trajectories() -> str:
-        with _run_settings() as settings:
-            return pipeline.run_gate("trajectories", settings)
-
-    @task
-    def export() -> dict[str, Any]:
-        """Stage 4: the SFT dataset, its statistics, card and plots."""
-        with _run_settings() as settings:
-            return pipeline.run_stage("export", settings)
-
-    @task(outlets=[SFT_ASSET])
-    def gate_sft() -> str:
-        with _run_settings() as settings:
-            return pipeline.run_gate("sft", settings)
-
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
@@ -241,16 +242,19 @@ def ise_refresh() -> None:
         with _run_settings() as settings:
             return pipeline.record_lineage(settings.base_dir)
 
-    batches = plan_simulation()
-    chain(intents(), gate_intents(), batches)
-    chain(
-        simulate.expand(intent_ids=batches),
-        collect(),
-        gate_trajectories(),
-        export(),
-        gate_sft(),
-        record_lineage(),
-    )
+    # The stage table in order, each stage followed by its gate; two stages need more than
+    # a plain task (the mapping and its planner; collect's tolerance check).
+    special: dict[str, Callable[[Stage], Any]] = {
+        "simulate": simulate_tasks,
+        "collect": lambda entry: collect(),
+    }
+    steps: list[Any] = []
+    for entry in STAGES:
+        made = special.get(entry.name, stage_task)(entry)
+        steps += made if isinstance(made, list) else [made]
+        if entry.gate is not None:
+            steps.append(gate_task(entry.gate.name))
+    chain(*steps, record_lineage())
 
 
 ise_refresh_dag = ise_refresh()

@@ -1,6 +1,7 @@
 """The ``ise`` command: the entry point people, ``dvc.yaml`` and Airflow's operators share.
 
-Each subcommand loads params once, calls one stage function and prints a short summary.
+Each stage command is an entry of the stage table (ise_core.stages): it loads params once,
+runs that stage and prints its one-line summary.
 Exit codes: 0 success, 1 a gate or check failed, 2 bad input or configuration.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from ise_core.config import DEFAULT_PARAMS, Settings, load_settings
 from ise_core.errors import GateFailed, ISEError
+from ise_core.stages import GATES, STAGES, Stage, StageOptions, run_all, run_gate, stage
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,98 +31,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.params))
 
 
-def _print_summary(title: str, values: dict[str, Any], keys: Sequence[str]) -> None:
-    shown = {key: values[key] for key in keys if key in values}
-    print(f"{title}: " + ", ".join(f"{k}={_short(v)}" for k, v in shown.items()))
+# --- stage commands: one per entry of the stage table ---------------------------------------
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-# --- stage commands -----------------------------------------------------------------------
-
-
-def cmd_intents(args: argparse.Namespace) -> int:
-    from ise_core.intents.stage import run_intents_stage
-
-    stats = run_intents_stage(_settings(args))
-    _print_summary(
-        "intents",
-        stats,
-        [
-            "n_sampled",
-            "n_rejected",
-            "n_exact_duplicates",
-            "n_near_duplicates",
-            "n_unique",
-            "vendi_score",
-            "embedding_model",
-        ],
+def cmd_stage(args: argparse.Namespace) -> int:
+    options = StageOptions(
+        only=tuple(args.only) if getattr(args, "only", None) else None,
+        concurrency=getattr(args, "concurrency", None),
     )
+    result = stage(args.command).execute(_settings(args), options)
+    print(f"{result.stage}: {result.summary}")
     return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from ise_core.simulate.stage import simulate_stage
-
-    report = simulate_stage(_settings(args), only=args.only or None, concurrency=args.concurrency)
-    print(f"simulate: {report.summary()}")
-    return 0
-
-
-def cmd_collect(args: argparse.Namespace) -> int:
-    from ise_core.simulate.stage import collect_stage
-
-    stats = collect_stage(_settings(args))
-    _print_summary("collect", stats, ["n_episodes", "n_kept", "completion_rate", "role_drift_rate"])
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from ise_core.export import export_stage
-
-    stats = export_stage(_settings(args))
-    _print_summary("export", stats, ["n_train", "n_valid", "formats"])
-    return 0
-
-
-GATES = ("intents", "trajectories", "sft", "eval")
-
-
-def run_gate(stage: str, settings: Settings) -> None:
-    """Run one stage's gate; raise GateFailed with the report when it does not hold."""
-    from ise_core import quality
-
-    report = getattr(quality, f"gate_{stage}")(settings)
-    if not report.passed:
-        raise GateFailed(f"gate {stage} failed", report=report.text)
-    print(f"gate {stage}: passed ({report.summary()})")
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    run_gate(args.stage, _settings(args))
+    run_gate(args.stage, _settings(args), log=print)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """All stages in order, each followed by its gate: what ``dvc repro`` also does."""
-    settings = _settings(args)
-    from ise_core.export import export_stage
-    from ise_core.intents.stage import run_intents_stage
-    from ise_core.simulate.stage import collect_stage, simulate_stage
-
-    run_intents_stage(settings)
-    run_gate("intents", settings)
-    report = simulate_stage(settings, only=None, concurrency=None)
-    print(f"simulate: {report.summary()}")
-    collect_stage(settings)
-    run_gate("trajectories", settings)
-    stats = export_stage(settings)
-    run_gate("sft", settings)
-    _print_summary("export", stats, ["n_train", "n_valid", "formats"])
+    run_all(_settings(args), log=print)
     return 0
 
 
@@ -135,6 +66,13 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_stage_options(parser: argparse.ArgumentParser, entry: Stage) -> None:
+    if "only" in entry.options:
+        parser.add_argument("--only", nargs="+", metavar="ID", help="run only these intent ids")
+    if "concurrency" in entry.options:
+        parser.add_argument("--concurrency", type=int, default=None, help="episodes at once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ise",
@@ -142,27 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("intents", help="sample, write out, de-duplicate and score intents")
-    _add_params(p)
-    p.set_defaults(handler=cmd_intents)
-
-    p = sub.add_parser("simulate", help="run one episode per intent (resumable)")
-    _add_params(p)
-    p.add_argument("--only", nargs="+", metavar="ID", help="run only these intent ids")
-    p.add_argument("--concurrency", type=int, default=None, help="episodes at once")
-    p.set_defaults(handler=cmd_simulate)
-
-    p = sub.add_parser("collect", help="gather kept episodes into trajectories.jsonl + stats")
-    _add_params(p)
-    p.set_defaults(handler=cmd_collect)
-
-    p = sub.add_parser("export", help="write the SFT dataset, its stats, card and plots")
-    _add_params(p)
-    p.set_defaults(handler=cmd_export)
+    for entry in STAGES:
+        p = sub.add_parser(entry.name, help=entry.help)
+        _add_params(p)
+        _add_stage_options(p, entry)
+        p.set_defaults(handler=cmd_stage)
 
     p = sub.add_parser("gate", help="validate a stage's outputs (exit 1 when it fails)")
     _add_params(p)
-    p.add_argument("stage", choices=GATES)
+    p.add_argument("stage", choices=list(GATES))
     p.set_defaults(handler=cmd_gate)
 
     p = sub.add_parser("run", help="every stage and gate in order")

@@ -23,10 +23,16 @@ from pydantic import (
     model_validator,
 )
 
-from ise_core.errors import ConfigError
+from ise_core.errors import ConfigError, validation_problems
 from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# The LLM roles that make a dataset: the intent writer, the simulated user and the agent;
+# RoleName adds the optional judge of ``ise eval``, the other role the llm block configures.
+Role = Literal["writer", "user", "agent"]
+ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+RoleName = Literal[Role, "judge"]
 
 
 class Block(BaseModel):
@@ -80,7 +86,7 @@ class EmbeddingSettings(Block):
     model: str = "all-mpnet-base-v2"
     # local only: the runtime. torch (sentence-transformers), onnx (ONNX Runtime, fp32) or
     # onnx-int8 (attention projections quantized); each has its own vector cache.
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     batch_size: int = Field(64, ge=1, le=4096)
     # Threads for torch, ONNX Runtime, BLAS and FAISS; null: the cores this process may use.
     threads: int | None = Field(None, ge=1, le=1024)
@@ -131,8 +137,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 # JSON turn, the agent a tool call or a reply.
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
-
-RoleName = Literal["writer", "user", "agent", "judge"]
 
 
 class RoleSettings(Block):
@@ -551,11 +555,10 @@ def _expected(error: Any) -> str:
 
 
 def describe_validation_error(source: str, exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        lines.append(f"{source}: key '{key}': {_expected(error)}")
-    return "\n".join(lines)
+    lines = validation_problems(
+        exc, root="(top level)", form="key '{where}': {what}", explain=_expected
+    )
+    return "\n".join(f"{source}: {line}" for line in lines)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

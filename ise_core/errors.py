@@ -1,27 +1,49 @@
-"""Errors that carry an exit code and a message a person can act on.
+"""Every error of ISE, with an exit code and a message a person can act on.
 
 ISEError                 base; ``exit_code`` says how the CLI ends
 ├── ConfigError          params.yaml missing, unknown key, wrong type or range   (exit 2)
 ├── InputError           a data file is malformed: names file, line, field       (exit 2)
 │   └── TaxonomyError    the taxonomy files disagree with each other             (exit 2)
 ├── BackendError         a backend cannot do what was asked (no isolation, ...)  (exit 2)
+│   └── EmbeddingResponseError  an embedding endpoint's vectors are unusable     (exit 2)
 ├── LLMError             an LLM request failed for good: names endpoint, model,  (exit 1)
 │   │                    status and attempts, never the key
-│   ├── MalformedResponse  the endpoint answered but the reply is unusable;      (exit 1)
-│   │                      ``kind`` + ``detail``, the caller may turn it into an
-│   │                      observation or retry with ``attempt=n``
+│   ├── MalformedResponse  the endpoint answered but the reply is unusable       (exit 1)
+│   │                      (ise_core.llm.replies: the malformed-reply contract, it
+│   │                      carries the best-effort ChatResult)
 │   └── ContextOverflow    the server refused the request as longer than its     (exit 1)
 │                          context window (a 400 naming the context length)
 ├── BudgetExceeded       ``llm.budget`` reached: raised before a request is sent (exit 1)
+├── EpisodesFailed       some episodes of a simulation call failed or did not    (exit 1)
+│                        start; a retry runs only those again
 └── GateFailed           a quality gate's expectations did not hold              (exit 1)
+
+Raised and caught inside one layer, each turned into something the model sees; they never
+reach the CLI:
+
+Exception
+├── ToolError            a tool reports a failure          → a failed tool result
+├── FileAccessError      a workspace file operation refused → a failed tool result
+├── FetchError           web_fetch refused or failed        → a failed tool result
+├── SearchError          web_search refused or failed       → a failed tool result
+├── SandboxDied          the sandbox stopped answering      → restarted on the next call
+├── ValueError
+│   └── UserTurnError    the user simulator's output is not a valid turn → a correction
+└── LookupError
+    └── NotInRoot        the viewer was asked for a file outside its data root → 404
+
+``validation_problems`` is the one place a pydantic ``ValidationError`` becomes text
+(``field.path: what is wrong``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ise_core.llm.base import ChatResult
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 
 class ISEError(Exception):
@@ -44,6 +66,10 @@ class TaxonomyError(InputError):
 
 class BackendError(ISEError):
     """A backend (LLM, workspace, embeddings) cannot run as configured."""
+
+
+class EmbeddingResponseError(BackendError):
+    """The endpoint answered with vectors that cannot be used (wrong length, not finite)."""
 
 
 class LLMError(ISEError):
@@ -73,58 +99,7 @@ class LLMError(ISEError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword arguments survive pickling (process pools, orchestrators' result passing).
-        return (_rebuild, (type(self), (str(self),), self.__dict__, self.args))
-
-
-class MalformedResponse(LLMError):
-    """The endpoint answered, but the reply cannot be used as an assistant turn.
-
-    ``kind`` is one of ``no_choices``, ``invalid_tool_arguments``, ``unknown_tool``,
-    ``invalid_tool_call`` or ``empty``; ``detail`` says what exactly was wrong. ``result``
-    is the best-effort ``ChatResult`` (usage, the raw message as far as it could be read),
-    so the tokens are still accounted and the caller can show the model its own mistake.
-    """
-
-    KINDS = (
-        "no_choices",
-        "invalid_tool_arguments",
-        "unknown_tool",
-        "invalid_tool_call",
-        "empty",
-        "truncated",  # finish_reason "length": cut off at max_tokens
-        "repetition",  # degenerate output: one piece repeated, or a run of blank lines
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        detail: str,
-        *,
-        result: ChatResult | None = None,
-        endpoint: str = "",
-        model: str = "",
-    ) -> None:
-        super().__init__(
-            f"malformed response ({kind}) from {endpoint or 'the endpoint'}, "
-            f"model {model or '?'}: {detail}",
-            endpoint=endpoint,
-            model=model,
-            status=200,
-            attempts=1,
-        )
-        self.kind = kind
-        self.detail = detail
-        self.result = result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), (self.kind, self.detail), self.__dict__, self.args))
-
-    def observation(self) -> str:
-        """An ``Error: ...`` text to hand back to the model as feedback on its last reply."""
-        return f"Error: your last reply could not be used ({self.kind}): {self.detail}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "detail": self.detail, "model": self.model}
+        return (rebuild_error, (type(self), (str(self),), self.__dict__, self.args))
 
 
 class ContextOverflow(LLMError):
@@ -137,9 +112,10 @@ class ContextOverflow(LLMError):
     stop_reason = "context_overflow"
 
 
-def _rebuild(
+def rebuild_error(
     cls: type[Exception], init: tuple[Any, ...], state: dict[str, Any], args: tuple[Any, ...]
 ) -> Exception:
+    """Unpickle an error whose ``__init__`` takes other arguments than its message."""
     error = cls(*init)
     error.__dict__.update(state)
     error.args = args
@@ -152,6 +128,13 @@ class BudgetExceeded(ISEError):
     exit_code = 1
 
 
+class EpisodesFailed(ISEError):
+    """Some episodes of a simulation call failed (endpoint down, sandbox lost): a retry
+    runs just those again, since finished episodes are skipped."""
+
+    exit_code = 1
+
+
 class GateFailed(ISEError):
     """A quality gate failed; ``report`` lists each failed expectation."""
 
@@ -160,3 +143,84 @@ class GateFailed(ISEError):
     def __init__(self, message: str, report: str = "") -> None:
         super().__init__(message)
         self.report = report
+
+
+# --- caught inside one layer ---------------------------------------------------------------
+
+
+class ToolError(Exception):
+    """Raised inside a tool to report a failure the agent should see as an observation."""
+
+
+class FileAccessError(Exception):
+    """A file operation the workspace refuses or cannot do; the message is for the agent."""
+
+
+class FetchError(Exception):
+    """A refused or failed fetch; the message is for the agent."""
+
+
+class SearchError(Exception):
+    """A refused or failed search; the message is for the agent."""
+
+
+class SandboxDied(Exception):
+    """The sandbox stopped answering; the workspace restarts it on the next call."""
+
+
+class UserTurnError(ValueError):
+    """The simulator's output is not a valid turn; the message says what is wrong."""
+
+
+class NotInRoot(LookupError):
+    """A requested file is not a file of the data root (absent, or a name that is refused)."""
+
+
+# --- validation errors as text -------------------------------------------------------------
+
+
+def _message(error: ErrorDetails) -> str:
+    return str(error["msg"])
+
+
+def validation_problems(
+    exc: ValidationError,
+    *,
+    limit: int | None = None,
+    root: str = "(record)",
+    form: str = "{where}: {what}",
+    explain: Callable[[ErrorDetails], str] = _message,
+) -> list[str]:
+    """One line per error of ``exc`` (the first ``limit`` ones), laid out by ``form``.
+
+    ``{where}`` is the error's location joined by dots (``root`` for the object itself);
+    ``{what}`` is pydantic's message unless ``explain`` says otherwise.
+    """
+    return [
+        form.format(where=".".join(str(p) for p in error["loc"]) or root, what=explain(error))
+        for error in exc.errors()[:limit]
+    ]
+
+
+__all__ = [
+    "BackendError",
+    "BudgetExceeded",
+    "ConfigError",
+    "ContextOverflow",
+    "EmbeddingResponseError",
+    "EpisodesFailed",
+    "FetchError",
+    "FileAccessError",
+    "GateFailed",
+    "ISEError",
+    "InputError",
+    "LLMError",
+    "NotInRoot",
+    "SandboxDied",
+    "SearchError",
+    "TaxonomyError",
+    "ToolError",
+    "UserTurnError",
+    "rebuild_error",
+    "validation_problems",
+]

@@ -1,9 +1,10 @@
-"""A cheap facade over the stages for orchestrators (the Airflow DAG imports only this).
+"""A cheap facade over the stage table for orchestrators (the Airflow DAG imports only this).
 
-Importing this module costs the config loader and nothing else: every stage module (and with
-it torch, Great Expectations, the openai SDK) is imported inside the function that runs it,
-so a scheduler can parse the DAG file in milliseconds. Functions here take the settings or a
-path and return small values — ids, paths and counts — never datasets.
+Importing this module costs the config loader, the stage table and the catalog, nothing
+else: the table names each stage's entry point without importing it, so every stage module
+(and with it torch, Great Expectations, the openai SDK) loads only when its stage runs and a
+scheduler parses the DAG file in milliseconds. Functions here take the settings or a path and
+return small values — ids, paths and counts — never datasets.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, deep_merge, load_settings
-from ise_core.errors import BudgetExceeded, ConfigError, GateFailed, InputError, ISEError
+from ise_core.errors import (
+    BudgetExceeded,
+    ConfigError,
+    EpisodesFailed,
+    GateFailed,
+    InputError,
+    ISEError,
+)
+from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, stage
 
 __all__ = [
     "BudgetExceeded",
@@ -47,15 +56,10 @@ __all__ = [
     "resolve_params_path",
     "run_gate",
     "run_stage",
-    "small_values",
     "unfinished_episodes",
 ]
 
 PARAMS_ENV = "ISE_PARAMS"
-Stage = Literal["intents", "simulate", "collect", "export"]
-GateName = Literal["intents", "trajectories", "sft", "eval"]
-STAGES: tuple[Stage, ...] = ("intents", "simulate", "collect", "export")
-GATES: tuple[GateName, ...] = ("intents", "trajectories", "sft", "eval")
 
 # Keys a single run may override, and the params path each one lands on.
 RUN_OVERRIDE_KEYS = ("intent_count", "seed", "model", "models", "llm")
@@ -142,15 +146,9 @@ def load_run_settings(
 # --- mapping arithmetic ------------------------------------------------------------------------
 
 
-def intents_file(settings: Settings) -> Path:
-    return settings.path(settings.intents.out_dir) / "intents.jsonl"
-
-
 def list_intent_ids(settings: Settings) -> list[str]:
     """Ids of the unique intents stage 1 wrote, in file order."""
-    from ise_core.records import Intent, iter_jsonl
-
-    return [intent.id for intent in iter_jsonl(intents_file(settings), Intent)]
+    return [intent.id for intent in Catalog.of(settings).load_intents()]
 
 
 def batch_ids(ids: Sequence[str], per_task: int) -> list[list[str]]:
@@ -206,68 +204,14 @@ def batch_label(ids: Sequence[str], limit: int = 3) -> str:
 # --- running stages ------------------------------------------------------------------------------
 
 
-def small_values(value: Any) -> dict[str, Any]:
-    """The scalar entries (counts, rates, names) of a stats dict or report, for XCom."""
-    if hasattr(value, "model_dump"):
-        value = value.model_dump()
-    elif is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    if not isinstance(value, Mapping):
-        return {}
-    return {
-        str(key): item
-        for key, item in value.items()
-        if isinstance(item, bool | int | float | str)
-        and (not isinstance(item, str) or len(item) < 200)
-    }
-
-
 def run_stage(
-    name: Stage, settings: Settings, *, only: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Run one stage on ``settings`` and return its small values (counts, rates)."""
-    if name == "intents":
-        from ise_core.intents.stage import run_intents_stage
-
-        return small_values(run_intents_stage(settings))
-    if name == "simulate":
-        from ise_core.simulate.stage import simulate_stage
-
-        report = simulate_stage(
-            settings, only=list(only) if only else None, concurrency=None, progress=False
-        )
-        _stderr(f"simulate: {report.summary()}")
-        return small_values(report)
-    if name == "collect":
-        from ise_core.simulate.stage import collect_stage
-
-        return small_values(collect_stage(settings))
-    if name == "export":
-        from ise_core.export import export_stage
-
-        return small_values(export_stage(settings))
-    raise ConfigError(f"unknown stage {name!r} (expected one of {', '.join(STAGES)})")
-
-
-def run_gate(name: GateName, settings: Settings, log: Log = _stderr) -> str:
-    """Run a stage's gate; return its one-line summary, or raise GateFailed with the report."""
-    if name not in GATES:
-        raise ConfigError(f"unknown gate {name!r} (expected one of {', '.join(GATES)})")
-    from ise_core import quality
-
-    report = getattr(quality, f"gate_{name}")(settings)
-    if not report.passed:
-        raise GateFailed(f"gate {name} failed", report=report.text)
-    summary = str(report.summary())
-    log(f"gate {name}: passed ({summary})")
-    return summary
-
-
-class EpisodesFailed(ISEError):
-    """Some episodes of a simulation call failed (endpoint down, sandbox lost): a retry
-    runs just those again, since finished episodes are skipped."""
-
-    exit_code = 1
+    name: str, settings: Settings, *, only: Sequence[str] | None = None
+) -> dict[str, Scalar]:
+    """Run one stage of the table on ``settings``; return its small values (counts, rates)."""
+    options = StageOptions(only=tuple(only) if only else None, progress=False)
+    result = stage(name).execute(settings, options)
+    _stderr(f"{name}: {result.summary}")
+    return result.values
 
 
 def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:
@@ -289,18 +233,14 @@ def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:
 
 
 def unfinished_episodes(settings: Settings, ids: Iterable[str]) -> list[str]:
-    """Intent ids whose episode is missing or failed (their simulation did not finish)."""
-    episodes = settings.path(settings.simulate.out_dir) / "episodes"
-    unfinished = []
-    for intent_id in ids:
-        path = episodes / f"{intent_id}.json"
-        try:
-            status = json.loads(path.read_text(encoding="utf-8")).get("status")
-        except (OSError, ValueError, AttributeError):
-            status = None
-        if status not in ("kept", "rejected"):
-            unfinished.append(intent_id)
-    return unfinished
+    """Intent ids without a finished current episode (missing, stale or failed: their
+    simulation did not finish), in the order given."""
+    wanted = list(ids)
+    chosen = set(wanted)
+    intents = [intent for intent in Catalog.of(settings).load_intents() if intent.id in chosen]
+    store = EpisodeStore.of(settings)
+    done = {intent.id for intent in intents if store.is_done(intent)}
+    return [intent_id for intent_id in wanted if intent_id not in done]
 
 
 def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
@@ -317,12 +257,15 @@ def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
 
 
 def output_paths(settings: Settings) -> dict[str, Path]:
-    """The file each stage publishes (what a downstream consumer watches)."""
-    return {
-        "intents": intents_file(settings),
-        "trajectories": settings.path(settings.simulate.out_dir) / "trajectories.jsonl",
-        "sft": settings.path(settings.export.out_dir) / "train.jsonl",
-    }
+    """Per gate, the file its stage publishes when the gate passes (what a downstream
+    consumer watches): the first output of the stage in the table; and the eval task set and
+    the eval run's metrics."""
+    from ise_core.evaluation.paths import RunPaths
+
+    files = Catalog.of(settings)
+    outputs = {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
+    outputs.update(eval_tasks=files.eval_tasks, eval=RunPaths.of(settings).metrics)
+    return outputs
 
 
 # --- one data root for every worker ---------------------------------------------------------
@@ -331,11 +274,10 @@ def output_paths(settings: Settings) -> dict[str, Path]:
 # folder is not the one the run planned in (no shared volume, a volume mounted elsewhere, a
 # stale copy) fails at once instead of writing episodes nobody will collect. A run record,
 # beside the per-episode timing files, outside every dataset version.
-DATA_ROOT_MARKER = Path("timing") / "data-root.json"
 
 
 def data_root_marker(settings: Settings) -> Path:
-    return settings.path(settings.simulate.out_dir) / DATA_ROOT_MARKER
+    return Catalog.of(settings).data_root_marker
 
 
 def mark_data_root(settings: Settings, run_id: str) -> str:

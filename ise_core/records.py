@@ -1,8 +1,8 @@
 """The records every stage reads and writes, and their JSONL/JSON file I/O.
 
-Every write is atomic (temp file in the same directory, fsync, rename), so a crash leaves
-either the old file or the new one, never half of one. Every read that fails names the file
-and the line.
+Every write is atomic (ise_core.atomic: temp file in the same directory, fsync, rename), so a
+crash leaves either the old file or the new one, never half of one. Every read that fails
+names the file and the line.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ import hashlib
 import json
 import os
 import re
-import socket
-import tempfile
-import time
 import unicodedata
 from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ise_core.errors import InputError
+from ise_core.atomic import atomic_write_text
+from ise_core.errors import InputError, validation_problems
 
 Complexity = Literal["simple", "medium", "complex"]
 COMPLEXITIES: tuple[Complexity, ...] = ("simple", "medium", "complex")
@@ -190,13 +189,28 @@ class CheckResult(Record):
     detail: str = ""
 
 
+class StopReason(StrEnum):
+    """Why an episode ended (``Trajectory.stop_reason``)."""
+
+    COMPLETED = "completed"  # the user returned completed: true (its closing is not sent)
+    EMPTY_QUERY = "empty_query"  # the user returned an empty query without completing
+    MAX_TURNS = "max_turns"  # max_turns user messages were sent, still not completed
+    TOKEN_BUDGET = "token_budget"  # both roles together used episode_token_budget tokens
+    TIME_LIMIT = "time_limit"  # the episode ran episode_time_limit_s (checked between steps)
+    USER_ERROR = "user_error"  # the user simulator's output stayed invalid after retries
+    ROLE_DRIFT = "role_drift"  # the user simulator kept drifting into the assistant's role
+    LLM_ERROR = "llm_error"  # an LLM request failed for good (status failed)
+    WORKSPACE_ERROR = "workspace_error"  # the sandbox failed for good (status failed)
+    ERROR = "error"  # anything else failed (status failed)
+
+
 class Trajectory(Record):
     """One simulated episode, kept or not."""
 
     intent_id: str
     session_id: str
     status: Literal["kept", "rejected", "failed"]
-    stop_reason: str
+    stop_reason: str  # a StopReason value
     completed: bool
     is_success: bool | None = None
     kept: bool
@@ -229,88 +243,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-# --- atomic file I/O ----------------------------------------------------------------------
-
-
-_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{6})\.(\d+)-[^.]+\.tmp$")
-STALE_TEMP_AGE_S = 3600.0
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
-    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file.
-
-    ``durable=False`` skips the fsync: readers still see the whole file or none, but after a
-    power loss the file may be empty. Only for files whose loss costs nothing but a redo
-    (response-cache entries, which read as a miss when damaged).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's host and pid in the name let a later run tell a dead writer's leftover
-    # from a live one's file (remove_stale_temp_files).
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.{_HOST_TAG}.{os.getpid()}-", suffix=".tmp", dir=target.parent
-    )
-    try:
-        # mkstemp creates 0600; datasets and cards are meant to be shared like any output.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
-    """Remove the temp files that killed writers left in ``folder``; returns how many.
-
-    A SIGKILL between an atomic write's temp file and its rename leaves
-    ``.<name>.<host>.<pid>-*.tmp`` behind, inside an output folder that DVC tracks. One whose
-    writer ran on this host and is gone is removed; so is any temp file older than an hour
-    (no write takes that long). Another host's live writer is never touched.
-    """
-    removed = 0
-    now = time.time()
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-            continue
-        match = _TEMP_NAME.match(entry.name)
-        try:
-            stale = (
-                match is not None
-                and match.group(1) == _HOST_TAG
-                and not _process_exists(int(match.group(2)))
-            ) or (now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_AGE_S)
-            if stale and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> Path:
-    """Atomically write UTF-8 text (``\n`` line endings, as given)."""
-    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+# --- JSON and JSONL files (written atomically, see ise_core.atomic) -------------------------
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
@@ -348,10 +281,7 @@ RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "(record)"
-        parts.append(f"field {where}: {error['msg']}")
+    parts = validation_problems(exc, limit=3, form="field {where}: {what}")
     more = len(exc.errors()) - 3
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import Settings, fingerprint
-from ise_core.export.card import FORMAT_FILES, PUBLISHED, render_card
+from ise_core.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
+from ise_core.catalog import FORMAT_FILES, Catalog
+from ise_core.config import Settings
+from ise_core.export.card import PUBLISHED, render_card
 from ise_core.export.formats import (
     jsonl_text,
     parquet_bytes,
@@ -36,17 +38,8 @@ from ise_core.export.statistics import (
     histogram_rows,
     sft_statistics,
 )
-from ise_core.records import (
-    Trajectory,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-    remove_stale_temp_files,
-    write_json,
-)
-
-EXPORT_PARAMS = ("seed", "export")
+from ise_core.records import Trajectory, read_json, read_jsonl, write_json
+from ise_core.stages import StageOptions, StageResult, stage
 
 
 def _unit_hash(seed: int, intent_id: str) -> float:
@@ -111,10 +104,10 @@ def _workspace_backend(
 
 
 def _write_plots(
-    out_dir: Path, stats: dict[str, Any], intents_dir: Path, intents_stats: dict[str, Any] | None
+    files: Catalog, stats: dict[str, Any], intents_stats: dict[str, Any] | None
 ) -> dict[str, str]:
     """PNG plots for the card and CSV series for ``dvc plots``; returns caption → path."""
-    plots_dir = out_dir / "plots"
+    plots_dir = files.plots_dir
     plots: dict[str, str] = {}
     for name, title, published in (
         ("user_turns", "User turns per conversation", PUBLISHED["user_turns_mean"]),
@@ -137,7 +130,7 @@ def _write_plots(
         _csv(cooccurrence_rows(stats["tool_cooccurrence"]), ["tool_a", "tool_b", "count"]),
     )
     plots["Tool co-occurrence"] = "plots/tool_cooccurrence.png"
-    source_png = intents_dir / "vendi_curve.png"
+    source_png = files.vendi_curve
     curve = (intents_stats or {}).get("vendi_curve") or []
     if source_png.is_file():
         atomic_write_bytes(plots_dir / "vendi_curve.png", source_png.read_bytes())
@@ -158,14 +151,14 @@ def _write_plots(
 
 
 def _write_formats(
-    out_dir: Path,
+    files: Catalog,
     formats: Sequence[str],
     train: list[dict[str, Any]],
     valid: list[dict[str, Any]],
 ) -> list[str]:
     written: list[str] = []
-    for fmt in ("openai", "sharegpt", "parquet"):
-        paths = [out_dir / name for name in FORMAT_FILES[fmt]]
+    for fmt in FORMAT_FILES:
+        paths = files.format_files(fmt)
         if fmt not in formats:
             # A format dropped from params must not leave last run's files looking current.
             for stale in paths:
@@ -178,7 +171,7 @@ def _write_formats(
                 atomic_write_text(path, jsonl_text([to_sharegpt_record(r) for r in records]))
             else:
                 atomic_write_bytes(path, parquet_bytes(records))
-            written.append(str(path.relative_to(out_dir)))
+            written.append(str(path.relative_to(files.sft_dir)))
     return written
 
 
@@ -190,19 +183,21 @@ def build_records(
     return [redactor.value(to_openai_record(t, reasoning=reasoning)) for t in kept]
 
 
+def run_export(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point for stage 4."""
+    return StageResult.of("export", export_stage(settings), ("n_train", "n_valid", "formats"))
+
+
 def export_stage(settings: Settings) -> dict[str, Any]:
     """Run the export; returns counts and paths (small enough for an XCom)."""
-    traj_dir = settings.path(settings.simulate.out_dir)
-    intents_dir = settings.path(settings.intents.out_dir)
-    out_dir = settings.path(settings.export.out_dir)
-    for folder in (out_dir, out_dir / "plots", out_dir / "sharegpt", out_dir / "parquet"):
+    files = Catalog.of(settings)
+    for folder in files.sft_folders():
         remove_stale_temp_files(folder)  # left by an export that was killed mid-write
-    source = traj_dir / "trajectories.jsonl"
-    trajectories = read_jsonl(source, Trajectory)
+    trajectories = read_jsonl(files.trajectories, Trajectory)
 
     redactor = build_redactor(
         project_dir=settings.base_dir.resolve(),
-        sandbox_root=settings.path(settings.workspace.root).resolve(),
+        sandbox_root=files.sandbox_root.resolve(),
     )
     records = build_records(
         trajectories, redactor, reasoning=settings.export.reasoning == "keep"
@@ -216,15 +211,15 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     valid = [r for r in records if r["metadata"]["intent_id"] not in train_ids]
 
     formats = list(settings.export.formats)
-    files = _write_formats(out_dir, formats, train, valid)
-    stats = sft_statistics(train, valid, formats, fingerprint(settings, *EXPORT_PARAMS))
+    written = _write_formats(files, formats, train, valid)
+    stats = sft_statistics(train, valid, formats, stage("export").fingerprint(settings))
     stats["n_skipped_not_kept"] = len(trajectories) - len(records)
     stats["redactions"] = redactor.summary()  # the records only, before the card is redacted
-    intents_stats = _optional_json(intents_dir / "stats.json")
-    traj_stats = _optional_json(traj_dir / "stats.json")
-    plots = _write_plots(out_dir, stats, intents_dir, intents_stats)
+    intents_stats = _optional_json(files.intents_stats)
+    traj_stats = _optional_json(files.trajectories_stats)
+    plots = _write_plots(files, stats, intents_stats)
     stats["plots"] = sorted(plots.values())
-    write_json(out_dir / "stats.json", stats)
+    write_json(files.sft_stats, stats)
     card = render_card(
         settings,
         stats,
@@ -233,11 +228,11 @@ def export_stage(settings: Settings) -> dict[str, Any]:
         _workspace_backend(settings, trajectories, traj_stats),
         plots,
     )
-    atomic_write_text(out_dir / "README.md", redactor.text(card))
+    atomic_write_text(files.card, redactor.text(card))
     return {
-        "out_dir": str(out_dir),
+        "out_dir": str(files.sft_dir),
         "n_train": len(train),
         "n_valid": len(valid),
         "formats": formats,
-        "files": [*files, "stats.json", "README.md", *sorted(plots.values())],
+        "files": [*written, "stats.json", "README.md", *sorted(plots.values())],
     }

@@ -1,9 +1,8 @@
 """Statistics of an SFT export, computed from the exported records themselves.
 
-Definitions (DESIGN §3): a *user turn* is a user message; a *dialogue turn* is any non-system
-message; a *recovered error* is a failed tool call followed later in the same conversation by
-a successful call of the same tool. Token counts come from the usage the LLM backends
-recorded (``metadata.token_usage``) plus a backend-independent estimate of characters / 4.
+Turns, tool calls and errors are counted by ``ise_core.simulate.metrics`` (the definitions of
+DESIGN §3 live there). Token counts come from the usage the LLM backends recorded
+(``metadata.token_usage``) plus a backend-independent estimate of characters / 4.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from ise_core.simulate.metrics import conversation_metrics, share_between
 
 CHARS_PER_TOKEN = 4
 DISTRIBUTIONS = (
@@ -26,38 +27,18 @@ DISTRIBUTIONS = (
 
 
 def conversation_measures(record: dict[str, Any]) -> dict[str, Any]:
-    """Turn, tool and error counts of one exported conversation."""
+    """Turn, tool and error counts of one exported conversation, plus its tools and an
+    estimate of its tokens."""
     messages = record["messages"]
-    call_tool: dict[str, str] = {}
-    tools_used: list[str] = []
-    outcomes: list[tuple[str, bool]] = []  # (tool, success) in conversation order
     chars = 0
     for message in messages:
         chars += len(message.get("content") or "") + len(message.get("reasoning_content") or "")
         for call in message.get("tool_calls") or []:
-            name = call["function"]["name"]
-            call_tool[call["id"]] = name
-            tools_used.append(name)
-            chars += len(name) + len(call["function"]["arguments"])
-        if message["role"] == "tool":
-            name = message.get("name") or call_tool.get(message.get("tool_call_id") or "", "")
-            outcomes.append((name, message.get("success") is not False))
-    errors = 0
-    recovered = 0
-    for index, (tool, ok) in enumerate(outcomes):
-        if ok:
-            continue
-        errors += 1
-        if any(later_ok and later == tool for later, later_ok in outcomes[index + 1 :]):
-            recovered += 1
+            chars += len(call["function"]["name"]) + len(call["function"]["arguments"])
+    counts = conversation_metrics(messages)
     return {
-        "user_turns": sum(1 for m in messages if m["role"] == "user"),
-        "dialogue_turns": sum(1 for m in messages if m["role"] != "system"),
-        "tool_calls": len(tools_used),
-        "distinct_tools": len(set(tools_used)),
-        "tool_errors": errors,
-        "recovered_errors": recovered,
-        "tools": sorted(set(tools_used)),
+        **{name: counts[name] for name in DISTRIBUTIONS},
+        "tools": sorted(counts["tool_usage"]),
         "estimated_tokens": math.ceil(chars / CHARS_PER_TOKEN),
     }
 
@@ -75,12 +56,6 @@ def distribution(values: Sequence[int]) -> dict[str, Any]:
         "max": max(values),
         "histogram": {str(v): counts[v] for v in sorted(counts)},
     }
-
-
-def share_between(values: Sequence[int], low: int, high: int) -> float:
-    if not values:
-        return 0.0
-    return round(sum(1 for v in values if low <= v <= high) / len(values), 4)
 
 
 def tool_cooccurrence(tool_sets: Iterable[Sequence[str]]) -> dict[str, Any]:

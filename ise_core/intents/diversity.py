@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ise_core.records import atomic_write_bytes
+from ise_core.atomic import atomic_write_bytes
 
 
 def _unit_float64(vectors: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ise_core.errors import InputError, ISEError
+from ise_core.errors import InputError, ISEError, validation_problems
 from ise_core.llm.base import Chat, Usage
 from ise_core.records import Intent, IntentSample, IntentSpec, Message
 
@@ -93,10 +93,7 @@ def build_writer_messages(sample: IntentSample) -> list[Message]:
 
 
 def _schema_reason(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:4]:
-        where = ".".join(str(p) for p in error["loc"]) or "(object)"
-        parts.append(f"{where}: {error['msg']}")
+    parts = validation_problems(exc, limit=4, root="(object)")
     return "does not match the schema (" + "; ".join(parts) + ")"
 
 

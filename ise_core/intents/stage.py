@@ -16,48 +16,33 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ise_core.config import Settings, fingerprint
+from ise_core.atomic import remove_stale_temp_files
+from ise_core.catalog import Catalog
+from ise_core.config import Settings
 from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
-from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
+from ise_core.intents.diversity import plot_vendi_curve, vendi_curve
 from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
 from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
-from ise_core.records import (
-    Intent,
-    canonical_json,
-    normalize_text,
-    remove_stale_temp_files,
-    text_hash,
-    write_json,
-    write_jsonl,
+from ise_core.records import Intent, normalize_text, write_json, write_jsonl
+from ise_core.stages import StageOptions, StageResult, stage
+
+SUMMARY_KEYS = (
+    "n_sampled",
+    "n_rejected",
+    "n_exact_duplicates",
+    "n_near_duplicates",
+    "n_unique",
+    "vendi_score",
+    "embedding_model",
 )
-
-# The settings this stage reads; their hash goes into stats.json and decides re-runs.
-FINGERPRINT_KEYS = (
-    "seed",
-    "intents",
-    "embedding",
-    "dedup",
-    "diversity",
-    "eval.fraction",
-    "eval.count",
-    "eval.seed",
-    "eval.safety.secret_path",
-    "llm.roles.writer",
-)
-
-
-def stage_fingerprint(settings: Settings) -> str:
-    # The writer's resolved endpoint/model/sampling matter; cache mode and limits do not.
-    base = fingerprint(settings, *(k for k in FINGERPRINT_KEYS if k != "llm.roles.writer"))
-    writer = settings.llm.role("writer")
-    return text_hash(canonical_json({"base": base, "writer": writer}))[:16]
 
 
 def _log(message: str) -> None:
@@ -82,38 +67,23 @@ def coverage(intents: Sequence[Intent], taxonomy: Taxonomy) -> dict[str, Any]:
     }
 
 
-def run_intents_stage(
-    settings: Settings,
-    *,
-    writer: Chat | None = None,
-    log: Callable[[str], None] = _log,
-) -> dict[str, Any]:
-    """Run stage 1 end to end and return its stats (also written to stats.json)."""
-    started = time.perf_counter()
-    out_dir = settings.path(settings.intents.out_dir)
-    remove_stale_temp_files(out_dir)  # left by a run that was killed mid-write
-    taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))
+@dataclass
+class Deduplicated:
+    """The unique intents in sample order, their embeddings, and what was removed."""
 
-    samples = sample_intents(taxonomy, settings.intents, settings.seed)
-    write_jsonl(out_dir / "sampled.jsonl", samples)
-    log(f"sampled {len(samples)} intents from the 4D space")
+    kept: list[Intent]
+    vectors: Any  # float32 array, one row per kept intent
+    duplicates: list[dict[str, Any]]
+    n_exact: int
+    n_near: int
+    n_embedded: int  # embeddings computed (not read from the cache)
+    space: str  # the embedding model that made the vectors
 
-    if writer is None:
-        from ise_core.llm.factory import build_chat
 
-        writer = build_chat("writer", settings.llm, base_dir=settings.base_dir, seed=settings.seed)
-    outcome = asyncio.run(
-        render_intents(
-            samples,
-            writer,
-            max_attempts=settings.intents.max_render_attempts,
-            concurrency=settings.llm.max_concurrency,
-        )
-    )
-    write_jsonl(out_dir / "rejected.jsonl", [r.model_dump() for r in outcome.rejected])
-    written = outcome.intents
-    log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
-
+def _deduplicate(
+    settings: Settings, written: list[Intent], log: Callable[[str], None]
+) -> Deduplicated:
+    """Exact duplicates (normalised request) first, then semantic ones (cosine)."""
     exact = exact_duplicates([normalize_text(intent.request) for intent in written])
     after_exact = [written[i] for i in exact.keep]
     log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
@@ -128,13 +98,7 @@ def run_intents_stage(
         threads=settings.embedding.threads,
     )
     kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
-    vectors = embedded.vectors[near.keep_mask]
     log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
-    n_deduplicated = len(kept)
-    # The held-out eval intents (none unless eval.fraction or eval.count is set).
-    split = split_eval(settings, taxonomy, writer, kept, vectors, log)
-    kept, vectors = split.train, split.train_vectors
-
     duplicates: list[dict[str, Any]] = [
         {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
         for r, k in exact.removed
@@ -147,17 +111,69 @@ def run_intents_stage(
         }
         for r, k, sim in near.removed
     ]
-    write_jsonl(out_dir / "duplicates.jsonl", duplicates)
-    write_jsonl(out_dir / "intents.jsonl", kept)
+    return Deduplicated(
+        kept,
+        embedded.vectors[near.keep_mask],
+        duplicates,
+        len(exact.removed),
+        len(near.removed),
+        embedded.n_computed,
+        embedded.model,
+    )
+
+
+def run_intents(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point for stage 1."""
+    return StageResult.of("intents", intents_stage(settings), SUMMARY_KEYS)
+
+
+def intents_stage(
+    settings: Settings,
+    *,
+    writer: Chat | None = None,
+    log: Callable[[str], None] = _log,
+) -> dict[str, Any]:
+    """Run stage 1 end to end and return its stats (also written to stats.json)."""
+    started = time.perf_counter()
+    files = Catalog.of(settings)
+    remove_stale_temp_files(files.intents_dir)  # left by a run that was killed mid-write
+    taxonomy = load_taxonomy(files.taxonomy_dir)
+
+    samples = sample_intents(taxonomy, settings.intents, settings.seed)
+    write_jsonl(files.sampled, samples)
+    log(f"sampled {len(samples)} intents from the 4D space")
+
+    if writer is None:
+        from ise_core.llm.factory import build_chat
+
+        writer = build_chat("writer", settings.llm, base_dir=settings.base_dir, seed=settings.seed)
+    outcome = asyncio.run(
+        render_intents(
+            samples,
+            writer,
+            max_attempts=settings.intents.max_render_attempts,
+            concurrency=settings.llm.max_concurrency,
+        )
+    )
+    write_jsonl(files.rejected, [r.model_dump() for r in outcome.rejected])
+    written = outcome.intents
+    log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
+
+    dedup = _deduplicate(settings, written, log)
+    n_deduplicated = len(dedup.kept)
+    # The held-out eval intents (none unless eval.fraction or eval.count is set).
+    split = split_eval(settings, taxonomy, writer, dedup.kept, dedup.vectors, log)
+    kept, vectors = split.train, split.train_vectors
+    write_jsonl(files.duplicates, dedup.duplicates)
+    write_jsonl(files.intents, kept)
     freeze_split(settings, split)
 
     with pinned_threads(settings.embedding.threads):
-        score = vendi_score(vectors) if len(kept) else 0.0
         curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
+    # The curve's last point is the whole set, computed exactly as vendi_score(vectors) would.
+    score = float(curve[-1]["vendi_score"]) if len(kept) else 0.0
     plot_vendi_curve(
-        curve,
-        out_dir / "vendi_curve.png",
-        title=f"Vendi score vs. intents ({settings.embedding.model})",
+        curve, files.vendi_curve, title=f"Vendi score vs. intents ({settings.embedding.model})"
     )
     log(f"Vendi score {score:.2f} over {len(kept)} unique intents")
 
@@ -166,22 +182,22 @@ def run_intents_stage(
         "n_sampled": n_sampled,
         "n_rejected": len(outcome.rejected),
         "n_written": len(written),
-        "n_exact_duplicates": len(exact.removed),
-        "n_near_duplicates": len(near.removed),
+        "n_exact_duplicates": dedup.n_exact,
+        "n_near_duplicates": dedup.n_near,
         "n_unique": len(kept),
         "unique_share": round(n_deduplicated / n_sampled, 6) if n_sampled else 0.0,
         "vendi_score": round(float(score), 6),
         "vendi_curve": curve,
         "embedding_model": settings.embedding.model,
-        "embedding_space": embedded.model,
+        "embedding_space": dedup.space,
         "dedup_threshold": settings.dedup.threshold,
-        "n_embedded": embedded.n_computed,
+        "n_embedded": dedup.n_embedded,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
-        "params_fingerprint": stage_fingerprint(settings),
+        "params_fingerprint": stage("intents").fingerprint(settings),
     }
     if split.stats:
         stats["eval_split"] = split.stats
-    write_json(out_dir / "stats.json", stats)
-    write_json(out_dir / "timing.json", {"seconds": round(time.perf_counter() - started, 3)})
+    write_json(files.intents_stats, stats)
+    write_json(files.intents_timing, {"seconds": round(time.perf_counter() - started, 3)})
     return stats

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from ise_core.errors import InputError, TaxonomyError
+from ise_core.errors import InputError, TaxonomyError, validation_problems
 from ise_core.records import Domain, Persona, Task, iter_jsonl
 
 DOMAINS_FILE = "domains.yaml"
@@ -103,11 +103,7 @@ def _read_yaml_list(path: Path, key: str) -> list[dict[str, Any]]:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "(record)"
-        parts.append(f"field {where}: {error['msg']}")
-    return "; ".join(parts)
+    return "; ".join(validation_problems(exc, limit=3, form="field {where}: {what}"))
 
 
 def _validate_items(

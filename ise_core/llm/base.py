@@ -1,6 +1,6 @@
 """The one ``Chat`` protocol every LLM role (intent writer, user simulator, agent) goes through.
 
-Backends: ``scripted`` (an offline deterministic program, ise_core.llm.scripted) and
+Backends: ``scripted`` (an offline deterministic program, ise_core.scripted) and
 ``openai`` (any OpenAI-compatible endpoint, ise_core.llm.openai_chat). Tests inject their own
 ``Chat``; ``ise_core.llm.factory.build_chat`` picks the backend for a role from the settings.
 
@@ -14,7 +14,8 @@ scripted backend and sent as request fields by the openai backend):
 
 Failures: ``LLMError`` (endpoint failed for good), ``MalformedResponse`` (a subclass: the reply
 is unusable; carries ``kind``, ``detail`` and the best-effort ``result``), ``BudgetExceeded``
-(raised before sending). All live in ise_core.errors.
+(raised before sending). ``MalformedResponse`` lives in ise_core.llm.replies (the
+malformed-reply contract), the others in ise_core.errors.
 """
 
 from __future__ import annotations

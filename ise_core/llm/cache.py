@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ise_core.records import atomic_write_text, canonical_json
+from ise_core.atomic import atomic_write_text
+from ise_core.records import canonical_json
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ise_core.errors import ConfigError, ContextOverflow, LLMError, MalformedResponse
+from ise_core.errors import ConfigError, ContextOverflow, LLMError
 from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
 from ise_core.llm.context import (
@@ -51,6 +51,7 @@ from ise_core.llm.limits import (
     shared_limiter,
 )
 from ise_core.llm.replies import (
+    MalformedResponse,
     parse_reply,
     reply_usage,
     stored_reply,

@@ -16,13 +16,16 @@ kind                       when
 ``unknown_tool``           a tool call naming a tool that was not offered in ``tools``
 ``invalid_tool_arguments`` arguments that are not a JSON object (blank arguments mean ``{}``)
 ``empty``                  neither content nor tool calls
+``truncated``              cut off at ``max_tokens`` (finish reason ``length``)
+``repetition``             degenerate output: one piece repeated, or a run of blank lines
 =========================  ===================================================================
 
-The contract is an exception, ``MalformedResponse`` (ise_core.errors, a subclass of
-``LLMError``) with ``kind``, ``detail`` and ``result``: the best-effort ``ChatResult`` whose
-message keeps whatever could be read (tool calls with their raw arguments), with the usage
-already accounted. An exception, not an error field, so a caller that ignores it fails the
-episode loudly instead of appending a broken turn. An episode runner handles it in one place:
+The contract is an exception, ``MalformedResponse`` (defined here, a subclass of
+``ise_core.errors.LLMError``) with ``kind``, ``detail`` and ``result``: the best-effort
+``ChatResult`` whose message keeps whatever could be read (tool calls with their raw
+arguments), with the usage already accounted. An exception, not an error field, so a caller
+that ignores it fails the episode loudly instead of appending a broken turn. An episode
+runner handles it in one place:
 
     try:
         result = await chat.complete(messages, tools, episode=intent_id, attempt=tries)
@@ -41,10 +44,61 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ise_core.llm.base import Usage
+from ise_core.errors import LLMError, rebuild_error
+from ise_core.llm.base import ChatResult, Usage
 from ise_core.records import FunctionCall, Message, ToolCall, canonical_json
 
 Problem = tuple[str, str]  # (kind, detail)
+
+
+class MalformedResponse(LLMError):
+    """The endpoint answered, but the reply cannot be used as an assistant turn.
+
+    ``kind`` is one of ``KINDS`` (the table above); ``detail`` says what exactly was wrong.
+    ``result`` is the best-effort ``ChatResult`` (usage, the raw message as far as it could be
+    read), so the tokens are still accounted and the caller can show the model its own mistake.
+    """
+
+    KINDS = (
+        "no_choices",
+        "invalid_tool_arguments",
+        "unknown_tool",
+        "invalid_tool_call",
+        "empty",
+        "truncated",  # finish_reason "length": cut off at max_tokens
+        "repetition",  # degenerate output: one piece repeated, or a run of blank lines
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        detail: str,
+        *,
+        result: ChatResult | None = None,
+        endpoint: str = "",
+        model: str = "",
+    ) -> None:
+        super().__init__(
+            f"malformed response ({kind}) from {endpoint or 'the endpoint'}, "
+            f"model {model or '?'}: {detail}",
+            endpoint=endpoint,
+            model=model,
+            status=200,
+            attempts=1,
+        )
+        self.kind = kind
+        self.detail = detail
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (rebuild_error, (type(self), (self.kind, self.detail), self.__dict__, self.args))
+
+    def observation(self) -> str:
+        """An ``Error: ...`` text to hand back to the model as feedback on its last reply."""
+        return f"Error: your last reply could not be used ({self.kind}): {self.detail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "detail": self.detail, "model": self.model}
 
 
 def to_wire(message: Message) -> dict[str, Any]:

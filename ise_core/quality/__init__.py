@@ -3,7 +3,8 @@
 Each ``gate_<stage>(settings) -> GateReport`` validates that stage's output, writes the full
 validation result as ``gate_result.json`` beside it and returns ``passed`` plus a readable
 report; a failed gate raises nothing (the caller decides the exit code). A missing input
-file raises ``InputError`` naming it.
+file raises ``InputError`` naming it. Which gate follows which stage is said once, in the
+stage table (``ise_core.stages``), which also runs them (``run_gate``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,7 @@ from ise_core.quality.runner import Expect, GateReport, Table, run_gate
 from ise_core.quality.sft_gate import gate_sft
 from ise_core.quality.trajectories_gate import gate_trajectories
 
-GATES = {
-    "intents": gate_intents,
-    "trajectories": gate_trajectories,
-    "sft": gate_sft,
-    "eval": gate_eval,
-}
-
 __all__ = [
-    "GATES",
     "Expect",
     "GateReport",
     "Table",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ise_core.errors import InputError
+from ise_core.errors import InputError, validation_problems
 from ise_core.records import write_json
 
 if TYPE_CHECKING:
@@ -188,9 +188,7 @@ def schema_problem(data: Any, model: type[BaseModel]) -> str:
     try:
         model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "(record)"
-        return f"{where}: {error['msg']}"
+        return validation_problems(exc, limit=1)[0]
     return ""
 
 

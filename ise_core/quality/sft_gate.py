@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.quality.runner import (
     Expect,
@@ -24,8 +25,6 @@ from ise_core.quality.runner import (
     schema_problem,
 )
 from ise_core.records import Message, normalize_text
-
-SPLIT_FILES = {"train": "train.jsonl", "valid": "valid.jsonl"}
 
 
 class SFTMetadata(BaseModel):
@@ -99,14 +98,14 @@ def bad_arguments_count(messages: list[dict[str, Any]]) -> int:
     return sum(1 for c in calls if not parses_as_json(c.get("function", {}).get("arguments")))
 
 
-def _conversation_row(split: str, lineno: int, data: dict[str, Any]) -> dict[str, Any]:
+def _conversation_row(split: str, source: str, lineno: int, data: dict[str, Any]) -> dict[str, Any]:
     raw = data.get("messages")
     messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
     first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
     raw_metadata = data.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     return {
-        "line": f"{SPLIT_FILES[split]}:{lineno}",
+        "line": f"{source}:{lineno}",
         "split": split,
         "schema_problem": schema_problem(data, SFTLine),
         "role_order_problem": role_order_problem(messages),
@@ -121,10 +120,11 @@ def gate_sft(settings: Settings) -> GateReport:
     """Validate the exported splits against ``gates.sft``."""
     import pandas as pd
 
-    out_dir = settings.path(settings.export.out_dir)
-    lines = {split: read_raw_jsonl(out_dir / name) for split, name in SPLIT_FILES.items()}
+    files = Catalog.of(settings)
+    sources = {"train": files.train, "valid": files.valid}
+    lines = {split: read_raw_jsonl(path) for split, path in sources.items()}
     rows = [
-        _conversation_row(split, lineno, data)
+        _conversation_row(split, sources[split].name, lineno, data)
         for split, split_lines in lines.items()
         for lineno, data in split_lines
     ]
@@ -133,70 +133,67 @@ def gate_sft(settings: Settings) -> GateReport:
         splits_of[row["intent_id"]].add(row["split"])
     for row in rows:
         row["intent_in_one_split"] = len(splits_of[row["intent_id"]]) == 1
-    columns = [*_conversation_row("train", 0, {}).keys(), "intent_in_one_split"]
+    columns = [*_conversation_row("train", "", 0, {}).keys(), "intent_in_one_split"]
     conversations = pd.DataFrame(rows, columns=columns)
-    params = settings.gates.sft
     counts = pd.DataFrame(
         [{"source": "splits", "n_train": len(lines["train"]), "n_valid": len(lines["valid"])}]
     )
     tables = [
-        Table(
-            "conversations",
-            conversations,
-            "line",
-            [
-                Expect(
-                    "every line matches the SFT schema",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "schema_problem", "value_set": [""]},
-                    "no schema problem",
-                ),
-                Expect(
-                    "valid role order",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "role_order_problem", "value_set": [""]},
-                    "system, user, then tool messages only after an assistant tool call",
-                ),
-                Expect(
-                    "no empty content where content is required",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "empty_content", "min_value": 0, "max_value": 0},
-                    "0 empty messages",
-                ),
-                Expect(
-                    "tool-call arguments parse as JSON",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "bad_arguments", "min_value": 0, "max_value": 0},
-                    "0 unparseable arguments",
-                ),
-                Expect(
-                    "train and valid are disjoint by intent",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "intent_in_one_split", "value_set": [True]},
-                ),
-                Expect(
-                    "no two conversations from the same normalised request",
-                    "ExpectColumnValuesToBeUnique",
-                    {"column": "normalized_request"},
-                ),
-            ],
+        Table("conversations", conversations, "line", _CONVERSATION_CHECKS),
+        Table("split_sizes", counts, "source", _size_checks(settings)),
+    ]
+    return run_gate("sft", tables, files.sft_gate_result)
+
+
+_CONVERSATION_CHECKS = [
+    Expect(
+        "every line matches the SFT schema",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "schema_problem", "value_set": [""]},
+        "no schema problem",
+    ),
+    Expect(
+        "valid role order",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "role_order_problem", "value_set": [""]},
+        "system, user, then tool messages only after an assistant tool call",
+    ),
+    Expect(
+        "no empty content where content is required",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "empty_content", "min_value": 0, "max_value": 0},
+        "0 empty messages",
+    ),
+    Expect(
+        "tool-call arguments parse as JSON",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "bad_arguments", "min_value": 0, "max_value": 0},
+        "0 unparseable arguments",
+    ),
+    Expect(
+        "train and valid are disjoint by intent",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "intent_in_one_split", "value_set": [True]},
+    ),
+    Expect(
+        "no two conversations from the same normalised request",
+        "ExpectColumnValuesToBeUnique",
+        {"column": "normalized_request"},
+    ),
+]
+
+
+def _size_checks(settings: Settings) -> list[Expect]:
+    params = settings.gates.sft
+    return [
+        Expect(
+            f"at least {params.min_train_rows} train conversations",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_train", "min_value": params.min_train_rows},
         ),
-        Table(
-            "split_sizes",
-            counts,
-            "source",
-            [
-                Expect(
-                    f"at least {params.min_train_rows} train conversations",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "n_train", "min_value": params.min_train_rows},
-                ),
-                Expect(
-                    f"at least {params.min_valid_rows} valid conversations",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "n_valid", "min_value": params.min_valid_rows},
-                ),
-            ],
+        Expect(
+            f"at least {params.min_valid_rows} valid conversations",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_valid", "min_value": params.min_valid_rows},
         ),
     ]
-    return run_gate("sft", tables, out_dir / "gate_result.json")

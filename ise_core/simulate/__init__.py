@@ -5,7 +5,7 @@ every tool call runs in a live workspace; complete, verified episodes are kept.
 - ``user_sim``    the user simulator: JSON turns, retries, drift regeneration
 - ``agent_loop``  one agent turn: model call → tool calls in the workspace → repeat
 - ``episode``     one episode end to end, stop reasons, checks, metadata
-- ``metrics``     per-episode shape counts and their summaries
+- ``metrics``     conversation shape counts, their summaries and the collect statistics
 - ``stage``       ``simulate_stage`` (resumable, concurrent) and ``collect_stage``
 """
 
@@ -14,13 +14,8 @@ from __future__ import annotations
 from ise_core.simulate.agent_loop import AgentTurn, run_agent_turn
 from ise_core.simulate.drift import DriftHit, detect_role_drift
 from ise_core.simulate.episode import EpisodeResult, run_episode
-from ise_core.simulate.metrics import episode_metrics, summarize
-from ise_core.simulate.stage import (
-    SimulateReport,
-    collect_stage,
-    simulate_fingerprint,
-    simulate_stage,
-)
+from ise_core.simulate.metrics import conversation_metrics, summarize, trajectory_stats
+from ise_core.simulate.stage import SimulateReport, collect_stage, simulate_stage
 from ise_core.simulate.user_sim import UserSimulator, UserTurn, parse_user_turn
 
 __all__ = [
@@ -31,12 +26,12 @@ __all__ = [
     "UserSimulator",
     "UserTurn",
     "collect_stage",
+    "conversation_metrics",
     "detect_role_drift",
-    "episode_metrics",
     "parse_user_turn",
     "run_agent_turn",
     "run_episode",
-    "simulate_fingerprint",
     "simulate_stage",
     "summarize",
+    "trajectory_stats",
 ]

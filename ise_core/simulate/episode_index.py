@@ -17,7 +17,7 @@ from typing import Any
 
 from ise_core.errors import InputError
 from ise_core.records import Trajectory, read_json, validate_record, write_jsonl
-from ise_core.simulate.metrics import episode_metrics
+from ise_core.simulate.metrics import conversation_metrics
 
 INDEX_FILE = "episode_index.jsonl"
 SHAPE_KEYS = ("user_turns", "dialogue_turns", "tool_calls", "tool_errors", "recovered_errors")
@@ -66,7 +66,7 @@ def index_row(episode: Trajectory) -> dict[str, Any]:
     are 0 otherwise.
     """
     meta = episode.metadata
-    shape = episode_metrics(episode.messages)  # counted from the messages, as collect counts
+    shape = conversation_metrics(episode.messages)  # counted from the messages, as collect counts
     drift, usage = _mapping(meta, "role_drift"), _mapping(meta, "token_usage")
     persona_id, persona = _persona(meta)
     return {

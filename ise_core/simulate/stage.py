@@ -11,8 +11,8 @@ Layout under ``simulate.out_dir`` (default ``data/trajectories``)::
     stats.json                  shape statistics of DESIGN §3            (collect)
     timing.json                 timing summary                           (collect)
 
-Resume: an intent is skipped when its episode file exists, was produced with the same params
-fingerprint (``simulate_fingerprint``) for the same intent record, and did not fail; failed
+Resume: an intent is skipped when its episode is current (``EpisodeStore.is_done``: made with
+the same params fingerprint for the same intent record) and did not fail; failed
 episodes (an endpoint down, a sandbox lost) are run again. Each file is written atomically
 when its episode ends, so a killed run leaves whole files only; the next run reaps the
 sandboxes it left.
@@ -21,80 +21,29 @@ sandboxes it left.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import Settings, fingerprint
+from ise_core.atomic import remove_stale_temp_files
+from ise_core.catalog import Catalog, EpisodeStore
+from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
-from ise_core.records import (
-    Intent,
-    Trajectory,
-    read_json,
-    read_jsonl,
-    remove_stale_temp_files,
-    validate_record,
-    write_json,
-    write_jsonl,
-)
-from ise_core.simulate.episode import EpisodeResult, intent_hash, run_episode
+from ise_core.records import Intent, read_json, write_json, write_jsonl
+from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
-from ise_core.simulate.metrics import summarize
+from ise_core.simulate.metrics import summarize, trajectory_stats
+from ise_core.stages import StageOptions, StageResult
 from ise_core.workspace.base import Workspace
-
-# Exactly the settings that change what an episode contains (not where it is written, nor
-# how many run at once, nor the cache).
-SIMULATE_KEYS: tuple[str, ...] = (
-    "seed",
-    "simulate.max_turns",
-    "simulate.max_steps_per_turn",
-    "simulate.user_retries",
-    "simulate.drift_retries",
-    "simulate.episode_token_budget",
-    "simulate.episode_time_limit_s",
-    "simulate.require_checks",
-    "simulate.show_workspace_files",
-    "simulate.workspace_listing_limit",
-    "simulate.scripted",
-    "llm.provider",
-    "llm.base_url",
-    "llm.model",
-    "llm.temperature",
-    "llm.top_p",
-    "llm.max_tokens",
-    "llm.roles.user",
-    "llm.roles.agent",
-    "workspace.backend",
-    "workspace.template",
-    "workspace.call_timeout_s",
-    "workspace.output_limit",
-    "workspace.network_allowlist",
-)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STALE_TEMP_S = 60.0
 
 ChatFactory = Callable[[str, Intent], Chat]
 WorkspaceFactory = Callable[[str], Workspace]
-
-
-def simulate_fingerprint(settings: Settings) -> str:
-    return fingerprint(settings, *SIMULATE_KEYS)
-
-
-def trajectories_dir(settings: Settings) -> Path:
-    return settings.path(settings.simulate.out_dir)
-
-
-def episode_path(settings: Settings, intent_id: str) -> Path:
-    return trajectories_dir(settings) / "episodes" / f"{intent_id}.json"
 
 
 @dataclass
@@ -136,118 +85,52 @@ class SimulateReport:
             parts.append(f"{self.reaped} stale sandbox(es) reaped")
         return f"{', '.join(parts)} in {self.elapsed_s:.1f}s -> {self.episodes_dir}"
 
-
-def load_intents(settings: Settings) -> list[Intent]:
-    path = settings.path(settings.intents.out_dir) / "intents.jsonl"
-    if not path.exists():
-        raise InputError(f"{path}: intents file not found (run `ise intents` first)")
-    intents = read_jsonl(path, Intent)
-    first_line: dict[str, int] = {}
-    for lineno, intent in enumerate(intents, start=1):
-        if not _SAFE_ID.match(intent.id):
-            raise InputError(
-                f"{path}:{lineno}: field id: {intent.id!r} cannot name an episode file "
-                "(expected letters, digits, '_', '.', '-')"
-            )
-        if intent.id in first_line:
-            # Two intents would share (and overwrite) one episode file.
-            raise InputError(
-                f"{path}:{lineno}: field id: {intent.id!r} is already the id of line "
-                f"{first_line[intent.id]} (each intent needs its own id)"
-            )
-        first_line[intent.id] = lineno
-    return intents
+    def result(self) -> StageResult:
+        values = StageResult.of("simulate", self.as_dict(), ()).values
+        return StageResult("simulate", values, self.summary())
 
 
-def is_current(path: Path, fp: str, intent: Intent) -> bool:
-    """Whether the episode at ``path`` can be kept as is (same params and intent, not failed)."""
-    try:
-        data = read_json(path)
-        episode = validate_record(data, Trajectory, str(path))
-    except InputError:
-        return False  # unreadable or outdated: simulate it again
-    return (
-        episode.params_fingerprint == fp
-        and episode.metadata.get("intent_hash") == intent_hash(intent)
-        and episode.status != "failed"
+def run_simulate(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point for stages 2-3."""
+    report = simulate_stage(
+        settings,
+        only=list(options.only) if options.only else None,
+        concurrency=options.concurrency,
+        progress=options.progress,
     )
+    return report.result()
 
 
-def _remove_stale_temp_files(folder: Path) -> None:
-    # Left by a killed run's atomic write; a live writer's temp file is milliseconds old.
-    now = time.time()
-    for temp in folder.glob(".*.tmp"):
-        try:
-            if now - temp.stat().st_mtime > STALE_TEMP_S:
-                temp.unlink()
-        except FileNotFoundError:
-            continue
+def run_collect(settings: Settings, options: StageOptions) -> StageResult:
+    """The stage table's entry point for collect."""
+    shown = ("n_episodes", "n_kept", "completion_rate", "role_drift_rate")
+    return StageResult.of("collect", collect_stage(settings), shown)
 
 
 def _default_factories(
     settings: Settings,
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.llm.factory import build_accountant, build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
-    shape = settings.simulate.scripted.model_dump(mode="json")
+    accountant = build_accountant(settings.llm)
 
     def chat_for(role: str, intent: Intent) -> Chat:
-        context = {
-            "intent": intent.model_dump(mode="json"),
-            "shape": shape,
-            "seed": settings.seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": intent.id,
-        }
         return build_chat(
             role,  # type: ignore[arg-type]
             settings.llm,
             base_dir=settings.base_dir,
             seed=settings.seed,
             accountant=accountant,
-            context=context,
+            episode=intent.id,
+            brief=EpisodeBrief.of(intent, settings),
         )
 
     def workspace_for(session_id: str) -> Workspace:
         return open_workspace(settings.workspace, base_dir=settings.base_dir, session_id=session_id)
 
     return chat_for, workspace_for, accountant
-
-
-async def _simulate_one(
-    intent: Intent,
-    settings: Settings,
-    fp: str,
-    chat_for: ChatFactory,
-    workspace_for: WorkspaceFactory,
-) -> EpisodeResult:
-    user, agent = chat_for("user", intent), chat_for("agent", intent)
-    # The sandbox gets a fresh name (a killed run may have left one behind); the episode's
-    # session id is stable so re-runs stay byte-identical.
-    sandbox_id = f"{intent.id[:40]}-{uuid.uuid4().hex[:8]}"
-    workspace = await asyncio.to_thread(workspace_for, sandbox_id)
-    try:
-        return await run_episode(
-            intent,
-            user=user,
-            agent=agent,
-            workspace=workspace,
-            settings=settings.simulate,
-            session_id=f"{intent.id}-{fp[:8]}",
-            params_fingerprint=fp,
-        )
-    finally:
-        await asyncio.to_thread(workspace.close)
-
-
-def _write_episode_files(
-    settings: Settings, timing_dir: Path, trajectory: Trajectory, timing: dict[str, Any]
-) -> None:
-    write_json(timing_dir / f"{trajectory.intent_id}.json", timing)
-    write_json(episode_path(settings, trajectory.intent_id), trajectory.model_dump(mode="json"))
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -268,6 +151,104 @@ def _progress(total: int, enabled: bool) -> Any:
     )
 
 
+def _select(intents: Sequence[Intent], only: Sequence[str] | None, source: Path) -> list[Intent]:
+    """The intents to simulate: all, or those named by ``--only`` (each must exist)."""
+    if not only:
+        return list(intents)
+    known = {intent.id for intent in intents}
+    unknown = [i for i in only if i not in known]
+    if unknown:
+        raise InputError(f"--only: unknown intent id(s) {', '.join(unknown)} (not in {source})")
+    wanted = set(only)
+    return [intent for intent in intents if intent.id in wanted]
+
+
+@dataclass
+class _Simulation:
+    """One ``simulate_async`` call: its episodes share the store, the report, the LLM
+    accounting, the concurrency gate and the stop signal (budget spent)."""
+
+    settings: Settings
+    store: EpisodeStore
+    report: SimulateReport
+    chat_for: ChatFactory
+    workspace_for: WorkspaceFactory
+    accountant: Any
+    gate: asyncio.Semaphore
+    bar: Any
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def episode(self, intent: Intent) -> None:
+        """Simulate and write one intent's episode, unless the run has to stop."""
+        async with self.gate:
+            if self.stop.is_set() or (self.accountant is not None and self.accountant.exhausted):
+                self.report.n_not_started += 1
+                self.stop.set()
+                return
+            try:
+                result = await self._run(intent)
+            except BudgetExceeded:
+                # Abandoned, not written: the intent stays for the next run.
+                self.report.budget_exhausted = True
+                self.report.n_not_started += 1
+                self.stop.set()
+                return
+            timing = dict(result.timing)
+            if self.accountant is not None:
+                # Requests, retries, failures and cache hits depend on the endpoint's day, not
+                # on the params: they live beside the timings, not in the episode.
+                timing["llm"] = self.accountant.pop_episode(intent.id)
+            # Serialised and written (with fsync) in a worker thread, so the event loop keeps
+            # serving the other episodes' requests meanwhile.
+            await asyncio.to_thread(self.store.save, result.trajectory, timing)
+            self._count(result.trajectory.status, intent.id)
+
+    async def _run(self, intent: Intent) -> EpisodeResult:
+        user, agent = self.chat_for("user", intent), self.chat_for("agent", intent)
+        fp = self.store.fingerprint
+        # The sandbox gets a fresh name (a killed run may have left one behind); the episode's
+        # session id is stable so re-runs stay byte-identical.
+        sandbox_id = f"{intent.id[:40]}-{uuid.uuid4().hex[:8]}"
+        workspace = await asyncio.to_thread(self.workspace_for, sandbox_id)
+        try:
+            return await run_episode(
+                intent,
+                user=user,
+                agent=agent,
+                workspace=workspace,
+                settings=self.settings.simulate,
+                session_id=f"{intent.id}-{fp[:8]}",
+                params_fingerprint=fp,
+            )
+        finally:
+            await asyncio.to_thread(workspace.close)
+
+    def _count(self, status: str, intent_id: str) -> None:
+        report = self.report
+        report.n_run += 1
+        if status == "kept":
+            report.n_kept += 1
+        elif status == "failed":
+            report.n_failed += 1
+            report.failed_ids.append(intent_id)
+        else:
+            report.n_rejected += 1
+        if self.bar is not None:
+            self.bar.set_postfix(kept=report.n_kept, failed=report.n_failed, refresh=False)
+            self.bar.update(1)
+
+    def finish(self, started: float) -> SimulateReport:
+        report = self.report
+        if self.bar is not None:
+            self.bar.close()
+        report.budget_exhausted = report.budget_exhausted or bool(
+            self.accountant is not None and self.accountant.exhausted and report.n_not_started
+        )
+        report.failed_ids.sort()
+        report.elapsed_s = round(time.monotonic() - started, 3)
+        return report
+
+
 async def simulate_async(
     settings: Settings,
     *,
@@ -279,41 +260,20 @@ async def simulate_async(
 ) -> SimulateReport:
     """``simulate_stage`` inside a running event loop (factories injectable for tests)."""
     started = time.monotonic()
-    intents = load_intents(settings)
-    if only:
-        known = {intent.id for intent in intents}
-        unknown = [i for i in only if i not in known]
-        if unknown:
-            raise InputError(
-                f"--only: unknown intent id(s) {', '.join(unknown)} "
-                f"(not in {settings.path(settings.intents.out_dir) / 'intents.jsonl'})"
-            )
-        wanted = set(only)
-        intents_selected = [intent for intent in intents if intent.id in wanted]
-    else:
-        intents_selected = intents
-    fp = simulate_fingerprint(settings)
-    out = trajectories_dir(settings)
-    episodes_dir, timing_dir = out / "episodes", out / "timing"
-    episodes_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_files(episodes_dir)
-    for folder in (episodes_dir, timing_dir):  # and what killed runs of this host left
-        remove_stale_temp_files(folder)
+    files = Catalog.of(settings)
+    intents = files.load_intents()
+    selected = _select(intents, only, files.intents)
+    store = EpisodeStore.of(settings)
+    store.folder.mkdir(parents=True, exist_ok=True)
+    store.remove_stale_temp_files()  # what killed runs left
     report = SimulateReport(
         n_intents=len(intents),
-        n_selected=len(intents_selected),
-        params_fingerprint=fp,
-        episodes_dir=str(episodes_dir),
+        n_selected=len(selected),
+        params_fingerprint=store.fingerprint,
+        episodes_dir=str(store.folder),
     )
-    todo = [
-        intent
-        for intent in intents_selected
-        if not (
-            episode_path(settings, intent.id).exists()
-            and is_current(episode_path(settings, intent.id), fp, intent)
-        )
-    ]
-    report.n_skipped = len(intents_selected) - len(todo)
+    todo = [intent for intent in selected if not store.is_done(intent)]
+    report.n_skipped = len(selected) - len(todo)
     accountant: Any = None
     if chat_factory is None or workspace_factory is None:
         default_chat, default_workspace, accountant = _default_factories(settings)
@@ -330,55 +290,20 @@ async def simulate_async(
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=2 * limit + 4, thread_name_prefix="ise-simulate")
     )
-    gate = asyncio.Semaphore(limit)
-    bar = _progress(len(todo), progress)
-    stop = asyncio.Event()
-
-    async def worker(intent: Intent) -> None:
-        async with gate:
-            if stop.is_set() or (accountant is not None and accountant.exhausted):
-                report.n_not_started += 1
-                stop.set()
-                return
-            try:
-                result = await _simulate_one(intent, settings, fp, chat_factory, workspace_factory)
-            except BudgetExceeded:
-                # Abandoned, not written: the intent stays for the next run.
-                report.budget_exhausted = True
-                report.n_not_started += 1
-                stop.set()
-                return
-            trajectory = result.trajectory
-            timing = dict(result.timing)
-            if accountant is not None:
-                # Requests, retries, failures and cache hits depend on the endpoint's day, not
-                # on the params: they live beside the timings, not in the episode.
-                timing["llm"] = accountant.pop_episode(intent.id)
-            # Serialised and written (with fsync) in a worker thread, so the event loop keeps
-            # serving the other episodes' requests meanwhile.
-            await asyncio.to_thread(_write_episode_files, settings, timing_dir, trajectory, timing)
-            report.n_run += 1
-            if trajectory.status == "kept":
-                report.n_kept += 1
-            elif trajectory.status == "failed":
-                report.n_failed += 1
-                report.failed_ids.append(intent.id)
-            else:
-                report.n_rejected += 1
-            if bar is not None:
-                bar.set_postfix(kept=report.n_kept, failed=report.n_failed, refresh=False)
-                bar.update(1)
-
-    try:
-        await asyncio.gather(*(worker(intent) for intent in todo))
-    finally:
-        if bar is not None:
-            bar.close()
-    report.budget_exhausted = report.budget_exhausted or bool(
-        accountant is not None and accountant.exhausted and report.n_not_started
+    run = _Simulation(
+        settings,
+        store,
+        report,
+        chat_factory,
+        workspace_factory,
+        accountant,
+        asyncio.Semaphore(limit),
+        _progress(len(todo), progress),
     )
-    report.failed_ids.sort()
-    report.elapsed_s = round(time.monotonic() - started, 3)
+    try:
+        await asyncio.gather(*(run.episode(intent) for intent in todo))
+    finally:
+        run.finish(started)
     return report
 
 
@@ -407,154 +332,45 @@ def simulate_stage(
 # --- collect -------------------------------------------------------------------------------------
 
 
-def load_episode(path: Path) -> Trajectory:
-    """One episode file, validated; a malformed file is an InputError naming it."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object (one Trajectory)")
-    episode = validate_record(data, Trajectory, str(path))
-    if episode.intent_id != path.stem:
-        raise InputError(
-            f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
-        )
-    return episode
-
-
-def _usage(episodes: Sequence[Trajectory]) -> dict[str, Any]:
-    totals: dict[str, Counter[str]] = {"user": Counter(), "agent": Counter()}
-    for episode in episodes:
-        usage = episode.metadata.get("token_usage") or {}
-        for role in totals:
-            for key, value in (usage.get(role) or {}).items():
-                totals[role][key] += int(value)
-    roles = {role: dict(sorted(counter.items())) for role, counter in totals.items()}
-    return {
-        **roles,
-        "total_tokens": sum(counter.get("total_tokens", 0) for counter in totals.values()),
-    }
-
-
-def trajectory_stats(
-    episodes: Sequence[Trajectory], *, fp: str, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The trajectory statistics of DESIGN §3 over ``episodes`` (shape stats over kept ones)."""
-    kept = [e for e in episodes if e.kept]
-
-    def values(name: str) -> list[float]:
-        return [float(e.metadata.get(name, 0)) for e in kept]
-
-    user_turns = values("user_turns")
-    generations = sum(
-        int((e.metadata.get("role_drift") or {}).get("generations", 0)) for e in episodes
-    )
-    drift_events = sum(
-        len((e.metadata.get("role_drift") or {}).get("events", [])) for e in episodes
-    )
-    checked = [e for e in episodes if e.status != "failed"]
-    checks_total = sum(len(e.checks) for e in checked)
-    tool_usage: Counter[str] = Counter()
-    for episode in kept:
-        tool_usage.update(episode.metadata.get("tool_usage") or {})
-    recovered = values("recovered_errors")
-    return {
-        **(extra or {}),
-        "n_episodes": len(episodes),
-        "n_kept": len(kept),
-        "n_rejected": sum(1 for e in episodes if e.status == "rejected"),
-        "n_failed": sum(1 for e in episodes if e.status == "failed"),
-        "completion_rate": round(len(kept) / len(episodes), 4) if episodes else 0.0,
-        "user_turns": summarize(user_turns),
-        "user_turns_share_6_10": (
-            round(sum(1 for v in user_turns if 6 <= v <= 10) / len(user_turns), 4)
-            if user_turns
-            else 0.0
-        ),
-        "dialogue_turns": summarize(values("dialogue_turns")),
-        "tool_calls": summarize(values("tool_calls")),
-        "distinct_tools": summarize(values("distinct_tools")),
-        "tool_errors": {
-            "total": int(sum(values("tool_errors"))),
-            **summarize(values("tool_errors")),
-        },
-        "recovered_errors": {
-            "total": int(sum(recovered)),
-            **summarize(recovered),
-            "share_of_kept_with_recovery": (
-                round(sum(1 for v in recovered if v > 0) / len(kept), 4) if kept else 0.0
-            ),
-        },
-        "role_drift_rate": round(drift_events / generations, 6) if generations else 0.0,
-        "role_drift_events": drift_events,
-        "user_generations": generations,
-        "stop_reasons": dict(sorted(Counter(e.stop_reason for e in episodes).items())),
-        "checks_pass_rate": (
-            round(sum(1 for e in checked for c in e.checks if c.passed) / checks_total, 4)
-            if checks_total
-            else 0.0
-        ),
-        "tool_usage": dict(sorted(tool_usage.items())),
-        "complexity": dict(
-            sorted(Counter(str(e.metadata.get("complexity")) for e in kept).items())
-        ),
-        "backends": dict(sorted(Counter(str(e.metadata.get("backend")) for e in episodes).items())),
-        "llm_usage": _usage(episodes),
-        "params_fingerprint": fp,
-    }
-
-
 def collect_stage(settings: Settings) -> dict[str, Any]:
     """Gather kept episodes into trajectories.jsonl and write stats.json; returns the stats.
 
     Only episodes of intents in the current intents.jsonl, made with the current params, are
     counted; others are reported as ``n_stale`` and left out.
     """
-    out = trajectories_dir(settings)
-    episodes_dir = out / "episodes"
-    remove_stale_temp_files(out)  # left by a collect that was killed mid-write
-    if not episodes_dir.is_dir():
-        raise InputError(f"{episodes_dir}: episodes folder not found (run `ise simulate` first)")
-    fp = simulate_fingerprint(settings)
-    intents = {intent.id: intent for intent in load_intents(settings)}
-    current: list[Trajectory] = []
-    stale = 0
-    for path in sorted(episodes_dir.glob("*.json")):
-        episode = load_episode(path)
-        intent = intents.get(episode.intent_id)
-        if (
-            intent is None
-            or episode.params_fingerprint != fp
-            or episode.metadata.get("intent_hash") != intent_hash(intent)
-        ):
-            stale += 1
-            continue
-        current.append(episode)
-    current.sort(key=lambda e: e.intent_id)
+    files = Catalog.of(settings)
+    remove_stale_temp_files(files.trajectories_dir)  # left by a collect killed mid-write
+    store = EpisodeStore.of(settings)
+    store.paths()  # a missing episodes folder is reported before the intents are read
+    intents = files.load_intents()
+    current, stale = store.current(intents)
     kept = [e for e in current if e.kept]
-    write_jsonl(out / "trajectories.jsonl", kept)
-    write_index(out, current)  # what the viewer's episode list reads
+    write_jsonl(files.trajectories, kept)
+    write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
+    ids = [e.intent_id for e in current]
     stats = trajectory_stats(
         current,
-        fp=fp,
+        fp=store.fingerprint,
         extra={
             "n_intents": len(intents),
-            "n_missing": len(set(intents) - {e.intent_id for e in current}),
+            "n_missing": len({intent.id for intent in intents} - set(ids)),
             "n_stale": stale,
         },
     )
-    stats["llm_usage"].update(_request_counts(out / "timing", [e.intent_id for e in current]))
-    write_json(out / "stats.json", stats)
-    write_json(out / "timing.json", _timing_summary(out / "timing", [e.intent_id for e in current]))
+    stats["llm_usage"].update(_request_counts(store, ids))
+    write_json(files.trajectories_stats, stats)
+    write_json(files.trajectories_timing, _timing_summary(store, ids))
     return stats
 
 
 REQUEST_COUNTS = ("requests", "retries", "failures", "malformed", "cache_hits")
 
 
-def _request_counts(folder: Path, ids: Sequence[str]) -> dict[str, int]:
+def _request_counts(store: EpisodeStore, ids: Sequence[str]) -> dict[str, int]:
     """LLM requests, retries, failures, malformed replies and cache hits of the episodes,
     from the records written beside their timings."""
     totals = dict.fromkeys(REQUEST_COUNTS, 0)
-    for row in _timing_rows(folder, ids):
+    for row in _timing_rows(store, ids):
         llm = row.get("llm")
         if isinstance(llm, dict):
             for key in REQUEST_COUNTS:
@@ -563,10 +379,10 @@ def _request_counts(folder: Path, ids: Sequence[str]) -> dict[str, int]:
     return totals
 
 
-def _timing_rows(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
+def _timing_rows(store: EpisodeStore, ids: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for intent_id in ids:
-        path = folder / f"{intent_id}.json"
+        path = store.timing_path(intent_id)
         if path.exists():
             try:
                 data = read_json(path)
@@ -577,8 +393,8 @@ def _timing_rows(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _timing_summary(folder: Path, ids: Sequence[str]) -> dict[str, Any]:
-    rows = _timing_rows(folder, ids)
+def _timing_summary(store: EpisodeStore, ids: Sequence[str]) -> dict[str, Any]:
+    rows = _timing_rows(store, ids)
     summary: dict[str, Any] = {"n_episodes": len(rows)}
     for key in ("wall_s", "open_s", "user_llm_s", "agent_llm_s", "tool_s", "checks_s"):
         summary[key] = summarize(float(r.get(key, 0.0)) for r in rows)
@@ -587,15 +403,10 @@ def _timing_summary(folder: Path, ids: Sequence[str]) -> dict[str, Any]:
 
 
 __all__ = [
-    "SIMULATE_KEYS",
     "SimulateReport",
     "collect_stage",
-    "episode_path",
-    "is_current",
-    "load_episode",
-    "load_intents",
+    "run_collect",
+    "run_simulate",
     "simulate_async",
-    "simulate_fingerprint",
     "simulate_stage",
-    "trajectory_stats",
 ]

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import WorkspaceSettings
-from ise_core.errors import BackendError
+from ise_core.errors import BackendError, ToolError
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult, Workspace
 from ise_core.workspace.pool import PooledWorkspace, PoolStats, WorkspacePool
 from ise_core.workspace.reaper import ReapReport, reap
 from ise_core.workspace.session import SandboxWorkspace
-from ise_core.workspace.toolkit import TOOLS, ToolError, ToolSpec, tool
+from ise_core.workspace.toolkit import TOOLS, ToolSpec, tool
 
 BACKENDS = ("local", "docker")
 

@@ -19,12 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from ise_core.errors import FileAccessError
+
 MAX_SYMLINK_HOPS = 40
 MAX_LISTED_FILES = 20_000
-
-
-class FileAccessError(Exception):
-    """A file operation the workspace refuses or cannot do; the message is for the agent."""
 
 
 def _describe(exc: OSError, rel: str) -> FileAccessError:

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import WorkspaceSettings
-from ise_core.errors import BackendError, ConfigError
+from ise_core.errors import BackendError, ConfigError, FileAccessError, SandboxDied, ToolError
 from ise_core.records import Check, CheckResult, FixtureFile, Persona
 from ise_core.workspace import tools as _tools  # noqa: F401  (registers the tool set)
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult
-from ise_core.workspace.confined import ConfinedDir, FileAccessError
-from ise_core.workspace.toolkit import TOOLS, ToolError, invoke
+from ise_core.workspace.confined import ConfinedDir
+from ise_core.workspace.toolkit import TOOLS, invoke
 
 SESSION_PREFIX = "ise-sbx-"
 OWNER_FILE = "owner.json"
@@ -43,10 +43,6 @@ PACKAGE_TEMPLATE = Path(__file__).parent / "template"
 DEFAULT_TEMPLATE_SETTING = "ise_core/workspace/template"
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*persona\.(\w+)\s*\}\}")
-
-
-class SandboxDied(Exception):
-    """The sandbox stopped answering; the workspace restarts it on the next call."""
 
 
 def new_session_id() -> str:

@@ -21,16 +21,14 @@ import ssl
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
+from ise_core.errors import FetchError
+
 MAX_REDIRECTS = 5
 MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "ise-workspace/1"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class FetchError(Exception):
-    """A refused or failed fetch; the message is for the agent."""
 
 
 def _host_port(url: str) -> tuple[str, int, str]:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ise_core.catalog import EpisodeStore
 from ise_core.config import settings_from_dict
 from ise_core.records import Check
-from ise_core.simulate.stage import collect_stage, episode_path, simulate_stage
+from ise_core.simulate.stage import collect_stage, simulate_stage
 from tests.fakes.both_roles import BothRoles
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.simulate.helpers import REPO, local_sandbox_reason, make_intent, write_intents
@@ -53,7 +54,7 @@ def test_three_turn_episodes_cost_exactly_the_announced_requests(tmp_path: Path)
     assert (report.n_run, report.n_kept) == (2, 2)
     # Tagged episodes never share an agent request, so the cache answers none of them.
     assert served["requests"] == 2 * responder.requests_per_episode
-    episode = json.loads(episode_path(settings, "it-000001").read_text())
+    episode = json.loads(EpisodeStore.of(settings).path("it-000001").read_text())
     assert episode["metadata"]["user_turns"] == 3
     assert episode["metadata"]["tool_calls"] == 6
     assert episode["checks"][0]["passed"] is True

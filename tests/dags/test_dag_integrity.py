@@ -139,9 +139,10 @@ def _parse(params: Path | None = None) -> dict[str, Any]:
     return result
 
 
-def test_parse_time_under_one_second_without_heavy_imports() -> None:
+def test_parse_imports_nothing_heavy() -> None:
+    # What keeps parsing cheap is what the file imports; the time itself is a benchmark's
+    # figure (benchmarks/saturation_airflow.py), not a test's, on a shared machine.
     result = _parse()
-    assert result["seconds"] < 1.0, f"parsing took {result['seconds']:.2f} s"
     assert result["heavy"] == [], f"parsing imported {result['heavy']}"
 
 

@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from ise_core import pipeline
+from ise_core.catalog import EpisodeStore, intent_hash
 from ise_core.config import load_settings
 from ise_core.errors import ConfigError, GateFailed
+from ise_core.records import Intent, Trajectory
+from ise_core.stages import StageResult
 from tests.dags.airflow_env import REPO, tiny_params
+from tests.simulate.helpers import make_intent, write_intents
 
 # --- mapping arithmetic ---------------------------------------------------------------------
 
@@ -127,16 +131,33 @@ def test_airflow_block_defaults_and_validation(tmp_path: Path) -> None:
 # --- collect tolerance ---------------------------------------------------------------------------
 
 
+def _episode(intent: Intent, status: str, fingerprint: str) -> Trajectory:
+    return Trajectory(
+        intent_id=intent.id,
+        session_id=intent.id,
+        status=status,  # type: ignore[arg-type]
+        stop_reason="completed",
+        completed=status != "failed",
+        kept=status == "kept",
+        messages=[],
+        metadata={"intent_hash": intent_hash(intent)},
+        params_fingerprint=fingerprint,
+    )
+
+
 def test_unfinished_episodes_and_tolerance(tmp_path: Path) -> None:
     settings = load_settings(tiny_params(tmp_path))
-    episodes = tmp_path / "data" / "trajectories" / "episodes"
-    episodes.mkdir(parents=True)
-    (episodes / "a.json").write_text('{"status": "kept"}', encoding="utf-8")
-    (episodes / "b.json").write_text('{"status": "rejected"}', encoding="utf-8")
-    (episodes / "c.json").write_text('{"status": "failed"}', encoding="utf-8")
-    (episodes / "d.json").write_text("{half a fi", encoding="utf-8")
+    intents = [make_intent(intent_id) for intent_id in ("a", "b", "c", "d", "e", "f")]
+    write_intents(settings, intents)
+    store = EpisodeStore.of(settings)
+    store.folder.mkdir(parents=True)
+    for intent, status in zip(intents, ("kept", "rejected", "failed"), strict=False):
+        store.save(_episode(intent, status, store.fingerprint), {})
+    store.path("d").write_text("{half a fi", encoding="utf-8")
+    store.save(_episode(intents[5], "kept", "other-params"), {})  # stale: made with other params
     ids = ["a", "b", "c", "d", "e"]
     assert pipeline.unfinished_episodes(settings, ids) == ["c", "d", "e"]
+    assert pipeline.unfinished_episodes(settings, [*ids, "f"]) == ["c", "d", "e", "f"]
 
     pipeline.check_failed_share(0, 0, 0.0)
     pipeline.check_failed_share(1, 4, 0.25)
@@ -152,11 +173,14 @@ def test_failed_episodes_make_the_simulation_call_fail() -> None:
         pipeline.check_simulation({"n_failed": 1, "budget_exhausted": True}, ["a", "b"])
 
 
-def test_small_values_keeps_only_scalars() -> None:
-    values = pipeline.small_values(
-        {"n_kept": 3, "rate": 0.5, "model": "m", "curve": [1, 2], "nested": {"a": 1}}
+def test_stage_results_keep_only_scalars() -> None:
+    result = StageResult.of(
+        "collect",
+        {"n_kept": 3, "rate": 0.5, "model": "m", "curve": [1, 2], "nested": {"a": 1}},
+        ("n_kept", "rate"),
     )
-    assert values == {"n_kept": 3, "rate": 0.5, "model": "m"}
+    assert result.values == {"n_kept": 3, "rate": 0.5, "model": "m"}
+    assert result.summary == "n_kept=3, rate=0.5"
 
 
 def test_facade_import_is_cheap() -> None:

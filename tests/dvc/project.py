@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from ise_core.stages import STAGE_NAMES
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TRACE_HOOK = Path(__file__).resolve().parent / "deps_trace"
@@ -36,7 +38,7 @@ TINY_PARAMS: dict[str, Any] = {
 RUN_RECORDS = ("timing.json",)
 RUN_RECORD_DIRS = ("data/trajectories/timing/",)
 
-STAGES = ("intents", "simulate", "collect", "export")
+STAGES = STAGE_NAMES
 
 
 def sandbox_missing() -> str | None:

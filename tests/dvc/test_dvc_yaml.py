@@ -1,7 +1,8 @@
 """dvc.yaml is complete and precise: params, deps, outs, metrics and plots match the code.
 
-params  each stage lists exactly the keys its code says decide its output (the fingerprint
-        constants in ise_core/*/stage.py) plus the keys its gate and dataset card read.
+params  each stage lists exactly the keys the stage table says decide its output (its
+        fingerprint keys and roles in ise_core/stages.py) plus the keys its gate and dataset
+        card read.
 deps    checked against what the stages really do: a traced ``dvc repro`` records, for every
         ``ise`` process, the modules it loaded, the functions it ran and the files it opened.
         A stage must list every ise_core module whose code ran in it and every prompt,
@@ -22,18 +23,19 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
-from ise_core.export.stage import EXPORT_PARAMS
-from ise_core.intents.stage import FINGERPRINT_KEYS
-from ise_core.simulate.stage import SIMULATE_KEYS
+from ise_core.stages import STAGES as TABLE
+from ise_core.stages import stage as table_stage
 from tests.dvc.conftest import Built
 from tests.dvc.project import REPO, RUN_RECORD_DIRS, RUN_RECORDS, STAGES
 
 SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+# The module of each stage's gate, from the stage table's "module:function" reference.
 GATE_MODULES = {
-    "intents": "ise_core/quality/intents_gate.py",
-    "collect": "ise_core/quality/trajectories_gate.py",
-    "export": "ise_core/quality/sft_gate.py",
+    entry.name: entry.gate.check.split(":")[0].replace(".", "/") + ".py"
+    for entry in TABLE
+    if entry.gate is not None
 }
 BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
 # Settings that say where outputs go; dvc.yaml's outs name those places.
@@ -41,10 +43,14 @@ LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
 CLI_MODULES = {
     "ise_core/cli.py",
+    "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
     "ise_core/cli_view.py",
     "ise_core/cli_workspace.py",
 }
+# Programs a stage runs inside the sandbox rather than imports (bound in read-only and started
+# there as PID 1), so the trace of the `ise` process never sees them load.
+SANDBOX_PROGRAMS = {"ise_core/workspace/supervisor.py"}
 COMMANDS = {
     ("intents",): "intents",
     ("gate", "intents"): "intents",
@@ -95,10 +101,10 @@ def settings_reads(relative: str) -> set[str]:
     return {k for k in keys if k.split(".")[-1] not in LOCATION_KEYS and k != "llm.role"}
 
 
-def writer_keys() -> set[str]:
-    """The intents fingerprint hashes llm.role("writer"): each llm key it resolves."""
-    resolved = Settings().llm.role("writer")
-    return {f"llm.{key}" for key in resolved if key != "seed"} | {"llm.roles.writer"}
+def role_keys(role: str) -> set[str]:
+    """A fingerprint over a role hashes llm.role(role): each llm key it resolves."""
+    resolved = Settings().llm.role(role)  # type: ignore[arg-type]
+    return {f"llm.{key}" for key in resolved if key != "seed"} | {f"llm.roles.{role}"}
 
 
 def card_keys() -> set[str]:
@@ -111,18 +117,46 @@ def card_keys() -> set[str]:
 
 
 def expected_params(stage: str) -> set[str]:
-    if stage == "intents":
-        keys = (set(FINGERPRINT_KEYS) - {"llm.roles.writer"}) | writer_keys()
-    elif stage in ("simulate", "collect"):
-        keys = set(SIMULATE_KEYS)
-    else:
-        keys = set(EXPORT_PARAMS) | card_keys()
+    entry = table_stage(stage)
+    # DVC cannot tell which backend plays a role, so it tracks the scripted keys always.
+    keys = set(entry.fingerprint_keys) | set(entry.scripted_keys)
+    for role in entry.roles:
+        keys |= role_keys(role)
+    if stage == "export":
+        keys |= card_keys()
         keys |= settings_reads("ise_core/export/stage.py") | settings_reads(
             "ise_core/export/card.py"
         )
+        keys.add("workspace.root")  # the catalog's sandbox root, redacted from the export
     if stage in GATE_MODULES:
         keys |= settings_reads(GATE_MODULES[stage])
     return minimal(keys)
+
+
+def test_dvc_stages_are_the_stage_table_in_order() -> None:
+    assert list(SPEC["stages"]) == [entry.name for entry in TABLE] == list(STAGES)
+    for entry in TABLE:
+        command = SPEC["stages"][entry.name]["cmd"]
+        expected = f"ise {entry.name}"
+        if entry.gate is not None:
+            expected += f" && ise gate {entry.gate.name}"
+        assert command == expected, entry.name
+
+
+def test_stage_outputs_are_declared_in_dvc_yaml() -> None:
+    files = Catalog.of(Settings(base_dir=REPO))
+    declared = declared_outputs()
+    for entry in TABLE:
+        stage_spec = SPEC["stages"][entry.name]
+        listed = {
+            next(iter(e)) if isinstance(e, dict) else e
+            for field in ("outs", "metrics")
+            for e in stage_spec.get(field, [])
+        }
+        for name in entry.outputs:
+            relative = files.path(name).relative_to(REPO).as_posix()
+            assert relative in listed, f"{entry.name}: {relative} is not among its outs"
+            assert relative in declared
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -215,7 +249,7 @@ def test_deps_are_the_code_and_files_each_stage_runs(stage: str, built: Built) -
 
     ran_unlisted = sorted(seen["called"] - code)
     assert ran_unlisted == [], f"{stage} runs code of these modules but does not list them"
-    never_loaded = sorted(code - seen["imported"])
+    never_loaded = sorted(code - seen["imported"] - SANDBOX_PROGRAMS)
     assert never_loaded == [], f"{stage} lists modules it never loads"
 
     read_unlisted = sorted(seen["opened"] - data)

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.split import held_out_ids, tasks_path
+from ise_core.evaluation.paths import tasks_path
+from ise_core.evaluation.split import held_out_ids
 from ise_core.evaluation.tasks import load_tasks
 from ise_core.intents.embed import embed_texts
-from ise_core.intents.stage import run_intents_stage
+from ise_core.intents.stage import intents_stage
 from ise_core.llm.base import ChatResult
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Message, read_jsonl
+from ise_core.scripted import ScriptedChat
 from tests.fakes.params import PERMISSIVE_GATES
 from tests.simulate.helpers import REPO
 
@@ -92,7 +93,7 @@ def test_held_out_ids_are_stable_and_sized() -> None:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[Intent]]:
     settings = project(tmp_path_factory.mktemp("no-split"))
-    run_intents_stage(settings, log=lambda _: None)
+    intents_stage(settings, log=lambda _: None)
     return settings, read_jsonl(intents_file(settings), Intent)
 
 
@@ -108,7 +109,7 @@ def test_a_held_out_share_leaves_intents_jsonl(
 ) -> None:
     _, training = baseline
     settings = project(tmp_path, fraction=0.25)
-    stats = run_intents_stage(settings, log=lambda _: None)
+    stats = intents_stage(settings, log=lambda _: None)
     kept = read_jsonl(intents_file(settings), Intent)
     tasks = load_tasks(tasks_path(settings))
     assert len(tasks) == 2 and len(kept) == len(training) - 2
@@ -123,7 +124,7 @@ def test_extra_eval_intents_leave_the_training_intents_byte_identical(
 ) -> None:
     base_settings, training = baseline
     settings = project(tmp_path, count=6, seed=11)
-    stats = run_intents_stage(settings, writer=CopyingWriter(training), log=lambda _: None)
+    stats = intents_stage(settings, writer=CopyingWriter(training), log=lambda _: None)
     assert sha(intents_file(settings)) == sha(intents_file(base_settings))
     tasks = load_tasks(tasks_path(settings))
     ids = [t.id for t in tasks]
@@ -156,7 +157,7 @@ def test_eval_tasks_never_reach_train_or_valid(tmp_path: Path) -> None:
     for mode, block in (("fraction", {"fraction": 0.25}), ("count", {"count": 3})):
         settings = project(tmp_path / mode, **block)
         settings.export.valid_fraction = 0.25
-        run_intents_stage(settings, log=lambda _: None)
+        intents_stage(settings, log=lambda _: None)
         simulate_stage(settings, progress=False)
         collect_stage(settings)
         export_stage(settings)

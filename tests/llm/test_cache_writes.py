@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ise_core.atomic import atomic_write_text
 from ise_core.llm.cache import ResponseCache
-from ise_core.records import Message, atomic_write_text, write_json
+from ise_core.records import Message, write_json
 from tests.fakes import FakeOpenAIServer
 from tests.llm.conftest import ChatMaker
 

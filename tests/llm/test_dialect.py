@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ise_core.errors import MalformedResponse
 from ise_core.llm.dialect import refine_reply, repetition, split_reasoning
 from ise_core.llm.openai_chat import OpenAIChat
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
 from tests.fakes import FakeOpenAIServer, completion
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ise_core.errors import LLMError, MalformedResponse
+from ise_core.errors import LLMError
 from ise_core.llm.accounting import Accountant
-from ise_core.llm.replies import parse_reply, stored_reply
+from ise_core.llm.replies import MalformedResponse, parse_reply, stored_reply
 from ise_core.records import Message
 from tests.fakes import FakeOpenAIServer, completion, tool_call
 from tests.llm.conftest import ECHO_TOOL, ChatMaker

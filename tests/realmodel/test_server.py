@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ise_core.cli_llm import main
-from ise_core.errors import ContextOverflow, MalformedResponse
+from ise_core.errors import ContextOverflow
 from ise_core.llm.cache import ResponseCache
 from ise_core.llm.context import (
     CharEstimate,
@@ -22,6 +22,7 @@ from ise_core.llm.context import (
 from ise_core.llm.local_server import LocalModelServer
 from ise_core.llm.openai_chat import OpenAIChat
 from ise_core.llm.probe import CHECK_TOOL, forget_decisions
+from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
 
 

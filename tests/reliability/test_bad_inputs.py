@@ -209,15 +209,16 @@ def _check_writer(settings: Any, expected: dict[str, Any]) -> None:
 def _check_episode(settings: Any, expected: dict[str, Any]) -> None:
     if local_sandbox_reason() is not None:
         pytest.skip("episodes need the local sandbox")
+    from ise_core.catalog import EpisodeStore
     from ise_core.records import Intent, read_jsonl
-    from ise_core.simulate.stage import collect_stage, episode_path, simulate_stage
+    from ise_core.simulate.stage import collect_stage, simulate_stage
     from tests.simulate.helpers import write_intents
 
     intents = read_jsonl(VALID_INTENTS, Intent)
     write_intents(settings, intents)
     report = simulate_stage(settings, progress=False)
     assert report.n_run == 1
-    episode = json.loads(episode_path(settings, intents[0].id).read_text("utf-8"))
+    episode = json.loads(EpisodeStore.of(settings).path(intents[0].id).read_text("utf-8"))
     assert episode["status"] == expected["status"], episode["stop_reason"]
     if "stop_reason" in expected:
         assert episode["stop_reason"] == expected["stop_reason"]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ise_core.catalog import EpisodeStore
 from ise_core.records import Message
-from ise_core.simulate.stage import collect_stage, episode_path, simulate_stage
+from ise_core.simulate.stage import collect_stage, simulate_stage
 from tests.reliability.project import wait_for_no_processes
 from tests.simulate.helpers import (
     FakeChat,
@@ -107,7 +108,7 @@ def test_hostile_tool_calls_are_contained_episode_goes_on(
 
     assert report.n_run == 1 and report.n_failed == 0
     assert elapsed < 90
-    episode = json.loads(episode_path(settings, intent.id).read_text("utf-8"))
+    episode = json.loads(EpisodeStore.of(settings).path(intent.id).read_text("utf-8"))
     assert episode["status"] in ("kept", "rejected") and episode["stop_reason"] == "completed"
     results = {m["tool_call_id"]: m for m in episode["messages"] if m["role"] == "tool"}
     assert len(results) == len(ABUSE)

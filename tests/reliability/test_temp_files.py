@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.records import _HOST_TAG, atomic_write_text, remove_stale_temp_files
+from ise_core.atomic import atomic_write_text, host_tag, remove_stale_temp_files
 
 
 def _dead_pid() -> int:
@@ -20,8 +20,8 @@ def _dead_pid() -> int:
 
 
 def test_only_dead_writers_leftovers_are_removed(tmp_path: Path) -> None:
-    dead = tmp_path / f".train.jsonl.{_HOST_TAG}.{_dead_pid()}-abc123.tmp"
-    live = tmp_path / f".train.jsonl.{_HOST_TAG}.{os.getpid()}-def456.tmp"
+    dead = tmp_path / f".train.jsonl.{host_tag()}.{_dead_pid()}-abc123.tmp"
+    live = tmp_path / f".train.jsonl.{host_tag()}.{os.getpid()}-def456.tmp"
     elsewhere = tmp_path / f".train.jsonl.0f0f0f.{_dead_pid()}-ghi789.tmp"  # another host
     unknown = tmp_path / ".stats.json.k2l3m4.tmp"  # no pid in the name
     old = tmp_path / ".README.md.x9y8z7.tmp"
@@ -49,5 +49,5 @@ def test_atomic_writes_name_their_writer(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "replace", spy)
     atomic_write_text(tmp_path / "stats.json", "{}\n")
-    assert seen and seen[0].startswith(f".stats.json.{_HOST_TAG}.{os.getpid()}-")
+    assert seen and seen[0].startswith(f".stats.json.{host_tag()}.{os.getpid()}-")
     assert seen[0].endswith(".tmp")

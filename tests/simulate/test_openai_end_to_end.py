@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ise_core.catalog import EpisodeStore
 from ise_core.config import load_settings
 from ise_core.records import Check
-from ise_core.simulate.stage import collect_stage, episode_path, simulate_stage
+from ise_core.simulate.stage import collect_stage, simulate_stage
 from tests.fakes.both_roles import BothRoles
 from tests.fakes.openai_server import FakeOpenAIServer, Faults
 from tests.simulate.helpers import REPO, local_sandbox_reason, make_intent, write_intents
@@ -51,7 +52,7 @@ def test_an_episode_runs_end_to_end_over_http(tmp_path: Path) -> None:
         report = simulate_stage(settings, progress=False)
         stats = server.stats()
     assert (report.n_run, report.n_kept) == (1, 1)
-    episode = json.loads(episode_path(settings, intent.id).read_text())
+    episode = json.loads(EpisodeStore.of(settings).path(intent.id).read_text())
     roles = [m["role"] for m in episode["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
     cat = episode["messages"][5]

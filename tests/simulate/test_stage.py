@@ -13,17 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ise_core.catalog import EpisodeStore
 from ise_core.config import load_settings
 from ise_core.errors import InputError, LLMError
 from ise_core.llm.base import Chat
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Trajectory, read_jsonl
-from ise_core.simulate.stage import (
-    collect_stage,
-    episode_path,
-    simulate_fingerprint,
-    simulate_stage,
-)
+from ise_core.scripted import EpisodeBrief, ScriptedChat
+from ise_core.simulate.stage import collect_stage, simulate_stage
+from ise_core.stages import stage
 from tests.simulate.helpers import REPO, local_sandbox_reason, make_intent, write_intents
 
 pytestmark = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
@@ -92,7 +89,7 @@ def test_simulate_then_collect_resumes_and_reruns_on_new_params(tmp_path: Path) 
     stats = collect_stage(settings)  # the old params: it-000001 is now stale for them
     assert set(stats) >= STATS_KEYS
     assert (stats["n_episodes"], stats["n_stale"], stats["n_kept"]) == (2, 1, 2)
-    assert stats["params_fingerprint"] == simulate_fingerprint(settings)
+    assert stats["params_fingerprint"] == stage("simulate").fingerprint(settings)
     kept = read_jsonl(tmp_path / "data/trajectories/trajectories.jsonl", Trajectory)
     assert [t.intent_id for t in kept] == ["it-000000", "it-000002"]
     written = json.loads((tmp_path / "data/trajectories/stats.json").read_text())
@@ -114,8 +111,7 @@ def test_one_failing_episode_does_not_stop_the_run_and_is_retried(tmp_path: Path
     def chats(role: str, intent: Intent) -> Chat:
         if role == "agent" and intent.id == "it-000001":
             return Down()  # type: ignore[return-value]
-        context = {"intent": intent.model_dump(mode="json"), "seed": 7}
-        return ScriptedChat(role, 7, context)
+        return ScriptedChat(role, 7, EpisodeBrief.of(intent, settings))
 
     from ise_core.workspace import open_workspace
 
@@ -127,7 +123,7 @@ def test_one_failing_episode_does_not_stop_the_run_and_is_retried(tmp_path: Path
     )
     assert (report.n_run, report.n_kept, report.n_failed) == (3, 2, 1)
     assert report.failed_ids == ["it-000001"]
-    failed = json.loads(episode_path(settings, "it-000001").read_text())
+    failed = json.loads(EpisodeStore.of(settings).path("it-000001").read_text())
     assert failed["status"] == "failed" and failed["stop_reason"] == "llm_error"
     retry = simulate_stage(settings, progress=False)  # the endpoint is back: only it reruns
     assert (retry.n_run, retry.n_skipped, retry.n_kept) == (1, 2, 1)

@@ -94,12 +94,12 @@ def _plant(settings: Settings) -> tuple[str, str]:
 
 def build_project(root: Path) -> Project:
     from ise_core.export import export_stage
-    from ise_core.intents.stage import run_intents_stage
+    from ise_core.intents.stage import intents_stage
     from ise_core.quality import gate_intents, gate_sft, gate_trajectories
     from ise_core.simulate.stage import collect_stage, simulate_stage
 
     settings = load_settings(_params(root))
-    run_intents_stage(settings, log=lambda message: None)
+    intents_stage(settings, log=lambda message: None)
     assert gate_intents(settings).passed
     simulate_stage(settings, progress=False)
     planted, flagged = _plant(settings)
@@ -131,8 +131,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's data as an earlier dataset version would differ: two
     episodes with another outcome, one missing, and its own statistics."""
+    from ise_core.catalog import load_episode
     from ise_core.simulate.episode_index import write_index
-    from ise_core.simulate.stage import load_episode
 
     data = tmp_path_factory.mktemp("older-version") / "data"
     shutil.copytree(project.root / "data", data)

@@ -1,0 +1,283 @@
+"""Where every file of a run lives, and the store that owns episode files.
+
+``Catalog.of(settings)`` derives each path from the settings exactly once; stage code, the
+gates, the CLI and the DAG ask it instead of joining folder and file names themselves::
+
+    data/intents/        sampled.jsonl intents.jsonl duplicates.jsonl rejected.jsonl
+                         stats.json timing.json vendi_curve.png gate_result.json
+    data/trajectories/   episodes/<intent_id>.json timing/<intent_id>.json
+                         trajectories.jsonl stats.json timing.json gate_result.json
+    data/sft/            train.jsonl valid.jsonl sharegpt/ parquet/ plots/
+                         stats.json README.md gate_result.json
+
+``EpisodeStore`` owns ``episodes/`` and ``timing/``: the path of an intent's episode, loading
+and saving it, and the one answer to "is this episode current?" (made with the current
+simulate fingerprint for the same intent record) that simulate, collect, the trajectories
+gate and the DAG's planner share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ise_core.atomic import remove_stale_temp_files
+from ise_core.config import Settings
+from ise_core.errors import InputError
+from ise_core.records import (
+    Intent,
+    Trajectory,
+    canonical_json,
+    read_json,
+    read_jsonl,
+    text_hash,
+    validate_record,
+    write_json,
+)
+from ise_core.stages import stage
+
+# The files of each export format, relative to ``export.out_dir`` (train, valid).
+FORMAT_FILES: dict[str, tuple[str, str]] = {
+    "openai": ("train.jsonl", "valid.jsonl"),
+    "sharegpt": ("sharegpt/train.jsonl", "sharegpt/valid.jsonl"),
+    "parquet": ("parquet/train.parquet", "parquet/valid.parquet"),
+}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every path of a run, resolved against the params file's folder."""
+
+    taxonomy_dir: Path
+    embedding_cache_dir: Path
+    embedding_model_dir: Path
+    sandbox_root: Path
+
+    intents_dir: Path
+    sampled: Path
+    intents: Path
+    duplicates: Path
+    rejected: Path
+    intents_stats: Path
+    intents_timing: Path
+    vendi_curve: Path
+    intents_gate_result: Path
+    eval_tasks: Path  # the held-out eval tasks stage 1 freezes (eval.fraction / eval.count)
+
+    trajectories_dir: Path
+    episodes_dir: Path
+    timing_dir: Path
+    data_root_marker: Path  # a run record: which data folder the run planned in
+    trajectories: Path
+    trajectories_stats: Path
+    trajectories_timing: Path
+    trajectories_gate_result: Path
+
+    sft_dir: Path
+    train: Path
+    valid: Path
+    sft_stats: Path
+    card: Path
+    plots_dir: Path
+    sft_gate_result: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Catalog:
+        intents = settings.path(settings.intents.out_dir)
+        trajectories = settings.path(settings.simulate.out_dir)
+        sft = settings.path(settings.export.out_dir)
+        return cls(
+            taxonomy_dir=settings.path(settings.intents.taxonomy),
+            embedding_cache_dir=settings.path(settings.embedding.cache_dir),
+            embedding_model_dir=settings.path(settings.embedding.model_dir),
+            sandbox_root=settings.path(settings.workspace.root),
+            intents_dir=intents,
+            sampled=intents / "sampled.jsonl",
+            intents=intents / "intents.jsonl",
+            duplicates=intents / "duplicates.jsonl",
+            rejected=intents / "rejected.jsonl",
+            intents_stats=intents / "stats.json",
+            intents_timing=intents / "timing.json",
+            vendi_curve=intents / "vendi_curve.png",
+            intents_gate_result=intents / "gate_result.json",
+            eval_tasks=settings.path(settings.eval.out_dir) / "tasks.jsonl",
+            trajectories_dir=trajectories,
+            episodes_dir=trajectories / "episodes",
+            timing_dir=trajectories / "timing",
+            data_root_marker=trajectories / "timing" / "data-root.json",
+            trajectories=trajectories / "trajectories.jsonl",
+            trajectories_stats=trajectories / "stats.json",
+            trajectories_timing=trajectories / "timing.json",
+            trajectories_gate_result=trajectories / "gate_result.json",
+            sft_dir=sft,
+            train=sft / FORMAT_FILES["openai"][0],
+            valid=sft / FORMAT_FILES["openai"][1],
+            sft_stats=sft / "stats.json",
+            card=sft / "README.md",
+            plots_dir=sft / "plots",
+            sft_gate_result=sft / "gate_result.json",
+        )
+
+    def path(self, name: str) -> Path:
+        """The path called ``name`` (a field of this catalog); for the stage table's outputs."""
+        value = getattr(self, name, None)
+        if not isinstance(value, Path):
+            raise KeyError(f"the catalog has no path called {name!r}")
+        return value
+
+    def format_files(self, fmt: str) -> tuple[Path, Path]:
+        """The (train, valid) files of one export format."""
+        train, valid = FORMAT_FILES[fmt]
+        return self.sft_dir / train, self.sft_dir / valid
+
+    def sft_folders(self) -> list[Path]:
+        """The export's folders: the splits, the plots and each extra format's folder."""
+        extra = [self.sft_dir / Path(train).parent for train, _ in FORMAT_FILES.values()]
+        return list(dict.fromkeys([self.sft_dir, self.plots_dir, *extra]))
+
+    def load_intents(self) -> list[Intent]:
+        """The unique intents stage 1 wrote, checked to name one episode file each."""
+        path = self.intents
+        if not path.exists():
+            raise InputError(f"{path}: intents file not found (run `ise intents` first)")
+        intents = read_jsonl(path, Intent)
+        first_line: dict[str, int] = {}
+        for lineno, intent in enumerate(intents, start=1):
+            if not _SAFE_ID.match(intent.id):
+                raise InputError(
+                    f"{path}:{lineno}: field id: {intent.id!r} cannot name an episode file "
+                    "(expected letters, digits, '_', '.', '-')"
+                )
+            if intent.id in first_line:
+                # Two intents would share (and overwrite) one episode file.
+                raise InputError(
+                    f"{path}:{lineno}: field id: {intent.id!r} is already the id of line "
+                    f"{first_line[intent.id]} (each intent needs its own id)"
+                )
+            first_line[intent.id] = lineno
+        return intents
+
+
+def intent_hash(intent: Intent) -> str:
+    """Hash of the whole intent record: an episode is stale when its intent changed."""
+    return text_hash(canonical_json(intent.model_dump(mode="json")))[:16]
+
+
+def load_episode(path: Path) -> Trajectory:
+    """One episode file, validated; a malformed file is an InputError naming it."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object (one Trajectory)")
+    episode = validate_record(data, Trajectory, str(path))
+    if episode.intent_id != path.stem:
+        raise InputError(
+            f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
+        )
+    return episode
+
+
+def _stamp(episode: Trajectory | Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """(intent id, params fingerprint, intent hash) recorded in an episode, typed or raw."""
+    if isinstance(episode, Trajectory):
+        return episode.intent_id, episode.params_fingerprint, episode.metadata.get("intent_hash")
+    metadata = episode.get("metadata")
+    recorded = metadata.get("intent_hash") if isinstance(metadata, Mapping) else None
+    return episode.get("intent_id"), episode.get("params_fingerprint"), recorded
+
+
+@dataclass(frozen=True)
+class EpisodeStore:
+    """The episode files of one simulate fingerprint: one JSON file per intent, any status,
+    plus a timing record beside it (timings are never reproducible, so they live apart)."""
+
+    folder: Path
+    timing_folder: Path
+    fingerprint: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> EpisodeStore:
+        """The store of the episodes the current simulate params make."""
+        files = Catalog.of(settings)
+        return cls(files.episodes_dir, files.timing_dir, stage("simulate").fingerprint(settings))
+
+    def path(self, intent_id: str) -> Path:
+        return self.folder / f"{intent_id}.json"
+
+    def timing_path(self, intent_id: str) -> Path:
+        return self.timing_folder / f"{intent_id}.json"
+
+    def paths(self) -> list[Path]:
+        """Every episode file present, sorted by name."""
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder}: episodes folder not found (run `ise simulate` first)")
+        return sorted(self.folder.glob("*.json"))
+
+    def load(self, path: Path) -> Trajectory:
+        return load_episode(path)
+
+    def load_raw(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Every episode file as a JSON object, unvalidated (for the gate, whose findings
+        include schema problems)."""
+        loaded = []
+        for path in self.paths():
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise InputError(f"{path}: expected a JSON object (one Trajectory)")
+            loaded.append((path, data))
+        return loaded
+
+    def remove_stale_temp_files(self) -> int:
+        """Remove what killed writers left in the store's folders; returns how many."""
+        return sum(remove_stale_temp_files(f) for f in (self.folder, self.timing_folder))
+
+    def save(self, trajectory: Trajectory, timing: Mapping[str, Any]) -> None:
+        """Write the timing record, then the episode (the episode's presence means done)."""
+        write_json(self.timing_path(trajectory.intent_id), dict(timing))
+        write_json(self.path(trajectory.intent_id), trajectory.model_dump(mode="json"))
+
+    def is_current(self, episode: Trajectory | Mapping[str, Any], intent: Intent | None) -> bool:
+        """Whether ``episode`` was made with this store's params for this very intent record."""
+        intent_id, fingerprint, recorded = _stamp(episode)
+        return (
+            intent is not None
+            and intent_id == intent.id
+            and fingerprint == self.fingerprint
+            and recorded == intent_hash(intent)
+        )
+
+    def is_done(self, intent: Intent) -> bool:
+        """Whether ``intent`` has a current episode that did not fail (simulate skips it)."""
+        path = self.path(intent.id)
+        if not path.exists():
+            return False
+        try:
+            episode = validate_record(read_json(path), Trajectory, str(path))
+        except InputError:
+            return False  # unreadable or outdated: simulate it again
+        return self.is_current(episode, intent) and episode.status != "failed"
+
+    def unfinished(self, intents: Iterable[Intent]) -> list[str]:
+        """Ids of the intents without a finished current episode (missing, stale or failed)."""
+        return [intent.id for intent in intents if not self.is_done(intent)]
+
+    def current(self, intents: Sequence[Intent]) -> tuple[list[Trajectory], int]:
+        """The current episodes of ``intents`` (any status), sorted by intent id, and how
+        many episode files were stale (other params, a changed or removed intent)."""
+        by_id = {intent.id: intent for intent in intents}
+        current: list[Trajectory] = []
+        stale = 0
+        for path in self.paths():
+            episode = self.load(path)
+            if self.is_current(episode, by_id.get(episode.intent_id)):
+                current.append(episode)
+            else:
+                stale += 1
+        current.sort(key=lambda e: e.intent_id)
+        return current, stale
+
+
+__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash", "load_episode"]

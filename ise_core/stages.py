@@ -1,0 +1,277 @@
+"""The one table of stages: ``STAGES``, read by ``ise run``, ``ise <stage>``, the Airflow DAG
+and the ``dvc.yaml`` consistency test.
+
+Each ``Stage`` says, once:
+
+- ``name``: the CLI command, the DAG task and the ``dvc.yaml`` stage;
+- ``run``: where its entry point lives (``"module:function"``, taking the settings and
+  ``StageOptions`` and returning a ``StageResult``). A reference, not an import, so reading
+  the table (a DAG file being parsed) costs nothing: torch, Great Expectations and the LLM SDK
+  load only when a stage runs;
+- ``gate``: the quality gate that must pass before the next stage starts, if any;
+- ``fingerprint_keys``: exactly the params that decide its output (their hash goes into its
+  ``stats.json`` and decides which episodes are current); ``roles`` adds the *resolved*
+  settings of LLM roles (role overrides over the llm block); ``scripted_keys`` count only
+  when one of ``scripted_roles`` is played by the scripted program (its shape parameters
+  say nothing about episodes a model made);
+- ``outputs``: the catalog entries it writes (``ise_core.catalog.Catalog``), the first being
+  the file a downstream consumer watches.
+
+Adding a stage means adding one entry here and its entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ise_core.config import Role, Settings, fingerprint
+from ise_core.errors import ConfigError, GateFailed
+from ise_core.records import canonical_json, text_hash
+
+if TYPE_CHECKING:
+    from ise_core.quality.runner import GateReport
+
+Scalar = bool | int | float | str
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """How to run a stage; nothing here changes what it produces."""
+
+    only: tuple[str, ...] | None = None  # simulate: just these intent ids
+    concurrency: int | None = None  # simulate: episodes at once (default from params)
+    progress: bool = True  # a progress bar on stderr (off under an orchestrator)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage run returns: small values (counts, rates, names; fit for an XCom) and
+    one line for people."""
+
+    stage: str
+    values: dict[str, Scalar] = field(default_factory=dict)
+    summary: str = ""
+
+    @classmethod
+    def of(cls, stage: str, stats: Mapping[str, Any], shown: Sequence[str]) -> StageResult:
+        """From a stats dict: its scalar entries, and the ``shown`` ones as the summary."""
+        values = {
+            str(key): value
+            for key, value in stats.items()
+            if isinstance(value, bool | int | float | str)
+            and not (isinstance(value, str) and len(value) >= 200)
+        }
+        line = ", ".join(f"{key}={_short(stats[key])}" for key in shown if key in stats)
+        return cls(stage, values, line)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _resolve(reference: str) -> Callable[..., Any]:
+    module, _, name = reference.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A quality gate: ``check`` (``"module:function"``) validates a stage's outputs."""
+
+    name: str
+    check: str
+
+    def __call__(self, settings: Settings, **options: Any) -> GateReport:
+        report: GateReport = _resolve(self.check)(settings, **options)
+        return report
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: str
+    gate: Gate | None
+    fingerprint_keys: tuple[str, ...]
+    outputs: tuple[str, ...]
+    help: str
+    roles: tuple[Role, ...] = ()
+    scripted_keys: tuple[str, ...] = ()
+    scripted_roles: tuple[Role, ...] = ()
+    options: tuple[str, ...] = ()  # the StageOptions fields it honours (CLI flags)
+
+    def keys(self, settings: Settings) -> tuple[str, ...]:
+        """The params hashed into the fingerprint under ``settings``."""
+        scripted = any(settings.llm.role(r)["provider"] == "scripted" for r in self.scripted_roles)
+        return self.fingerprint_keys + (self.scripted_keys if scripted else ())
+
+    def fingerprint(self, settings: Settings) -> str:
+        """Hash of exactly the params this stage reads (see ``fingerprint_keys``, ``roles``)."""
+        base = fingerprint(settings, *self.keys(settings))
+        if not self.roles:
+            return base
+        # The roles' resolved endpoint, model and sampling matter; cache mode and limits do not.
+        resolved = {role: settings.llm.role(role) for role in self.roles}
+        return text_hash(canonical_json({"base": base, **resolved}))[:16]
+
+    def execute(self, settings: Settings, options: StageOptions | None = None) -> StageResult:
+        result: StageResult = _resolve(self.run)(settings, options or StageOptions())
+        return result
+
+
+# Exactly the settings that change what an episode contains (not where it is written, how
+# many run at once, nor the cache). Collect counts only the episodes made with them.
+_EPISODE_KEYS: tuple[str, ...] = (
+    "seed",
+    "simulate.max_turns",
+    "simulate.max_steps_per_turn",
+    "simulate.user_retries",
+    "simulate.drift_retries",
+    "simulate.episode_token_budget",
+    "simulate.episode_time_limit_s",
+    "simulate.require_checks",
+    "simulate.show_workspace_files",
+    "simulate.workspace_listing_limit",
+    "llm.provider",
+    "llm.base_url",
+    "llm.model",
+    "llm.temperature",
+    "llm.top_p",
+    "llm.max_tokens",
+    "llm.roles.user",
+    "llm.roles.agent",
+    "workspace.backend",
+    "workspace.template",
+    "workspace.call_timeout_s",
+    "workspace.output_limit",
+    "workspace.network_allowlist",
+)
+
+# The shape of the scripted user's and agent's episodes (programs, not models).
+_SCRIPTED_KEYS: tuple[str, ...] = ("simulate.scripted",)
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="intents",
+        run="ise_core.intents.stage:run_intents",
+        gate=Gate("intents", "ise_core.quality.intents_gate:gate_intents"),
+        fingerprint_keys=(
+            "seed",
+            "intents",
+            "embedding",
+            "dedup",
+            "diversity",
+            "eval.fraction",
+            "eval.count",
+            "eval.seed",
+            "eval.safety.secret_path",
+        ),
+        roles=("writer",),
+        outputs=("intents", "sampled", "duplicates", "rejected", "intents_stats", "vendi_curve"),
+        help="sample, write out, de-duplicate and score intents",
+    ),
+    Stage(
+        name="simulate",
+        run="ise_core.simulate.stage:run_simulate",
+        gate=None,
+        fingerprint_keys=_EPISODE_KEYS,
+        scripted_keys=_SCRIPTED_KEYS,
+        scripted_roles=("user", "agent"),
+        outputs=("episodes_dir",),
+        help="run one episode per intent (resumable)",
+        options=("only", "concurrency"),
+    ),
+    Stage(
+        name="collect",
+        run="ise_core.simulate.stage:run_collect",
+        gate=Gate("trajectories", "ise_core.quality.trajectories_gate:gate_trajectories"),
+        fingerprint_keys=_EPISODE_KEYS,
+        scripted_keys=_SCRIPTED_KEYS,
+        scripted_roles=("user", "agent"),
+        outputs=("trajectories", "trajectories_stats"),
+        help="gather kept episodes into trajectories.jsonl + stats",
+    ),
+    Stage(
+        name="export",
+        run="ise_core.export.stage:run_export",
+        gate=Gate("sft", "ise_core.quality.sft_gate:gate_sft"),
+        fingerprint_keys=("seed", "export"),
+        outputs=("train", "valid", "sft_stats", "card", "plots_dir"),
+        help="write the SFT dataset, its stats, card and plots",
+    ),
+)
+
+# Gates that follow no stage of the pipeline: ``ise gate eval`` checks the latest ``ise eval``
+# run, an on-demand measurement of an agent on the held-out tasks, outside ``ise run``.
+STANDALONE_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:gate_eval"),)
+
+STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
+GATES: dict[str, Gate] = {
+    gate.name: gate
+    for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
+}
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name``; a ConfigError lists the known ones."""
+    for candidate in STAGES:
+        if candidate.name == name:
+            return candidate
+    raise ConfigError(f"unknown stage {name!r} (expected one of {', '.join(STAGE_NAMES)})")
+
+
+def gate_of(name: str) -> Gate:
+    """The gate called ``name``; a ConfigError lists the known ones."""
+    if name not in GATES:
+        raise ConfigError(f"unknown gate {name!r} (expected one of {', '.join(GATES)})")
+    return GATES[name]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_gate(name: str, settings: Settings, log: Log = _stderr, **options: Any) -> str:
+    """Run a gate; return its one-line summary, or raise GateFailed with the full report.
+    ``options`` go to the gate (e.g. ``run=`` for the eval gate)."""
+    report = gate_of(name)(settings, **options)
+    if not report.passed:
+        raise GateFailed(f"gate {name} failed", report=report.text)
+    summary = str(report.summary())
+    log(f"gate {name}: passed ({summary})")
+    return summary
+
+
+def run_all(settings: Settings, log: Log = _stderr) -> list[StageResult]:
+    """Every stage in order, each followed by its gate: what ``dvc repro`` also does."""
+    results = []
+    for entry in STAGES:
+        result = entry.execute(settings)
+        log(f"{entry.name}: {result.summary}")
+        if entry.gate is not None:
+            run_gate(entry.gate.name, settings, log)
+        results.append(result)
+    return results
+
+
+__all__ = [
+    "GATES",
+    "STAGES",
+    "STAGE_NAMES",
+    "STANDALONE_GATES",
+    "Gate",
+    "Stage",
+    "StageOptions",
+    "StageResult",
+    "gate_of",
+    "run_all",
+    "run_gate",
+    "stage",
+]
