@@ -346,6 +346,10 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # Who writes the user's opening turn: "request" sends the intent's written request as the
+    # first user message (the simulator plays the follow-ups); "generated" asks the user
+    # simulator to write the opening too. The scripted user opens with the request itself.
+    first_turn: Literal["request", "generated"] = "request"
     scripted: ScriptedShapeSettings = ScriptedShapeSettings()
 
     @model_validator(mode="after")
@@ -651,6 +655,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.context_window": None,
     "llm.constrained_output": False,
     "export.reasoning": "keep",
+    # the scripted user's episodes are unchanged by it (it always opened with the request)
+    "simulate.first_turn": "request",
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge

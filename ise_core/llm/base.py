@@ -69,6 +69,13 @@ class ChatResult(BaseModel):
     compactions: int = 0
 
 
+def opens_with_request(chat: Chat) -> bool:
+    """Whether ``chat`` is a program that opens the conversation with the intent's request by
+    itself (the scripted user, ise_core.scripted.user). Under ``simulate.first_turn: request``
+    such a seat still speaks its own opening; any other seat is not asked for one."""
+    return bool(getattr(chat, "opens_with_request", False))
+
+
 @runtime_checkable
 class Chat(Protocol):
     """An LLM seat. ``complete`` returns the assistant's next message for ``messages``."""

@@ -2,8 +2,10 @@
 
 ``Orchestrator.run()`` is ``initialize`` (open the workspace, the agent's system message) →
 ``step`` until a stop reason is set → ``finalize`` (checks, status, typed metadata). One step
-is one user turn and, unless the user stopped, one agent turn. The user speaks first; an
-episode ends with one ``StopReason`` (ise_core.records):
+is one user turn and, unless the user stopped, one agent turn. The user speaks first: with
+``simulate.first_turn: request`` (the default) its opening is the intent's written request,
+sent as written; with ``generated`` the user simulator writes it. An episode ends with one
+``StopReason`` (ise_core.records):
 
 ``completed``      the user returned ``completed: true`` (its closing remark is not sent)
 ``empty_query``    the user returned an empty ``query`` without completing
@@ -37,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
 from ise_core.errors import BackendError, BudgetExceeded, LLMError
-from ise_core.llm.base import Chat, Usage
+from ise_core.llm.base import Chat, Usage, opens_with_request
 from ise_core.records import (
     CheckResult,
     Complexity,
@@ -211,15 +213,19 @@ class Orchestrator:
         self.settings = settings
         self.session_id = session_id or intent.id
         self.params_fingerprint = params_fingerprint
+        # simulate.first_turn: request sends the intent's request as written, unless the user
+        # seat is a program that opens with it by itself (the scripted user).
+        written = settings.first_turn == "request" and not opens_with_request(user)
         self.simulator = UserSimulator(
             chat=user,
             system_prompt=user_system_prompt(
-                intent, show_workspace_files=settings.show_workspace_files
+                intent, show_workspace_files=settings.show_workspace_files, opening_sent=written
             ),
             persona_name=intent.persona.name,
             user_retries=settings.user_retries,
             drift_retries=settings.drift_retries,
             episode_tag=intent.id,
+            opening=intent.request.strip() if written else None,
         )
         self.state = EpisodeState()
 
