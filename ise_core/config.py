@@ -377,6 +377,13 @@ class ExportSettings(Block):
     # The assistant's reasoning (reasoning_content, <think> blocks split from the content):
     # "keep" exports it beside the content, "drop" leaves it out of every format.
     reasoning: Literal["keep", "drop"] = "keep"
+    # "seen": each reply is exported with the context its request had, compacted outputs
+    # cut as they were sent (an episode compacted n ways becomes n lines, see
+    # ise_core.export.seen); "full": every episode as one line with the full record.
+    context: Literal["seen", "full"] = "seen"
+    # "drop": leave out conversations with any tool call read from reply text instead of the
+    # API's tool_calls (in the prompted mode every call is, so nothing is left).
+    text_tool_calls: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _openai_always(self) -> ExportSettings:
@@ -655,6 +662,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.context_window": None,
     "llm.constrained_output": False,
     "export.reasoning": "keep",
+    "export.context": "seen",  # an episode never compacted is exported as before
+    "export.text_tool_calls": "keep",
     # the scripted user's episodes are unchanged by it (it always opened with the request)
     "simulate.first_turn": "request",
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},

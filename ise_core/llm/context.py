@@ -208,12 +208,17 @@ def reply_budget(window: int, max_tokens: int | None) -> int:
 
 @dataclass
 class Compaction:
-    """The conversation as it will be sent, and how many tool outputs were cut to get there."""
+    """The conversation as it will be sent, and which tool outputs were cut to get there
+    (``cut``: their positions in the conversation, each cut by ``cut_output``)."""
 
     messages: list[Message]
-    compacted: int
+    cut: list[int]
     tokens: int
     fits: bool
+
+    @property
+    def compacted(self) -> int:
+        return len(self.cut)
 
 
 def cut_output(text: str, head: int = KEEP_HEAD, tail: int = KEEP_TAIL) -> str:
@@ -238,20 +243,32 @@ def compact(
     current = list(messages)
     tokens = count(current)
     if tokens <= budget:
-        return Compaction(current, 0, tokens, True)
+        return Compaction(current, [], tokens, True)
     tool_positions = [i for i, m in enumerate(current) if m.role == "tool" and m.content]
-    compacted = 0
+    cut: list[int] = []
     for position in tool_positions[:-1]:
         original = current[position].content or ""
         shorter = cut_output(original)
         if shorter == original:
             continue
         current[position] = current[position].model_copy(update={"content": shorter})
-        compacted += 1
+        cut.append(position)
         tokens = count(current)
         if tokens <= budget:
-            return Compaction(current, compacted, tokens, True)
-    return Compaction(current, compacted, tokens, tokens <= budget)
+            return Compaction(current, cut, tokens, True)
+    return Compaction(current, cut, tokens, tokens <= budget)
+
+
+def apply_cuts(messages: Sequence[Message], cut: Sequence[int]) -> list[Message]:
+    """``messages`` with the tool outputs at the positions ``cut`` cut as ``compact`` cuts
+    them: what a model was sent, rebuilt from the full record (ise_core.export)."""
+    positions = set(cut)
+    return [
+        m.model_copy(update={"content": cut_output(m.content)})
+        if i in positions and m.role == "tool" and m.content
+        else m
+        for i, m in enumerate(messages)
+    ]
 
 
 __all__ = [
@@ -260,6 +277,7 @@ __all__ = [
     "Compaction",
     "ServerTokenizer",
     "TokenCounter",
+    "apply_cuts",
     "compact",
     "cut_output",
     "discover_context_window",

@@ -474,17 +474,17 @@ class OpenAIChat(OpenAIEndpoint):
             from ise_core.llm.probe import resolve_auto
 
             self.tool_calling = await resolve_auto(self)
-        messages, compactions = await self._fit(messages, tools, options)
+        messages, cut = await self._fit(messages, tools, options)
         try:
             return await self._complete(messages, tools, options, started, episode, attempt,
-                                        compactions)  # fmt: skip
+                                        cut)  # fmt: skip
         except ContextOverflow:
             # The server counted more than the estimate: cut harder, once, then give up.
             messages, more = await self._fit(messages, tools, options, tighten=0.6)
             if not more:
                 raise
             return await self._complete(messages, tools, options, started, episode, attempt,
-                                        compactions + more)  # fmt: skip
+                                        sorted({*cut, *more}))  # fmt: skip
 
     async def _fit(
         self,
@@ -492,19 +492,19 @@ class OpenAIChat(OpenAIEndpoint):
         tools: Sequence[dict[str, Any]] | None,
         options: dict[str, Any],
         tighten: float | None = None,
-    ) -> tuple[Sequence[Message], int]:
+    ) -> tuple[Sequence[Message], list[int]]:
         """``messages`` with older tool outputs compacted when the request would not fit the
-        context window (known from llm.context_window or the server); else as they are.
-        ``tighten`` (after the server refused the request as too long): cut until the request
-        is at most that share of its current estimate."""
+        context window (known from llm.context_window or the server), and the positions cut;
+        else as they are. ``tighten`` (after the server refused the request as too long): cut
+        until the request is at most that share of its current estimate."""
         if not any(m.role == "tool" for m in messages):
-            return messages, 0
+            return messages, []
         key = self._api_key()
         window = self.context_window or await asyncio.to_thread(
             endpoint_window, self.base_url, self.model, None if key == PLACEHOLDER_KEY else key
         )
         if not window:
-            return messages, 0
+            return messages, []
         max_tokens = options.get("max_tokens", self.sampling.get("max_tokens"))
         budget = reply_budget(window, max_tokens)
         counter = await asyncio.to_thread(endpoint_counter, self.base_url)
@@ -516,7 +516,7 @@ class OpenAIChat(OpenAIEndpoint):
             budget = min(budget, int(await asyncio.to_thread(count, messages) * tighten))
 
         result = await asyncio.to_thread(compact, messages, budget, count)
-        return result.messages, result.compacted
+        return result.messages, result.cut
 
     async def _complete(
         self,
@@ -526,7 +526,7 @@ class OpenAIChat(OpenAIEndpoint):
         started: float,
         episode: str | None,
         attempt: int,
-        compactions: int,
+        cut: list[int],
     ) -> ChatResult:
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
@@ -558,10 +558,10 @@ class OpenAIChat(OpenAIEndpoint):
                 stored, tools, cached, retries, started, episode, seed=_request_seed(body)
             )
         except MalformedResponse as bad:
-            if compactions and bad.result is not None:
-                bad.result = bad.result.model_copy(update={"compactions": compactions})
+            if cut and bad.result is not None:
+                bad.result = bad.result.model_copy(update={"compacted": cut})
             raise
-        return result.model_copy(update={"compactions": compactions}) if compactions else result
+        return result.model_copy(update={"compacted": cut}) if cut else result
 
     def _result(
         self,

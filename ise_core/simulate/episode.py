@@ -14,6 +14,8 @@ sent as written; with ``generated`` the user simulator writes it. An episode end
 ``time_limit``     the episode ran for ``episode_time_limit_s`` seconds (checked between steps)
 ``user_error``     the user simulator's output stayed invalid after its retries
 ``role_drift``     the user simulator kept drifting into the assistant's role after regenerations
+``context_overflow`` a request stayed over the model's context window after the client
+                   compacted it and tried once more (the episode is rejected, not failed)
 ``llm_error`` / ``workspace_error`` / ``error``
                    something failed for good; the episode's status is then ``failed``
 
@@ -38,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
-from ise_core.errors import BackendError, BudgetExceeded, LLMError
+from ise_core.errors import BackendError, BudgetExceeded, ContextOverflow, LLMError
 from ise_core.llm.base import Chat, Usage, opens_with_request
 from ise_core.records import (
     CheckResult,
@@ -108,6 +110,16 @@ class AgentStats(_Model):
     malformed_replies: int = 0
 
 
+class ContextView(_Model):
+    """What the model saw for one reply whose request was compacted: ``reply`` is the
+    assistant message's position in the episode's ``messages``, ``cut`` the positions of the
+    tool outputs that request sent cut to head and tail (ise_core.llm.context.apply_cuts
+    rebuilds them from the full record)."""
+
+    reply: int
+    cut: list[int]
+
+
 class EpisodeMetadata(_Model):
     """``Trajectory.metadata`` of a simulated episode: the intent's coordinates, the
     conversation's shape (ise_core.simulate.metrics), checks, usage and who played whom."""
@@ -134,10 +146,24 @@ class EpisodeMetadata(_Model):
     agent: AgentStats
     intent_hash: str
     error: str | None = None  # only on failed or stopped-by-error episodes
+    # Agent tool calls read from reply text rather than the API's tool_calls (every call in
+    # the prompted mode); stored as proper tool_calls in ``messages``.
+    text_tool_calls: int = 0
+    # Agent requests sent with older tool outputs cut to fit the context window, and what
+    # each reply of such a request saw. ``messages`` always keep the full outputs.
+    compactions: int = 0
+    compacted_context: list[ContextView] = []
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the trajectory (no ``error`` key when there is none)."""
-        return self.model_dump(mode="json", exclude={"error"} if self.error is None else None)
+        """The JSON form stored in the trajectory. ``error``, ``text_tool_calls``,
+        ``compactions`` and ``compacted_context`` appear only when set: an episode without
+        them reads as it did before they existed."""
+        unset = {
+            name
+            for name in ("error", "text_tool_calls", "compactions", "compacted_context")
+            if not getattr(self, name)
+        }
+        return self.model_dump(mode="json", exclude=unset)
 
 
 @dataclass
@@ -152,6 +178,8 @@ class EpisodeResult:
 
 
 def _failure_reason(exc: BaseException) -> StopReason:
+    if isinstance(exc, ContextOverflow):
+        return StopReason.CONTEXT_OVERFLOW
     if isinstance(exc, LLMError):
         return StopReason.LLM_ERROR
     if isinstance(exc, BackendError):
@@ -174,6 +202,9 @@ class EpisodeState:
     agent: AgentStats = field(default_factory=AgentStats)
     agent_llm_s: float = 0.0
     tool_s: float = 0.0
+    text_tool_calls: int = 0
+    compactions: int = 0
+    views: list[ContextView] = field(default_factory=list)
     stop: StopReason | None = None
     completed: bool = False
     is_success: bool | None = None
@@ -366,11 +397,15 @@ class Orchestrator:
         state.agent.steps += turn.steps
         state.agent.malformed_replies += turn.malformed_replies
         state.agent.step_limit_hits += turn.stop_reason == TurnEnd.MAX_STEPS
+        state.text_tool_calls += turn.text_tool_calls
+        state.compactions += turn.compactions
+        state.views += [ContextView(reply=reply, cut=cut) for reply, cut in turn.views]
         state.agent_reply = turn.reply
         if turn.reply:
             state.final_output = turn.reply
         if not isinstance(turn.stop_reason, TurnEnd):
             state.stop = turn.stop_reason
+            state.error = turn.problem
 
     def metadata(self, user: UserSimulatorSummary, passed: int) -> EpisodeMetadata:
         state, intent = self.state, self.intent
@@ -402,6 +437,9 @@ class Orchestrator:
             agent=state.agent,
             intent_hash=intent_hash(intent),
             error=state.error[:2000] or None,
+            text_tool_calls=state.text_tool_calls,
+            compactions=state.compactions,
+            compacted_context=state.views,
         )
 
 
@@ -430,6 +468,7 @@ async def run_episode(
 
 __all__ = [
     "AgentStats",
+    "ContextView",
     "EpisodeMetadata",
     "EpisodeResult",
     "EpisodeState",

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ise_core.errors import UserTurnError, validation_problems
+from ise_core.errors import ContextOverflow, UserTurnError, validation_problems
 from ise_core.llm.base import Chat, Usage
 from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message, StopReason, canonical_json
@@ -86,7 +86,8 @@ class UserStep:
     """What one call of ``UserSimulator.next_turn`` produced."""
 
     turn: UserTurn | None
-    stop_reason: StopReason | None = None  # USER_ERROR or ROLE_DRIFT when it gave up
+    # USER_ERROR, ROLE_DRIFT or CONTEXT_OVERFLOW when it gave up
+    stop_reason: StopReason | None = None
     problem: str = ""
 
 
@@ -167,7 +168,11 @@ class UserSimulator:
         json_retries = drift_retries = 0
         attempt = 0
         while True:
-            text = await self._complete(self.history + corrections, attempt)
+            try:
+                text = await self._complete(self.history + corrections, attempt)
+            except ContextOverflow as exc:
+                # The person's side of the conversation no longer fits the model's window.
+                return UserStep(None, StopReason.CONTEXT_OVERFLOW, str(exc))
             attempt += 1
             self.generations += 1
             try:
