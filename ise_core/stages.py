@@ -145,6 +145,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "simulate.require_checks",
     "simulate.show_workspace_files",
     "simulate.workspace_listing_limit",
+    "simulate.first_turn",
     "llm.provider",
     "llm.base_url",
     "llm.model",
