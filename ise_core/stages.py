@@ -17,7 +17,9 @@ Each ``Stage`` says, once:
 - ``outputs``: the catalog entries it writes (``ise_core.catalog.Catalog``), the first being
   the file a downstream consumer watches.
 
-Adding a stage means adding one entry here and its entry point.
+Adding a stage means adding one entry here, its entry point and its ``dvc.yaml`` stage (the
+consistency test says what is missing); the CLI and the DAG pick it up from the table (the DAG
+needs a line of its own only for a stage that is more than one plain task).
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "simulate.judge_min_score",
     "simulate.show_workspace_files",
     "simulate.workspace_listing_limit",
+    "simulate.first_turn",
     "llm.provider",
     "llm.base_url",
     "llm.model",

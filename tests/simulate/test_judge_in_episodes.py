@@ -83,7 +83,11 @@ def test_each_episode_carries_the_verdict_and_collect_sums_them_up(tmp_path: Pat
 
 
 def test_the_keep_threshold_drops_ungrounded_episodes(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, judge_min_score=4)
+    plain = make_settings(tmp_path)
+    # The episode gets its judge directly; the params' check that one is configured is tested below.
+    settings = plain.model_copy(
+        update={"simulate": plain.simulate.model_copy(update={"judge_min_score": 4})}
+    )
     assert _episode(tmp_path, HONEST, settings, HeuristicJudge()).kept
     liar = _episode(tmp_path, LIAR, settings, HeuristicJudge())
     assert [c.passed for c in liar.checks] == [True] and liar.completed
