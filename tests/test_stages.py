@@ -10,12 +10,22 @@ import pytest
 from ise_core.catalog import Catalog
 from ise_core.config import Settings, settings_from_dict
 from ise_core.errors import ConfigError
-from ise_core.stages import GATES, STAGE_NAMES, STAGES, StageResult, _resolve, gate_of, stage
+from ise_core.stages import (
+    GATES,
+    MEASUREMENTS,
+    STAGE_NAMES,
+    STAGES,
+    StageResult,
+    _resolve,
+    gate_of,
+    measurement,
+    stage,
+)
 
 
 def test_every_entry_point_and_gate_resolves() -> None:
     assert len(set(STAGE_NAMES)) == len(STAGES)
-    for entry in STAGES:
+    for entry in (*STAGES, *MEASUREMENTS):
         run = _resolve(entry.run)
         assert list(inspect.signature(run).parameters) == ["settings", "options"], entry.name
         assert inspect.signature(run).return_annotation in ("StageResult", StageResult)
@@ -31,6 +41,8 @@ def test_unknown_names_say_what_exists() -> None:
         stage("clean")
     with pytest.raises(ConfigError, match="expected one of intents, trajectories, sft, eval"):
         gate_of("export")
+    with pytest.raises(ConfigError, match=r"measurement 'simulate' \(expected one of eval\)"):
+        measurement("simulate")
 
 
 def _settings(**blocks: object) -> Settings:

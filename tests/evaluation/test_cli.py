@@ -90,3 +90,18 @@ def test_an_endpoint_key_that_is_not_set_stops_before_any_sandbox(
     assert code == 2
     assert "environment variable OPENAI_API_KEY is not set" in capsys.readouterr().err
     assert not list((tmp_path / "sandboxes").glob("ise-sbx-*"))
+
+
+def test_the_stage_table_runs_eval_like_the_command(tmp_path: Path) -> None:
+    """``measurement("eval").execute``: the agent params.yaml names, on the tasks asked for."""
+    sandbox_or_fail()
+    from ise_core.stages import StageOptions, measurement
+
+    settings = eval_settings(tmp_path, k=1)
+    task = input_task()
+    write_tasks(Catalog.of(settings).eval_tasks, [task])
+    result = measurement("eval").execute(settings, StageOptions(only=(task.id,), progress=False))
+    assert result.stage == "eval" and result.values["n_tasks"] == 1
+    assert result.values["completion"] == 1.0 and result.values["pass_rate"] == 1.0
+    assert result.summary.startswith("n_tasks=1, n_tries=1, score=")
+    assert Catalog.of(settings).eval_run(settings.eval.run).metrics.is_file()
