@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -294,23 +294,7 @@ __all__ = [
     "parse_verdict",
     "success_claims",
     "transcript_text",
-    "verdict_stats",
 ]
-
-
-def verdict_stats(verdicts: Sequence[Mapping[str, Any]], n_total: int) -> dict[str, Any] | None:
-    """The judge's scores over ``verdicts`` (stored Verdict dicts) out of ``n_total`` graded
-    things: simulation's episodes or eval's tries. None when nothing was graded."""
-    if not verdicts:
-        return None
-    scores = [int(v["score"]) for v in verdicts]
-    return {
-        "judge": str(verdicts[0].get("judge", "")),
-        "n_graded": len(scores),
-        "n_ungraded": n_total - len(scores),
-        "grounding_mean": round(sum(scores) / len(scores), 4),
-        "grounding_counts": {str(score): scores.count(score) for score in range(1, 6)},
-    }
 
 
 def build_judge(settings: Settings, accountant: Accountant | None = None) -> Judge | None:

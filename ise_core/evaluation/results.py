@@ -23,7 +23,6 @@ from typing import Any
 from ise_core.atomic import atomic_write_text
 from ise_core.catalog import EvalRunFiles
 from ise_core.errors import InputError
-from ise_core.evaluation.judge import verdict_stats
 from ise_core.evaluation.scoring import TaskOutcome, TryOutcome, breakdown
 from ise_core.evaluation.tasks import EvalTask, task_set_hash
 from ise_core.records import (
@@ -32,6 +31,7 @@ from ise_core.records import (
     write_json,
     write_jsonl,
 )
+from ise_core.simulate.metrics import verdict_stats
 
 
 def load_rows(

@@ -205,10 +205,23 @@ def trajectory_stats(
 
 def judge_stats(episodes: Sequence[Trajectory]) -> dict[str, Any] | None:
     """The grounding judge's scores over the graded episodes (None when none was graded)."""
-    from ise_core.evaluation.judge import verdict_stats
-
     verdicts = [e.metadata["judge"] for e in episodes if isinstance(e.metadata.get("judge"), dict)]
     return verdict_stats(verdicts, len(episodes))
+
+
+def verdict_stats(verdicts: Sequence[Mapping[str, Any]], n_total: int) -> dict[str, Any] | None:
+    """The judge's scores over ``verdicts`` (stored Verdict dicts) out of ``n_total`` graded
+    things: simulation's episodes or eval's tries. None when nothing was graded."""
+    if not verdicts:
+        return None
+    scores = [int(v["score"]) for v in verdicts]
+    return {
+        "judge": str(verdicts[0].get("judge", "")),
+        "n_graded": len(scores),
+        "n_ungraded": n_total - len(scores),
+        "grounding_mean": round(sum(scores) / len(scores), 4),
+        "grounding_counts": {str(score): scores.count(score) for score in range(1, 6)},
+    }
 
 
 __all__ = [
@@ -219,4 +232,5 @@ __all__ = [
     "summarize",
     "trajectory_stats",
     "turn_counts",
+    "verdict_stats",
 ]
