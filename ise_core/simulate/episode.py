@@ -158,16 +158,25 @@ class EpisodeMetadata(_Model):
     # each reply of such a request saw. ``messages`` always keep the full outputs.
     compactions: int = 0
     compacted_context: list[ContextView] = []
-    # the grounding judge's verdict (llm.roles.judge), only when a judge is configured
+    # the grounding judge's verdict (llm.roles.judge), only when a judge is configured, or
+    # why that judge gave none
     judge: Verdict | None = None
+    judge_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form stored in the trajectory. ``error``, ``text_tool_calls``,
-        ``compactions``, ``compacted_context`` and ``judge`` appear only when set: an episode
-        without them reads as it did before they existed."""
+        ``compactions``, ``compacted_context``, ``judge`` and ``judge_error`` appear only when
+        set: an episode without them reads as it did before they existed."""
         unset = {
             name
-            for name in ("error", "text_tool_calls", "compactions", "compacted_context", "judge")
+            for name in (
+                "error",
+                "text_tool_calls",
+                "compactions",
+                "compacted_context",
+                "judge",
+                "judge_error",
+            )
             if not getattr(self, name)
         }
         return self.model_dump(mode="json", exclude=unset)
@@ -220,6 +229,7 @@ class EpisodeState:
     failed: bool = False
     checks: list[CheckResult] = field(default_factory=list)
     verdict: Verdict | None = None
+    ungraded: str = ""  # why a configured judge gave no verdict
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -319,15 +329,17 @@ class Orchestrator:
     async def grade(self) -> None:
         """The judge's verdict on the finished conversation (when a judge is configured).
 
-        A model judge whose reply stays unusable leaves the episode ungraded (no verdict: not
-        kept under ``judge_min_score``); an endpoint that fails for good fails the episode,
-        which a later run simulates again, as for the user and the agent."""
+        A judge that cannot give one (its replies stay unusable, or its endpoint fails for
+        good) leaves the episode ungraded: its outcome is the agent's and the user's, so an
+        outage of the judge must not fail it, nor cost an agent under test its score. An
+        ungraded episode is not kept under ``judge_min_score``."""
         if self.judge is None:
             return
         try:
             self.state.verdict = await self.judge.grade(self.state.messages)
-        except ValueError:
+        except (ValueError, LLMError, BackendError) as exc:
             self.state.verdict = None
+            self.state.ungraded = f"{type(exc).__name__}: {exc}"[:500]
 
     def grounded(self) -> bool:
         """Whether the judge's score meets ``judge_min_score`` (always, without a threshold)."""
@@ -472,6 +484,7 @@ class Orchestrator:
             compactions=state.compactions,
             compacted_context=state.views,
             judge=state.verdict,
+            judge_error=state.ungraded or None,
         )
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ise_core.config import Settings
-from ise_core.errors import ConfigError
+from ise_core.errors import ConfigError, LLMError
 from ise_core.evaluation.judge import HEURISTIC_NAME, HeuristicJudge, Judge
-from ise_core.records import Check, Message, Trajectory
+from ise_core.records import Check, Message, Trajectory, Verdict
 from ise_core.simulate.episode import run_episode
 from ise_core.simulate.metrics import trajectory_stats
 from ise_core.workspace import open_workspace
@@ -103,3 +103,29 @@ def test_a_threshold_needs_a_judge() -> None:
         {"simulate": {"judge_min_score": 4}, "llm": {"roles": {"judge": {}}}}
     )
     assert settings.simulate.judge_min_score == 4
+
+
+class _DownJudge:
+    """A model judge whose endpoint fails for good."""
+
+    name = "judge-down"
+
+    async def grade(self, messages: Sequence[Message]) -> Verdict:
+        raise LLMError("judge endpoint: connection refused after 3 attempts")
+
+
+def test_a_judge_that_cannot_answer_leaves_the_episode_ungraded_not_failed(
+    tmp_path: Path,
+) -> None:
+    plain = make_settings(tmp_path)
+    episode = _episode(tmp_path, HONEST, plain, _DownJudge())
+    assert episode.status == "kept" and [c.passed for c in episode.checks] == [True]
+    assert "judge" not in episode.metadata
+    assert "connection refused" in episode.metadata["judge_error"]
+    assert "judge" not in trajectory_stats([episode], fp="fp")  # nothing was graded
+    # Under a keep threshold an ungraded episode is not kept (but not failed either).
+    strict = plain.model_copy(
+        update={"simulate": plain.simulate.model_copy(update={"judge_min_score": 2})}
+    )
+    episode = _episode(tmp_path, HONEST, strict, _DownJudge())
+    assert episode.status == "rejected" and episode.completed and not episode.kept
