@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -99,16 +100,19 @@ class EmbeddingSettings(Block):
     cache_dir: str = ".cache/embeddings"
     model_dir: str = ".cache/models"
 
-    @model_validator(mode="after")
-    def _model_for_provider(self) -> EmbeddingSettings:
-        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+    @field_validator("model")
+    @classmethod
+    def _model_for_provider(cls, model: str, info: ValidationInfo) -> str:
+        # A field validator (provider is declared first, so it is known here) so the error
+        # names embedding.model, the key to fix.
+        if not model.strip():
+            raise ValueError("must not be empty")
+        if info.data.get("provider", "local") == "local" and model not in LOCAL_EMBEDDING_MODELS:
             raise ValueError(
-                f"model must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
-                f"(got {self.model!r}); any model name works with provider openai"
+                f"must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
+                f"(got {model!r}); any model name works with provider openai"
             )
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        return self
+        return model
 
 
 class DedupSettings(Block):
@@ -180,7 +184,12 @@ class LLMSettings(Block):
     base_url: str | None = None
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    # What the endpoint can serve at once: its requests in flight, and what sizes the run
+    # (episodes in flight default to a multiple of it: ise_core.capacity).
     max_concurrency: int = Field(16, ge=1, le=1024)
+    # Follow the endpoint's answers below max_concurrency (AIMD on 429s, 503s and timeouts:
+    # ise_core/llm/adaptive.py).
+    adaptive: bool = False
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     timeout_s: float = Field(120.0, gt=0)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from ise_core.records import Message
 
 if TYPE_CHECKING:
+    from ise_core.llm.adaptive import Attempt
     from ise_core.llm.limits import LimitSettings
 
 
@@ -97,14 +98,15 @@ class Chat(Protocol):
 
 
 class Limiter(Protocol):
-    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt, a
-    shared ``pause`` after a 429, token settlement, counters. Kept in the process
+    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt (it
+    yields the ``Attempt``, on which the client records whether it was answered or met an
+    overload), a shared ``pause`` after a 429, token settlement, counters. Kept in the process
     (``limits.EndpointLimiter``) or shared in Redis (``redis_limits.RedisEndpointLimiter``)."""
 
     @property
     def limits(self) -> LimitSettings: ...
 
-    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[None]: ...
+    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[Attempt]: ...
 
     def pause(self, seconds: float) -> None: ...
 

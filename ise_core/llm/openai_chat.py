@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ise_core.errors import ConfigError, ContextOverflow, LLMError
+from ise_core.llm.adaptive import is_overload
 from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
 from ise_core.llm.context import (
@@ -268,12 +269,13 @@ class OpenAIEndpoint:
                 await asyncio.sleep(delay)
             retry_after = None
             retryable = True
-            async with self.limiter.slot(estimate):
+            async with self.limiter.slot(estimate) as sent:
                 try:
                     raw = await client.post(
                         path, cast_to=response_class, body=body, options=options
                     )
                     content = raw.content
+                    sent.answered()
                 except openai.APIStatusError as exc:
                     status = exc.status_code
                     detail = _server_message(exc.body, exc.message)
@@ -288,6 +290,8 @@ class OpenAIEndpoint:
                     cause = exc.__cause__
                     status, content = "connection", None
                     detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
+                if content is None and is_overload(status):
+                    sent.overloaded(_status_text(status))
             if content is not None:
                 try:
                     return decode(content), attempt
