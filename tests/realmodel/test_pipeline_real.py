@@ -16,10 +16,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from ise_core.llm.local_server import LocalModelServer
-from ise_core.records import StopReason
+from ise_core.records import Message, StopReason
+from ise_core.simulate.agent_loop import ran_in_workspace
 from tests.realmodel.project import REPO, local_model_params
 
 # The stop reasons of an episode that ran to an end of its own; llm_error, workspace_error and
@@ -29,16 +29,6 @@ RECORDED_STOP_REASONS = {
     StopReason.TIME_LIMIT, StopReason.USER_ERROR, StopReason.ROLE_DRIFT,
     StopReason.CONTEXT_OVERFLOW,
 }  # fmt: skip
-# Tool messages the agent loop writes without calling the workspace (agent_loop.execute_tool_call).
-NOT_RUN = ("Error: unknown tool", "Error: arguments are not valid JSON",
-           "Error: arguments must be a JSON object")  # fmt: skip
-
-
-def ran_in_sandbox(message: dict[str, Any]) -> bool:
-    """A tool message the workspace produced: the call reached the sandbox's tool and ran
-    (successfully, or with the tool's own error such as a missing file or an exit code)."""
-    content = message.get("content") or ""
-    return not content.startswith(NOT_RUN) and "rejected its arguments" not in content
 
 
 def test_ise_run_on_three_intents_with_the_real_model(
@@ -66,8 +56,10 @@ def test_ise_run_on_three_intents_with_the_real_model(
         assert episode["metadata"]["user_simulator"]["turns"][0]["reason"] == (
             "the intent's written request"
         )
-    tool_messages = [m for e in episodes for m in e["messages"] if m["role"] == "tool"]
-    assert any(ran_in_sandbox(m) for m in tool_messages), tool_messages[:3]
+    tool_messages = [
+        Message.model_validate(m) for e in episodes for m in e["messages"] if m["role"] == "tool"
+    ]
+    assert any(ran_in_workspace(m) for m in tool_messages), tool_messages[:3]
     # SmolLM2 writes its calls as text (prompted mode): they are recovered, stored as OpenAI
     # tool_calls and counted, in each episode and in the stage's stats.
     recovered = sum(e["metadata"]["text_tool_calls"] for e in episodes)
