@@ -152,6 +152,10 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "llm.temperature",
     "llm.top_p",
     "llm.max_tokens",
+    # how calls are offered and read, what replies may be, when requests are compacted
+    "llm.tool_calling",
+    "llm.constrained_output",
+    "llm.context_window",
     "llm.roles.user",
     "llm.roles.agent",
     "workspace.backend",
