@@ -138,7 +138,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
 
-
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -274,6 +273,12 @@ class WebSearchSettings(Block):
     cache: Literal["read_write", "read_only", "off"] = "read_write"
     cache_dir: str = ".cache/web_search"
 
+    @field_validator("provider", "cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: take it for what the user wrote.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _provider_needs(self) -> WebSearchSettings:
         if self.provider == "searxng" and not self.base_url:
@@ -346,6 +351,9 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # On SIGTERM or SIGINT: how long running episodes may take to finish (and be written)
+    # before they are abandoned. No new episode starts once the signal came.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=86_400)
     scripted: ScriptedShapeSettings = ScriptedShapeSettings()
 
     @model_validator(mode="after")
