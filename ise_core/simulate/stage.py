@@ -265,7 +265,12 @@ class _Simulation:
                 params_fingerprint=fp,
             )
         finally:
-            await asyncio.to_thread(workspace.close)
+            # Once a stop is asked for nothing is reused: a pooled sandbox is destroyed, not
+            # wiped (a wipe would first wait for a tool call an abandoned episode left running).
+            close = workspace.close
+            if self.shutdown.requested:
+                close = getattr(workspace, "discard", close)
+            await asyncio.to_thread(close)
             self.opened.discard(workspace)
 
     async def watch_shutdown(self) -> None:

@@ -71,6 +71,7 @@ def project_for(
     backend: str,
     grace_s: float,
     monkeypatch: pytest.MonkeyPatch,
+    pool_size: int = 0,
 ) -> tuple[Path, dict[str, str]]:
     """A project with the reference intents whose roles go to the slow endpoint."""
     extra = require_backend(backend, monkeypatch)
@@ -84,7 +85,7 @@ def project_for(
             "cache": "off",
             "max_concurrency": 8,
         },
-        workspace={"backend": backend, **extra},
+        workspace={"backend": backend, "pool_size": pool_size, **extra},
         simulate={"concurrency": CONCURRENCY, "shutdown_grace_s": grace_s},
     )
     copy_intents(reference.project, project)
@@ -134,15 +135,27 @@ def assert_nothing_left(project: Path, pid: int) -> None:
     assert corrupt_files(project) == [] and temp_files(project) == []
 
 
-@pytest.mark.parametrize("backend", ["local", "docker"])
+def assert_none_failed(summary: str) -> None:
+    """Every episode that ran went through (the endpoint answered it as the intent's)."""
+    assert " 0 failed" in summary, summary[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("backend", "pool_size"),
+    [("local", 0), ("docker", 0), ("docker", CONCURRENCY)],
+    ids=["local", "docker", "docker-pool"],
+)
 def test_sigterm_abandons_running_episodes_after_the_grace_period(
     reference: Reference,
     slow_endpoint: SlowEndpoint,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     backend: str,
+    pool_size: int,
 ) -> None:
-    project, env = project_for(tmp_path, reference, slow_endpoint, backend, 1.0, monkeypatch)
+    project, env = project_for(
+        tmp_path, reference, slow_endpoint, backend, 1.0, monkeypatch, pool_size
+    )
     process = start(project, env, "simulate")
     wait_for_sandboxes(project, process, CONCURRENCY)
     signalled = time.monotonic()
@@ -153,6 +166,7 @@ def test_sigterm_abandons_running_episodes_after_the_grace_period(
     assert process.returncode == 143, err
     assert "SIGTERM received: no new episode starts" in err
     assert "stopped by SIGTERM" in err and "re-run" in err and "Traceback" not in err
+    assert_none_failed(err)
     assert_nothing_left(project, process.pid)
     done = len(episode_files(project))
     assert done < len(reference.ids)
@@ -161,6 +175,7 @@ def test_sigterm_abandons_running_episodes_after_the_grace_period(
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
     assert f"{len(reference.ids) - done} run, {done} skipped" in out + err
+    assert_none_failed(out + err)
     assert [p.stem for p in episode_files(project)] == sorted(reference.ids)
     assert_nothing_left(project, rerun.pid)
 
@@ -180,11 +195,14 @@ def test_running_episodes_finish_within_a_long_grace_period(
     # The three running episodes finished and were written; the other three never started.
     assert len(episode_files(project)) == CONCURRENCY
     assert f"{len(reference.ids) - CONCURRENCY} not started" in err
+    assert f"{CONCURRENCY} run" in err
+    assert_none_failed(err)
     assert_nothing_left(project, process.pid)
     rerun = start(project, env, "simulate")
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
     assert f"{len(reference.ids) - CONCURRENCY} run, {CONCURRENCY} skipped" in out + err
+    assert_none_failed(out + err)
 
 
 def test_sigint_stops_ise_run_before_the_later_stages(
