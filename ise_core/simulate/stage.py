@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ise_core.atomic import remove_stale_temp_files
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
-from ise_core.errors import BudgetExceeded, InputError
+from ise_core.errors import BackendError, BudgetExceeded, InputError
 from ise_core.llm.base import Chat
 from ise_core.llm.limits import adaptive_summary, endpoint_stats
 from ise_core.records import Intent, read_json, write_json, write_jsonl
@@ -287,9 +287,13 @@ class _Simulation:
             task.cancel()
 
     def close_leftovers(self) -> None:
-        """Close what a cancelled episode could not (its sandbox was still being opened)."""
+        """Close what a cancelled episode could not (its sandbox was still being opened);
+        pooled sandboxes are destroyed, not wiped for reuse."""
         for workspace in list(self.opened):
-            workspace.close()
+            try:
+                getattr(workspace, "discard", workspace.close)()
+            except BackendError:
+                continue  # the next run's reaper removes what could not be closed now
         self.opened.clear()
 
     def _count(self, status: str, intent_id: str) -> None:

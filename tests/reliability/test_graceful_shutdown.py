@@ -205,6 +205,33 @@ def test_running_episodes_finish_within_a_long_grace_period(
     assert_none_failed(out + err)
 
 
+def test_a_second_signal_stops_at_once_and_still_cleans_up(
+    reference: Reference,
+    slow_endpoint: SlowEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project, env = project_for(tmp_path, reference, slow_endpoint, "local", 300.0, monkeypatch)
+    process = start(project, env, "simulate")
+    wait_for_sandboxes(project, process, CONCURRENCY)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # inside the 300 s grace period
+    assert process.poll() is None
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert time.monotonic() - signalled < 15, err
+    assert process.returncode == 143, err
+    assert "SIGTERM received: stopping now" in err and "stopped by SIGTERM" in err, err
+    assert "Traceback" not in err, err
+    assert_nothing_left(project, process.pid)
+    rerun = start(project, env, "simulate")
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert_none_failed(out + err)
+    assert [p.stem for p in episode_files(project)] == sorted(reference.ids)
+
+
 def test_sigint_stops_ise_run_before_the_later_stages(
     reference: Reference,
     slow_endpoint: SlowEndpoint,
