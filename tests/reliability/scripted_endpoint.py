@@ -5,9 +5,8 @@ The role is read from the request the way a model would see it: a request with `
 the agent, one whose system prompt says "You are NOT an assistant" is the user simulator, any
 other is the intent writer. The scripted user and agent also need the intent they work on
 (they have no model to read the conversation with): the user's is found by its request text,
-quoted in the user simulator's system prompt; the agent's by the user's opening message:
-the intent's request itself (``simulate.first_turn: request``), or what this responder
-produced for that intent as its user.
+quoted in the user simulator's system prompt; the agent's by the user's opening message,
+which this responder itself produced for that intent.
 """
 
 from __future__ import annotations
@@ -44,12 +43,6 @@ def restore_tool_fields(messages: list[Message]) -> list[Message]:
             )
         restored.append(message)
     return restored
-
-
-def _same_request(text: str, intent: Intent) -> bool:
-    # The scripted user may lower-case the first letter of the request (a register).
-    a, b = text.strip(), intent.request.strip()
-    return a[1:] == b[1:] and a[:1].lower() == b[:1].lower()
 
 
 class ScriptedEndpoint:
@@ -97,9 +90,8 @@ class ScriptedEndpoint:
         with self._lock:
             found = self._by_opening.get(opening)
         if found is None:
-            # simulate.first_turn: request (the default) opens with the intent's own request.
-            same = [i for i in self._all_intents() if _same_request(opening, i)]
-            found = same[0] if len(same) == 1 else None
+            # simulate.first_turn: request opens with the intent's request as written.
+            found = next((i for i in self._all_intents() if i.request == opening), None)
         if found is None:
             raise LookupError(f"no intent opened with {opening[:80]!r}")
         return found
