@@ -13,11 +13,14 @@ While a stage cooperates (``with shutdown.cooperating():`` around the simulate l
 signal only asks for a stop: no new episode starts, the running ones get ``grace_s`` seconds to
 finish and be written (whole, as always), the rest are abandoned (not written, so a re-run does
 them), every sandbox is torn down, and the command ends with ``Interrupted`` (exit 128 + the
-signal number: 143 for SIGTERM, 130 for SIGINT). Outside such a stage (intents, collect,
-export, gates), and on a second signal, ``Interrupted`` is raised at once: those stages write
-every file atomically, so nothing is torn, and the ``finally`` blocks on the way out close what
-is open. A handler that was installed before (Airflow's, which calls the operator's
-``on_kill``) is still called.
+signal number: 143 for SIGTERM, 130 for SIGINT). A second signal ends the grace period at
+once (the same teardown, now); it is not raised where it lands, because an exception raised
+in the middle of the event loop's work could end up in a task nobody waits for, or be taken
+for an episode's failure. A third signal, and any signal outside such a stage (intents,
+collect, export, gates), raises ``Interrupted`` at once: those stages write every file
+atomically, so nothing is torn, and the ``finally`` blocks on the way out close what is open.
+A handler that was installed before (Airflow's, which calls the operator's ``on_kill``) is
+still called.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Shutdown:
     def __init__(self, grace_s: float = 30.0, *, stream: Any = None) -> None:
         self.grace_s = grace_s
         self.signum: int | None = _received
-        self.requested_at: float | None = None if _received is None else time.monotonic()
+        self._deadline: float | None = None if _received is None else time.monotonic()
+        self.signals = 0  # how many stop signals this object has handled
         self._cooperative = 0
         self._lock = threading.Lock()
         self._stream = stream
@@ -60,7 +64,7 @@ class Shutdown:
 
     def deadline(self) -> float | None:
         """When the grace period ends (``time.monotonic()``), once a stop is requested."""
-        return None if self.requested_at is None else self.requested_at + self.grace_s
+        return self._deadline
 
     def request(self, signum: int = signal.SIGTERM) -> None:
         """Ask for a stop (what the first signal does; tests and callers may call it too)."""
@@ -68,7 +72,12 @@ class Shutdown:
             if self.signum is not None:
                 return
             self.signum = signum
-            self.requested_at = time.monotonic()
+            self._deadline = time.monotonic() + self.grace_s
+
+    def hurry(self) -> None:
+        """End the grace period now (what a second signal does)."""
+        with self._lock:
+            self._deadline = time.monotonic()
 
     def interrupted(self, detail: str = "") -> Interrupted:
         name = self.signal_name or "a signal"
@@ -103,15 +112,23 @@ class Shutdown:
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)  # e.g. Airflow's handler, which calls on_kill()
         name = signal.Signals(signum).name
-        if self.requested or not self._cooperative:
+        self.signals += 1
+        if not self._cooperative or self.signals > 2:
             self.request(signum)
             self._say(f"{name} received: stopping now")
             raise self.interrupted()
+        if self.signals == 2:
+            self.hurry()
+            self._say(
+                f"{name} received again: abandoning the running episodes now and closing "
+                "every sandbox (once more stops at once)"
+            )
+            return
         self.request(signum)
         self._say(
             f"{name} received: no new episode starts; the running ones have {self.grace_s:g}s "
             f"to finish, then they are abandoned and every sandbox is closed "
-            f"({name} again stops at once)"
+            f"({name} again abandons them now)"
         )
 
     @contextlib.contextmanager

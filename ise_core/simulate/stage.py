@@ -279,8 +279,8 @@ class _Simulation:
         while not self.shutdown.requested:
             await asyncio.sleep(SHUTDOWN_POLL_S)
         self.report.interrupted = self.shutdown.signal_name
-        deadline = self.shutdown.deadline() or time.monotonic()
-        while self.running and time.monotonic() < deadline:
+        # Read again on every round: a second signal moves the deadline to now.
+        while self.running and time.monotonic() < (self.shutdown.deadline() or 0.0):
             await asyncio.sleep(SHUTDOWN_POLL_S)
         self.abandoning = True
         for task in list(self.running):
