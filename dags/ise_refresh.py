@@ -202,7 +202,9 @@ def ise_refresh() -> None:
         context["intent_label"] = pipeline.batch_label(intent_ids)  # type: ignore[typeddict-unknown-key]
         with _run_settings() as settings:
             pipeline.check_data_root(settings, _data_root_token())
-            values = pipeline.run_stage("simulate", settings, only=intent_ids)
+            # SIGTERM (the task killed or its worker stopping) ends it gracefully: no new
+            # episode, running ones abandoned after a short grace, every sandbox closed.
+            values = pipeline.run_stage("simulate", settings, only=intent_ids, stop_on_signals=True)
             pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
             return values
 

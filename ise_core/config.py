@@ -142,7 +142,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
 
-
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -283,6 +282,12 @@ class WebSearchSettings(Block):
     cache: Literal["read_write", "read_only", "off"] = "read_write"
     cache_dir: str = ".cache/web_search"
 
+    @field_validator("provider", "cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: take it for what the user wrote.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _provider_needs(self) -> WebSearchSettings:
         if self.provider == "searxng" and not self.base_url:
@@ -355,6 +360,9 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # On SIGTERM or SIGINT: how long running episodes may take to finish (and be written)
+    # before they are abandoned. No new episode starts once the signal came.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=86_400)
     # Who writes the user's opening turn: "request" sends the intent's written request as the
     # first user message (the simulator plays the follow-ups); "generated" asks the user
     # simulator to write the opening too. The scripted user opens with the request itself.

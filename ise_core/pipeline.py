@@ -9,6 +9,7 @@ return small values — ids, paths and counts — never datasets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from ise_core.errors import (
     InputError,
     ISEError,
 )
+from ise_core.shutdown import Shutdown
 from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, small_values, stage
 
 __all__ = [
@@ -205,12 +207,29 @@ def batch_label(ids: Sequence[str], limit: int = 3) -> str:
 # --- running stages ------------------------------------------------------------------------------
 
 
+# Airflow's task supervisor follows the SIGTERM it sends a task with SIGKILL 5 s later, so a
+# task's grace period is capped to leave time for closing its sandboxes before that.
+TASK_GRACE_CAP_S = 2.0
+
+
 def run_stage(
-    name: str, settings: Settings, *, only: Sequence[str] | None = None
+    name: str,
+    settings: Settings,
+    *,
+    only: Sequence[str] | None = None,
+    stop_on_signals: bool = False,
 ) -> dict[str, Scalar]:
-    """Run one stage of the table on ``settings``; return its small values (counts, rates)."""
-    options = StageOptions(only=tuple(only) if only else None, progress=False)
-    result = stage(name).execute(settings, options)
+    """Run one stage of the table on ``settings``; return its small values (counts, rates).
+
+    ``stop_on_signals`` (a task's simulate): SIGTERM / SIGINT stop it gracefully, within
+    ``simulate.shutdown_grace_s`` capped at ``TASK_GRACE_CAP_S``, and raise ``Interrupted``
+    (see ise_core.shutdown)."""
+    shutdown = None
+    if stop_on_signals:
+        shutdown = Shutdown(grace_s=min(settings.simulate.shutdown_grace_s, TASK_GRACE_CAP_S))
+    options = StageOptions(only=tuple(only) if only else None, progress=False, shutdown=shutdown)
+    with shutdown.handling_signals() if shutdown else contextlib.nullcontext():
+        result = stage(name).execute(settings, options)
     _stderr(f"{name}: {result.summary}")
     return result.values
 

@@ -40,8 +40,10 @@ GATE_MODULES = {
 BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
 # Settings that say where outputs go; dvc.yaml's outs name those places.
 LOCATION_KEYS = {"out_dir"}
-# The `ise` command line: argument parsing and printing around the stage functions.
+# The `ise` command line: argument parsing, printing and signal handling around the stage
+# functions.
 CLI_MODULES = {
+    "ise_core/shutdown.py",  # how the process stops on a signal, never what a stage makes
     "ise_core/cli.py",
     "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
