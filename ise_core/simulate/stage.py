@@ -36,6 +36,7 @@ from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
 from ise_core.records import Intent, read_json, write_json, write_jsonl
+from ise_core.refresh.history import episodes_by_period
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize, trajectory_stats
@@ -200,8 +201,9 @@ class _Simulation:
                 timing["llm"] = self.accountant.pop_episode(intent.id)
             # Serialised and written (with fsync) in a worker thread, so the event loop keeps
             # serving the other episodes' requests meanwhile.
-            await asyncio.to_thread(self.store.save, result.trajectory, timing)
-            self._count(result.trajectory.status, intent.id)
+            trajectory = self.store.stamped(result.trajectory, intent)  # its refresh period
+            await asyncio.to_thread(self.store.save, trajectory, timing)
+            self._count(trajectory.status, intent.id)
 
     async def _run(self, intent: Intent) -> EpisodeResult:
         user, agent = self.chat_for("user", intent), self.chat_for("agent", intent)
@@ -344,6 +346,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     store.paths()  # a missing episodes folder is reported before the intents are read
     intents = files.load_intents()
     current, stale = store.current(intents)
+    current = store.with_fallbacks(current, intents)  # renewed, not kept: the last kept one
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
     write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
@@ -358,6 +361,8 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
         },
     )
     stats["llm_usage"].update(_request_counts(store, ids))
+    if store.ledger:
+        stats["periods"] = episodes_by_period(current, settings.llm.prices)
     write_json(files.trajectories_stats, stats)
     write_json(files.trajectories_timing, _timing_summary(store, ids))
     return stats

@@ -34,6 +34,8 @@ TINY_PARAMS: dict[str, Any] = {
     "workspace": {"backend": "local"},
     "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
 }
+# Files under data/ that a clone has: the refresh period list (empty until a period runs).
+COMMITTED_DATA = ("data/refresh/periods.json",)
 # Files that say when or how fast a run went, never what it produced.
 RUN_RECORDS = ("timing.json",)
 RUN_RECORD_DIRS = ("data/trajectories/timing/",)
@@ -78,7 +80,9 @@ def source_files(repo: Path = REPO) -> list[str]:
         capture_output=True,
         check=True,
     ).stdout.decode("utf-8")
-    return sorted({name for name in listed.split("\0") if name and (repo / name).is_file()})
+    names = {name for name in listed.split("\0") if name and (repo / name).is_file()}
+    # The refresh period list lives under data/ but is a committed input (DVC params).
+    return sorted(names | {name for name in COMMITTED_DATA if (repo / name).is_file()})
 
 
 def environment(project: Path, **extra: str) -> dict[str, str]:

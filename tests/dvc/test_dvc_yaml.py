@@ -65,16 +65,43 @@ COMMANDS = {
 # --- params --------------------------------------------------------------------------------
 
 
+# The refresh period list: a params file of its own, read whole by the stages it shapes.
+LEDGER = "${refresh.out_dir}/periods.json"
+LEDGER_STAGES = ("intents", "simulate", "collect")
+
+
 def listed_params(stage: str) -> list[str]:
+    """The params.yaml keys a stage lists (the period list is checked on its own)."""
     keys: list[str] = []
     for entry in SPEC["stages"][stage].get("params", []):
         if isinstance(entry, dict):
             (name, values), *rest = entry.items()
+            if name == LEDGER:
+                continue
             assert not rest and name == "params.yaml", entry
             keys += values
         else:
             keys.append(entry)
     return keys
+
+
+def test_the_stages_a_refresh_period_shapes_read_the_period_list() -> None:
+    files = Catalog.of(Settings(base_dir=REPO))
+    assert LEDGER.replace("${refresh.out_dir}", Settings().refresh.out_dir) == (
+        files.periods.relative_to(REPO).as_posix()
+    )
+    for stage in STAGES:
+        listed = [
+            entry
+            for entry in SPEC["stages"][stage].get("params", [])
+            if isinstance(entry, dict) and LEDGER in entry
+        ]
+        if stage in LEDGER_STAGES:
+            assert listed == [{LEDGER: None}], (stage, listed)  # the whole file
+        else:
+            assert listed == [], stage
+    # A clone has the (empty) list, so `dvc repro` finds it.
+    assert json.loads(files.periods.read_text(encoding="utf-8")) == {"periods": []}
 
 
 def covers(key: str, other: str) -> bool:
