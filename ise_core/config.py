@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -99,16 +100,19 @@ class EmbeddingSettings(Block):
     cache_dir: str = ".cache/embeddings"
     model_dir: str = ".cache/models"
 
-    @model_validator(mode="after")
-    def _model_for_provider(self) -> EmbeddingSettings:
-        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+    @field_validator("model")
+    @classmethod
+    def _model_for_provider(cls, model: str, info: ValidationInfo) -> str:
+        # A field validator (provider is declared first, so it is known here) so the error
+        # names embedding.model, the key to fix.
+        if not model.strip():
+            raise ValueError("must not be empty")
+        if info.data.get("provider", "local") == "local" and model not in LOCAL_EMBEDDING_MODELS:
             raise ValueError(
-                f"model must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
-                f"(got {self.model!r}); any model name works with provider openai"
+                f"must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
+                f"(got {model!r}); any model name works with provider openai"
             )
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        return self
+        return model
 
 
 class DedupSettings(Block):
@@ -180,7 +184,12 @@ class LLMSettings(Block):
     base_url: str | None = None
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    # What the endpoint can serve at once: its requests in flight, and what sizes the run
+    # (episodes in flight default to a multiple of it: ise_core.capacity).
     max_concurrency: int = Field(16, ge=1, le=1024)
+    # Follow the endpoint's answers below max_concurrency (AIMD on 429s, 503s and timeouts:
+    # ise_core/llm/adaptive.py).
+    adaptive: bool = False
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     timeout_s: float = Field(120.0, gt=0)
@@ -346,6 +355,10 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # Who writes the user's opening turn: "request" sends the intent's written request as the
+    # first user message (the simulator plays the follow-ups); "generated" asks the user
+    # simulator to write the opening too. The scripted user opens with the request itself.
+    first_turn: Literal["request", "generated"] = "request"
     scripted: ScriptedShapeSettings = ScriptedShapeSettings()
 
     @model_validator(mode="after")
@@ -370,6 +383,16 @@ class ExportSettings(Block):
     # Written into the dataset card's YAML header.
     license: str = Field("apache-2.0", min_length=1)
     pretty_name: str = Field("ISE multi-turn tool-use trajectories", min_length=1)
+    # The assistant's reasoning (reasoning_content, <think> blocks split from the content):
+    # "keep" exports it beside the content, "drop" leaves it out of every format.
+    reasoning: Literal["keep", "drop"] = "keep"
+    # "seen": each reply is exported with the context its request had, compacted outputs
+    # cut as they were sent (an episode compacted n ways becomes n lines, see
+    # ise_core.export.seen); "full": every episode as one line with the full record.
+    context: Literal["seen", "full"] = "seen"
+    # "drop": leave out conversations with any tool call read from reply text instead of the
+    # API's tool_calls (in the prompted mode every call is, so nothing is left).
+    text_tool_calls: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _openai_always(self) -> ExportSettings:
@@ -674,6 +697,11 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
     "llm.constrained_output": False,
+    "export.reasoning": "keep",
+    "export.context": "seen",  # an episode never compacted is exported as before
+    "export.text_tool_calls": "keep",
+    # the scripted user's episodes are unchanged by it (it always opened with the request)
+    "simulate.first_turn": "request",
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge

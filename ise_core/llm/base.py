@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from ise_core.records import Message
 
 if TYPE_CHECKING:
+    from ise_core.llm.adaptive import Attempt
     from ise_core.llm.limits import LimitSettings
 
 
@@ -64,6 +65,22 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     # Tool calls read from the reply text rather than the API's tool_calls (ise_core.llm.dialect).
     text_tool_calls: int = 0
+    # Positions (in the messages passed to ``complete``) of the older tool outputs cut to fit
+    # the context window for this request (ise_core.llm.context.compact); the caller's
+    # messages are unchanged, only the request was shortened.
+    compacted: list[int] = []
+
+    @property
+    def compactions(self) -> int:
+        """How many tool outputs this request had cut."""
+        return len(self.compacted)
+
+
+def opens_with_request(chat: Chat) -> bool:
+    """Whether ``chat`` is a program that opens the conversation with the intent's request by
+    itself (the scripted user, ise_core.scripted.user). Under ``simulate.first_turn: request``
+    such a seat still speaks its own opening; any other seat is not asked for one."""
+    return bool(getattr(chat, "opens_with_request", False))
 
 
 @runtime_checkable
@@ -81,14 +98,15 @@ class Chat(Protocol):
 
 
 class Limiter(Protocol):
-    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt, a
-    shared ``pause`` after a 429, token settlement, counters. Kept in the process
+    """An endpoint's limits as the client uses them: one in-flight ``slot`` per attempt (it
+    yields the ``Attempt``, on which the client records whether it was answered or met an
+    overload), a shared ``pause`` after a 429, token settlement, counters. Kept in the process
     (``limits.EndpointLimiter``) or shared in Redis (``redis_limits.RedisEndpointLimiter``)."""
 
     @property
     def limits(self) -> LimitSettings: ...
 
-    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[None]: ...
+    def slot(self, estimated_tokens: int = 0) -> AbstractAsyncContextManager[Attempt]: ...
 
     def pause(self, seconds: float) -> None: ...
 

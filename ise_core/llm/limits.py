@@ -13,6 +13,12 @@ the endpoint. A limiter bounds:
 After a 429 with ``Retry-After`` the whole endpoint pauses: no new attempt starts before the
 time the server asked for, so concurrent requests do not hammer it.
 
+With ``llm.adaptive: true`` the in-flight cap is not fixed at ``max_concurrency`` but follows
+the endpoint's answers (AIMD: lower on 429s, 503s and timeouts, back up while it keeps up;
+ise_core.llm.adaptive). Each ``slot`` yields an ``Attempt`` on which the client records how
+the attempt went; the limiter also times the attempts that were answered, so ``stats()``
+carries the endpoint's measured latency.
+
 Retry policy (applied by the client, one attempt per ``slot``): 408, 409, 429 and every 5xx,
 timeouts and dropped connections are retried up to ``max_retries`` times with exponential
 backoff and jitter (``backoff_base_s * 2**n``, capped at ``backoff_max_s``, half of it
@@ -23,15 +29,18 @@ honoured as a lower bound, up to ``MAX_RETRY_AFTER_S``. Other 4xx are not retrie
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+
+from ise_core.llm.adaptive import AdaptiveCap, Attempt
 
 if TYPE_CHECKING:
     from ise_core.config import LLMSettings
@@ -57,11 +66,13 @@ class LimitSettings:
     max_retries: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 90.0
+    adaptive: bool = False  # AIMD on the in-flight cap within [1, max_in_flight]
 
     @classmethod
     def from_llm(cls, llm: LLMSettings) -> LimitSettings:
         return cls(
             max_in_flight=llm.max_concurrency,
+            adaptive=llm.adaptive,
             requests_per_minute=llm.requests_per_minute,
             tokens_per_minute=llm.tokens_per_minute,
             max_retries=llm.max_retries,
@@ -197,6 +208,44 @@ class TokenBucket:
             self.level = min(self.capacity, self.level - delta)
 
 
+class SlotGate:
+    """A first-come-first-served semaphore of one event loop whose size is read at every
+    grant (``cap()``), so a cap that shrinks holds new attempts back until enough have
+    finished, and one that grows lets waiters go at once (``wake``)."""
+
+    def __init__(self, cap: Callable[[], int]) -> None:
+        self._cap = cap
+        self.held = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.held < self._cap() and not self._waiters:
+            self.held += 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # granted, then cancelled before it could be used
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(granted)
+            raise
+
+    def release(self) -> None:
+        self.held -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        while self._waiters and self.held < self._cap():
+            granted = self._waiters.popleft()
+            if not granted.done():
+                self.held += 1
+                granted.set_result(None)
+
+
 class EndpointLimiter:
     """Concurrency, rate limits and the shared Retry-After pause of one endpoint."""
 
@@ -208,23 +257,32 @@ class EndpointLimiter:
             TokenBucket(limits.requests_per_minute) if limits.requests_per_minute else None
         )
         self._tokens = TokenBucket(limits.tokens_per_minute) if limits.tokens_per_minute else None
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._semaphores = weakref.WeakKeyDictionary()
+        self.adaptive = (
+            AdaptiveCap(limits.max_in_flight, f"{endpoint} model {model}")
+            if limits.adaptive
+            else None
+        )
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SlotGate]
+        self._gates = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._resume_at = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self.started = 0
         self.waited_s = 0.0
+        self.latency = LatencyTally()
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def cap(self) -> int:
+        """Attempts allowed in flight now: ``max_in_flight``, or the adaptive cap."""
+        return self.adaptive.cap if self.adaptive is not None else self.limits.max_in_flight
+
+    def _gate(self) -> SlotGate:
         loop = asyncio.get_running_loop()
         with self._lock:
-            semaphore = self._semaphores.get(loop)
-            if semaphore is None:
-                semaphore = asyncio.Semaphore(self.limits.max_in_flight)
-                self._semaphores[loop] = semaphore
-            return semaphore
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = SlotGate(self.cap)
+            return gate
 
     def pause(self, seconds: float) -> None:
         """No new attempt on this endpoint starts within ``seconds`` (a server's Retry-After)."""
@@ -240,25 +298,38 @@ class EndpointLimiter:
             await asyncio.sleep(wait)
 
     @contextlib.asynccontextmanager
-    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[None]:
+    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[Attempt]:
         """Hold one in-flight slot for the duration of one attempt."""
         await self._wait_for_resume()
         if self._requests is not None:
             self.waited_s += await self._requests.take(1)
         if self._tokens is not None and estimated_tokens > 0:
             self.waited_s += await self._tokens.take(estimated_tokens)
-        async with self._semaphore():
+        gate = self._gate()
+        await gate.acquire()
+        try:
             # The pause may have been set while this request waited for its slot.
             await self._wait_for_resume()
             with self._lock:
                 self.in_flight += 1
                 self.started += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                in_flight = self.in_flight
+            attempt = (
+                self.adaptive.begin(in_flight)
+                if self.adaptive is not None
+                else Attempt(started=time.monotonic())
+            )
             try:
-                yield
+                yield attempt
             finally:
                 with self._lock:
                     self.in_flight -= 1
+                self.latency.add(attempt)
+                if self.adaptive is not None:
+                    self.adaptive.end(attempt)
+        finally:
+            gate.release()
 
     def settle_tokens(self, estimated: int, actual: int) -> None:
         """Correct the tokens-per-minute bucket once the real usage is known."""
@@ -266,13 +337,43 @@ class EndpointLimiter:
             self._tokens.adjust(actual - min(estimated, self._tokens.capacity))
 
     def stats(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "endpoint": self.endpoint,
             "model": self.model,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "attempts_started": self.started,
             "waited_s": round(self.waited_s, 3),
+            **self.latency.stats(),
+        }
+        if self.adaptive is not None:
+            data["adaptive"] = self.adaptive.stats()
+        return data
+
+
+class LatencyTally:
+    """How long answered attempts held their slot: the endpoint's own latency, without the
+    time spent waiting for a slot, a rate window or a pause."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, attempt: Attempt) -> None:
+        if attempt.outcome != "ok" or not attempt.started:
+            return
+        held = time.monotonic() - attempt.started
+        with self._lock:
+            self.answered += 1
+            self.seconds += held
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            mean = self.seconds / self.answered if self.answered else None
+        return {
+            "answered": self.answered,
+            "latency_s": None if mean is None else round(mean, 4),
         }
 
 
@@ -294,6 +395,37 @@ def shared_limiter(endpoint: str, model: str, limits: LimitSettings) -> Endpoint
             limiter = EndpointLimiter(key[0], model, limits)
             _REGISTRY[key] = limiter
         return limiter
+
+
+def process_limiters() -> list[EndpointLimiter]:
+    """The process-wide limiters made so far (for a run's statistics)."""
+    with _REGISTRY_LOCK:
+        return list(_REGISTRY.values())
+
+
+def endpoint_stats() -> list[dict[str, Any]]:
+    """``stats()`` of every limiter this process used: its own and its Redis-shared ones."""
+    import sys
+
+    limiters: list[Any] = process_limiters()
+    shared = sys.modules.get("ise_core.llm.redis_limits")
+    if shared is not None:
+        limiters += shared.redis_limiters()
+    return [limiter.stats() for limiter in limiters]
+
+
+def adaptive_summary(stats: list[dict[str, Any]]) -> str:
+    """One phrase per endpoint whose adaptive cap moved ("" when none did)."""
+    parts = []
+    for entry in stats:
+        cap = entry.get("adaptive")
+        if cap and (cap["decreases"] or cap["increases"]):
+            parts.append(
+                f"adaptive cap of {entry['endpoint']} now {cap['cap']}/{cap['ceiling']} "
+                f"(lowest {cap['lowest']}, {cap['decreases']} down, {cap['increases']} up, "
+                f"{cap['overloads']} overloads)"
+            )
+    return "; ".join(parts)
 
 
 def reset_limiters() -> None:

@@ -21,6 +21,11 @@ Keys (``ise:`` prefix; ``{endpoint}`` is a hash of base URL and model):
 Every check-and-take is one Lua script, executed atomically by Redis against Redis' own
 clock, so two processes never take the last slot together and machines' clocks do not matter.
 
+With ``llm.adaptive: true`` each process also keeps an adaptive cap of its own
+(ise_core.llm.adaptive) and holds at most that many of the shared slots: the fleet never
+exceeds ``max_concurrency`` together, and every process that meets the endpoint's 429s or
+timeouts lowers its own share. The cap itself is not shared.
+
 The budget is checked before each request is sent and charged when its reply arrives, as in
 one process: requests already in flight when the cap is crossed finish, so a run overshoots
 by at most the requests its processes had in flight (one per process when each sends one at
@@ -48,8 +53,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ise_core.errors import ConfigError
 from ise_core.llm.accounting import Accountant
+from ise_core.llm.adaptive import AdaptiveCap, Attempt
 from ise_core.llm.base import Usage
-from ise_core.llm.limits import BURST_FRACTION, LimitSettings
+from ise_core.llm.limits import BURST_FRACTION, LatencyTally, LimitSettings, SlotGate
 
 if TYPE_CHECKING:
     from ise_core.config import LLMSettings, PriceSettings
@@ -242,6 +248,14 @@ class RedisEndpointLimiter:
         self.started = 0
         self.waited_s = 0.0
         self.lost_leases = 0
+        self.latency = LatencyTally()
+        self.adaptive = (
+            AdaptiveCap(limits.max_in_flight, f"{self.endpoint} model {model} (this process)")
+            if limits.adaptive
+            else None
+        )
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SlotGate]
+        self._gates = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"RedisEndpointLimiter({self.endpoint!r}, {self.model!r}, {redact_url(self.url)})"
@@ -373,8 +387,20 @@ class RedisEndpointLimiter:
                 if not held:
                     self.lost_leases += 1
 
+    def _own_gate(self) -> SlotGate | None:
+        """This process's adaptive share of the shared slots (None: not adaptive)."""
+        adaptive = self.adaptive
+        if adaptive is None:
+            return None
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = SlotGate(lambda: adaptive.cap)
+            return gate
+
     @contextlib.asynccontextmanager
-    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[None]:
+    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[Attempt]:
         """Hold one of the endpoint's shared in-flight slots for one attempt."""
         self._client()
         if self.limits.requests_per_minute:
@@ -383,6 +409,18 @@ class RedisEndpointLimiter:
             self.waited_s += await self._take(
                 "tpm", self.limits.tokens_per_minute, estimated_tokens
             )
+        gate = self._own_gate()
+        if gate is not None:
+            await gate.acquire()
+        try:
+            async with self._shared_slot() as attempt:
+                yield attempt
+        finally:
+            if gate is not None:
+                gate.release()
+
+    @contextlib.asynccontextmanager
+    async def _shared_slot(self) -> AsyncIterator[Attempt]:
         member, waited = await self._acquire()
         self.waited_s += waited
         renewal = asyncio.create_task(self._renew(member))
@@ -390,11 +428,20 @@ class RedisEndpointLimiter:
             self.in_flight += 1
             self.started += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            in_flight = self.in_flight
+        attempt = (
+            self.adaptive.begin(in_flight)
+            if self.adaptive is not None
+            else Attempt(started=time.monotonic())
+        )
         try:
-            yield
+            yield attempt
         finally:
             with self._lock:
                 self.in_flight -= 1
+            self.latency.add(attempt)
+            if self.adaptive is not None:
+                self.adaptive.end(attempt)
             renewal.cancel()
             if not self._hand_over(member):
                 with contextlib.suppress(Exception):  # else the lease frees it
@@ -428,7 +475,7 @@ class RedisEndpointLimiter:
         )
 
     def stats(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "endpoint": self.endpoint,
             "model": self.model,
             "limiter": "redis",
@@ -437,7 +484,11 @@ class RedisEndpointLimiter:
             "attempts_started": self.started,
             "waited_s": round(self.waited_s, 3),
             "lost_leases": self.lost_leases,
+            **self.latency.stats(),
         }
+        if self.adaptive is not None:
+            data["adaptive"] = self.adaptive.stats()
+        return data
 
 
 _LIMITERS: dict[tuple[str, str, str, LimitSettings], RedisEndpointLimiter] = {}
@@ -455,6 +506,12 @@ def redis_limiter(
         if found is None:
             found = _LIMITERS[key] = RedisEndpointLimiter(url, endpoint, model, limits)
         return found
+
+
+def redis_limiters() -> list[RedisEndpointLimiter]:
+    """The shared-limit clients this process made so far (for a run's statistics)."""
+    with _LIMITERS_LOCK:
+        return list(_LIMITERS.values())
 
 
 def reset_redis_limiters() -> None:

@@ -35,12 +35,13 @@ from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
+from ise_core.llm.limits import adaptive_summary, endpoint_stats
 from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.refresh.history import episodes_by_period
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize, trajectory_stats
-from ise_core.stages import StageOptions, StageResult
+from ise_core.stages import StageOptions, StageResult, small_values
 from ise_core.workspace.base import Workspace
 
 ChatFactory = Callable[[str, Intent], Chat]
@@ -65,6 +66,8 @@ class SimulateReport:
     episodes_dir: str = ""
     elapsed_s: float = 0.0
     failed_ids: list[str] = field(default_factory=list)
+    # The endpoints' limiters after the run: in flight, latency, the adaptive cap's moves.
+    limits: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,11 +87,13 @@ class SimulateReport:
             parts.append("LLM budget exhausted: re-run with a larger llm.budget to continue")
         if self.reaped:
             parts.append(f"{self.reaped} stale sandbox(es) reaped")
+        moved = adaptive_summary(self.limits)
+        if moved:
+            parts.append(moved)
         return f"{', '.join(parts)} in {self.elapsed_s:.1f}s -> {self.episodes_dir}"
 
     def result(self) -> StageResult:
-        values = StageResult.of("simulate", self.as_dict(), ()).values
-        return StageResult("simulate", values, self.summary())
+        return StageResult("simulate", small_values(self.as_dict()), self.summary())
 
 
 def run_simulate(settings: Settings, options: StageOptions) -> StageResult:
@@ -247,6 +252,7 @@ class _Simulation:
             self.accountant is not None and self.accountant.exhausted and report.n_not_started
         )
         report.failed_ids.sort()
+        report.limits = endpoint_stats()
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
 
@@ -349,7 +355,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     current = store.with_fallbacks(current, intents)  # renewed, not kept: the last kept one
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
-    write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
+    write_index(files.episode_index, current)  # what the viewer's episode list reads
     ids = [e.intent_id for e in current]
     stats = trajectory_stats(
         current,

@@ -6,12 +6,16 @@ It answers from the request alone (no state between requests), so any number of 
 share one server:
 
 - a request whose system prompt carries the user simulator's role lock gets the next user
-  turn as JSON: ``user_turns`` requests ("Put 'hello 42' in greetings/hi.txt please.") and
-  then ``completed: true``; with ``tag_episodes`` the text also carries a tag drawn from the
-  simulator's system prompt, so no two episodes send the same agent request (otherwise the
-  response cache would answer most of them, unlike a real run);
+  turn as JSON: up to ``user_turns`` turns ("Put 'hello 42' in greetings/hi.txt please."),
+  the simulator's own first turn included, and then ``completed: true``. With
+  ``written_opening`` (``simulate.first_turn: request``, the default) that first turn is the
+  intent's request, which the simulator records without asking; with ``tag_episodes`` the
+  text also carries a tag drawn from the simulator's system prompt, so no two episodes send
+  the same agent request (otherwise the response cache would answer most of them, unlike a
+  real run);
 - any other request is the agent's: it reads the path and text from the latest user
-  message, writes the file with the ``write`` tool, reads it back with ``exec cat``
+  message (turn k's defaults when it does not say, as the intent's request does not),
+  writes the file with the ``write`` tool, reads it back with ``exec cat``
   (``tool_calls_per_turn - 1`` times), then answers with the file's content.
 
 One episode therefore costs ``requests_per_episode`` requests, and ``user_turns`` x
@@ -64,6 +68,8 @@ class BothRoles:
     user_turns: int = 1
     tool_calls_per_turn: int = 2
     tag_episodes: bool = False
+    written_opening: bool = True  # the first user message is the intent's request
+
 
     def __post_init__(self) -> None:
         if self.user_turns < 1 or self.tool_calls_per_turn < 1:
@@ -71,7 +77,8 @@ class BothRoles:
 
     @property
     def requests_per_episode(self) -> int:
-        return (self.user_turns + 1) + self.user_turns * (self.tool_calls_per_turn + 1)
+        user_requests = self.user_turns + (0 if self.written_opening else 1)
+        return user_requests + self.user_turns * (self.tool_calls_per_turn + 1)
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         messages = request["messages"]

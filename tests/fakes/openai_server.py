@@ -21,6 +21,11 @@ Faults are drawn per request from a seeded generator, or taken in order from
 - ``bad_tool_json``  200 with a tool call whose arguments are not JSON
 - ``ok``             (script only) no fault
 
+A *capacity* (``capacity=N``, changeable while it runs with ``set_capacity``) makes it behave
+like a server with N slots: a request arriving while N others are being served gets a 429
+(``Retry-After`` from ``capacity_retry_after``), counted as ``over_capacity``; ``serving`` is
+the number being served now.
+
 It counts requests, faults and requests in flight (current and maximum), and records every
 request's headers and body, so tests can assert what was and was not sent.
 
@@ -164,6 +169,8 @@ class _State:
     def __init__(
         self, responder: Responder, latency_s: float, faults: Faults, embedder: Responder
     ) -> None:
+        self.capacity: int | None = None
+        self.capacity_retry_after: str | None = None
         self.responder = responder
         self.embedder = embedder
         self.latency_s = latency_s
@@ -180,6 +187,9 @@ class _State:
             self.completed = 0
             self.in_flight = 0
             self.max_in_flight = 0
+            self.serving = 0
+            self.max_serving = 0
+            self.over_capacity = 0
             self.fault_counts = dict.fromkeys(FAULT_KINDS, 0)
             self.headers: list[dict[str, str]] = []
             self.bodies: list[dict[str, Any]] = []
@@ -191,14 +201,21 @@ class _State:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.headers.append(headers)
             self.bodies.append(body)
+            if self.capacity is not None and self.serving >= self.capacity:
+                self.over_capacity += 1
+                return "over_capacity"
+            self.serving += 1
+            self.max_serving = max(self.max_serving, self.serving)
             fault = self._draw()
             if fault != "ok":
                 self.fault_counts[fault] += 1
             return fault
 
-    def end(self, ok: bool) -> None:
+    def end(self, ok: bool, fault: str) -> None:
         with self.lock:
             self.in_flight -= 1
+            if fault != "over_capacity":
+                self.serving -= 1
             if ok:
                 self.completed += 1
 
@@ -218,6 +235,9 @@ class _State:
                 "completed": self.completed,
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "serving": self.serving,
+                "max_serving": self.max_serving,
+                "over_capacity": self.over_capacity,
                 "faults": dict(self.fault_counts),
             }
 
@@ -284,13 +304,23 @@ class _Handler(BaseHTTPRequestHandler):
         fault = state.begin(dict(self.headers.items()), request)
         ok = False
         try:
+            if fault == "over_capacity":
+                self._over_capacity(state)
+                return
             if state.latency_s:
                 time.sleep(state.latency_s)
             ok = self._answer(state, fault, request)
         except OSError:
             pass  # the client went away (e.g. it timed out on a slow reply)
         finally:
-            state.end(ok)
+            state.end(ok, fault)
+
+    def _over_capacity(self, state: _State) -> None:
+        headers = {}
+        if state.capacity_retry_after is not None:
+            headers["Retry-After"] = state.capacity_retry_after
+        body = {"error": {"message": "Server at capacity", "type": "rate_limit_error"}}
+        self._send_json(429, body, headers)
 
     def _answer(self, state: _State, fault: str, request: dict[str, Any]) -> bool:
         faults = state.faults
@@ -344,10 +374,14 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         embedder: Responder | None = None,
+        capacity: int | None = None,
+        capacity_retry_after: str | None = None,
     ) -> None:
         self.state = _State(
             responder or echo_responder, latency_s, faults or Faults(), embedder or hash_embedder
         )
+        self.state.capacity = capacity
+        self.state.capacity_retry_after = capacity_retry_after
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -415,6 +449,11 @@ class FakeOpenAIServer:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def set_capacity(self, capacity: int | None) -> None:
+        """Requests served at once from now on (None: no limit)."""
+        with self.state.lock:
+            self.state.capacity = capacity
 
     def script(self, *faults: str) -> None:
         """Set the faults the next requests meet, in order (``"ok"`` for none)."""

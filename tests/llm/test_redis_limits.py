@@ -267,3 +267,59 @@ def test_limiter_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
             f"redis://:s3cret@127.0.0.1:{port}/0", "http://x/v1", "m", LimitSettings()
         )
     assert "s3cret" not in str(caught.value)
+
+
+def test_adaptive_caps_compose_with_the_shared_limit(redis_url: str, planted_key: str) -> None:
+    """Two processes' limiters on one endpoint that serves 4 at once (shared ceiling 8): each
+    lowers its own cap on the 429s it meets, so together they keep about 4 out, not 8."""
+    from ise_core.records import Message
+    from tests.llm.conftest import KEY_ENV
+
+    limits = LimitSettings(
+        max_in_flight=8, adaptive=True, max_retries=30, backoff_base_s=0.02, backoff_max_s=0.5
+    )
+    seconds, settle = 16.0, 6.0
+    with FakeOpenAIServer(latency_s=0.3, capacity=4, capacity_retry_after="0.05") as server:
+        limiters = [
+            RedisEndpointLimiter(redis_url, server.base_url, "fake-model", limits) for _ in range(2)
+        ]
+        chats = [
+            OpenAIChat(
+                "agent", model="fake-model", base_url=server.base_url, api_key_env=KEY_ENV,
+                limits=limits, limiter=limiter, timeout_s=30.0,
+            )
+            for limiter in limiters
+        ]  # fmt: skip
+        samples: list[tuple[float, int]] = []
+
+        async def worker(chat: OpenAIChat, name: str, stop: float) -> None:
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                await chat.complete([Message(role="user", content=f"{name} {n}")])
+
+        async def sample(started: float, stop: float) -> None:
+            while time.monotonic() < stop:
+                samples.append(
+                    (time.monotonic() - started, sum(lim.in_flight for lim in limiters))
+                )
+                await asyncio.sleep(0.02)
+
+        async def run() -> None:
+            started = time.monotonic()
+            stop = started + seconds
+            workers = [
+                worker(chat, f"p{i} w{j}", stop) for i, chat in enumerate(chats) for j in range(6)
+            ]
+            await asyncio.gather(sample(started, stop), *workers)
+
+        asyncio.run(run())
+        served = server.stats()
+    caps = [limiter.stats()["adaptive"] for limiter in limiters]
+    late = [in_flight for t, in_flight in samples if t >= seconds - settle]
+    report = {"served": served, "caps": caps, "late_mean": sum(late) / len(late)}
+    assert all(cap["decreases"] >= 1 for cap in caps), report
+    assert sum(late) / len(late) <= 5.0, report  # about the endpoint's 4, not the ceiling's 8
+    # Each process probes on its own (the cap is per process), and both start at the shared
+    # ceiling, twice what the endpoint takes: more 429s than one process alone would meet.
+    assert served["over_capacity"] / served["requests"] < 0.15, report
