@@ -33,7 +33,7 @@ PER_MILLION = 1_000_000
 
 def period_keys(periods: Mapping[str, Any]) -> list[str]:
     """The keys of a ``periods`` block in order: ``base`` first, then the periods by id."""
-    return sorted(periods, key=lambda key: ("" if key == BASE else key))
+    return sorted(periods, key=lambda key: "" if key == BASE else key)
 
 
 def intents_by_period(

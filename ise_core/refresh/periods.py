@@ -127,7 +127,6 @@ def period_index(settings: Settings, start: datetime) -> int:
     return index
 
 
-
 class PeriodEntry(BaseModel):
     """One period of the ledger: what it added, fixed when it was first registered."""
 

@@ -91,8 +91,10 @@ def restore(files: Catalog, period: str, log: Log) -> bool:
         os.link(held / name, staging)
         os.replace(staging, target)
     release(files)
-    log(f"refresh: period {period} failed; the previous dataset is published again "
-        f"({len(kept)} files restored in {files.sft_dir})")
+    log(
+        f"refresh: period {period} failed; the previous dataset is published again "
+        f"({len(kept)} files restored in {files.sft_dir})"
+    )
     return True
 
 

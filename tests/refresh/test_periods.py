@@ -85,7 +85,10 @@ def test_the_ledger_round_trips_and_reports_bad_files(tmp_path: Path) -> None:
     loaded = Ledger.load(path)
     assert [e.period for e in loaded.entries] == ["2026-01-04", "2026-01-11"]  # by period
     assert json.loads(path.read_text())["periods"][0] == {
-        "index": 0, "mode": "renew", "period": "2026-01-04", "share": 0.5
+        "index": 0,
+        "mode": "renew",
+        "period": "2026-01-04",
+        "share": 0.5,
     }  # absent, not null, for what a mode does not use
     path.write_text('{"periods": [{"period": "2026-01-11", "index": -1, "mode": "grow"}]}')
     with pytest.raises(InputError, match=r"periods.json: period 1: .*index"):

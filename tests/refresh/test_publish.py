@@ -38,8 +38,9 @@ def test_a_failed_step_puts_the_previous_dataset_back(tmp_path: Path) -> None:
     _write(files.sft_gate_result, '{"success": true}\n')
     before = _contents(files.sft_dir)
     lines: list[str] = []
-    with pytest.raises(RuntimeError), publish.guarded(
-        files, "2026-01-18", lines.append, release_on_success=False
+    with (
+        pytest.raises(RuntimeError),
+        publish.guarded(files, "2026-01-18", lines.append, release_on_success=False),
     ):
         _write(files.train, "new train\n")
         _write(files.plots_dir / "growth.csv", "new plot\n")  # a file the old one lacked
@@ -80,8 +81,9 @@ def test_a_hold_of_another_period_is_stale(tmp_path: Path) -> None:
 
 def test_the_first_period_has_nothing_to_put_back(tmp_path: Path) -> None:
     files = _files(tmp_path)
-    with pytest.raises(ValueError), publish.guarded(
-        files, "2026-01-04", print, release_on_success=True
+    with (
+        pytest.raises(ValueError),
+        publish.guarded(files, "2026-01-04", print, release_on_success=True),
     ):
         _write(files.train, "first\n")
         raise ValueError("export failed")
