@@ -26,7 +26,7 @@ PERIODS = ["2026-01-04", "2026-01-11"]
 
 def _params(root: Path) -> Path:
     params = {
-        "seed": 7,
+        "seed": 11,  # its 4 intents fall in both renew buckets (share 0.5)
         "intents": {"count": 4, "taxonomy": str(REPO / "ise_core/taxonomy")},
         "embedding": {"model": "all-MiniLM-L6-v2", "batch_size": 16},
         "llm": {"provider": "scripted", "max_concurrency": 4},
