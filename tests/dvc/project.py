@@ -218,11 +218,14 @@ class Project:
     # --- outputs -----------------------------------------------------------------------------
 
     def produced_files(self) -> dict[str, bytes]:
-        """Every data file under data/ (not run records, not git's files), by relative path."""
+        """Every data file under data/ (not run records, not git's files, not the committed
+        inputs), by relative path."""
         files = {}
         for path in sorted((self.root / "data").rglob("*")):
             relative = path.relative_to(self.root).as_posix()
             if not path.is_file() or path.name in RUN_RECORDS or path.name == ".gitignore":
+                continue
+            if relative in COMMITTED_DATA:
                 continue
             if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
                 continue
