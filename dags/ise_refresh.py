@@ -198,26 +198,17 @@ def ise_refresh() -> None:
                 if conf and entry is STAGES[0]:
                     print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
                 period = _run_period(settings, say=entry is STAGES[0])
-                if period is not None and entry is STAGES[0]:
-                    pipeline.begin_period(settings, period, log=print)
-                if period is None or entry is not STAGES[-1]:
-                    return pipeline.run_stage(entry.name, settings)
-                # The last stage writes the published dataset: held until its gate passes.
-                with pipeline.guard_export(settings, period, gate=False, log=print):
+                with pipeline.period_step(settings, entry, period, log=print):
                     return pipeline.run_stage(entry.name, settings)
 
         return run()
 
-    def gate_task(name: str) -> Any:
-        publishes = STAGES[-1].gate is not None and name == STAGES[-1].gate.name
-
+    def gate_task(entry: Stage, name: str) -> Any:
         @task(task_id=f"gate_{name}", outlets=[ASSETS[name]])
         def gate() -> str:
             with _run_settings() as settings:
-                period = _run_period(settings) if publishes else None
-                if period is None:
-                    return pipeline.run_gate(name, settings)
-                with pipeline.guard_export(settings, period, gate=True, log=print):
+                period = _run_period(settings)
+                with pipeline.period_step(settings, entry, period, gate=True, log=print):
                     return pipeline.run_gate(name, settings)
 
         return gate()
@@ -305,7 +296,7 @@ def ise_refresh() -> None:
         made = special.get(entry.name, stage_task)(entry)
         steps += made if isinstance(made, list) else [made]
         if entry.gate is not None:
-            steps.append(gate_task(entry.gate.name))
+            steps.append(gate_task(entry, entry.gate.name))
     chain(*steps, record_lineage())
 
 

@@ -29,7 +29,7 @@ from ise_core.errors import (
 )
 from ise_core.refresh.lineage import record_lineage
 from ise_core.refresh.periods import Ledger, schedule_cron
-from ise_core.refresh.run import begin_period, finish_period, guard_export, period_of_run
+from ise_core.refresh.run import finish_period, period_of_run, period_step
 from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, small_values, stage
 
 __all__ = [
@@ -43,13 +43,11 @@ __all__ = [
     "Settings",
     "batch_ids",
     "batch_label",
-    "begin_period",
     "check_data_root",
     "check_failed_share",
     "check_map_length",
     "check_simulation",
     "finish_period",
-    "guard_export",
     "list_intent_ids",
     "load_run_settings",
     "load_settings",
@@ -58,6 +56,7 @@ __all__ = [
     "output_paths",
     "overrides_from_conf",
     "period_of_run",
+    "period_step",
     "plan_batches",
     "record_lineage",
     "record_run_lineage",

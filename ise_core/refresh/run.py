@@ -3,6 +3,7 @@
 ``period_of_run``  which period a scheduled or backfilled run builds (None: a plain rebuild)
 ``begin_period``   register the period in the ledger (its batch is fixed from then on)
 ``guard_export``   the export and its gate, holding the published dataset (publish.py)
+``period_step``    around one stage or gate of a period: the two above where they belong
 ``finish_period``  the history line, then the lineage (``dvc commit``, git commit and tag)
 ``refresh_period`` all of it in one process, every stage followed by its gate
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ise_core.refresh import publish
 from ise_core.refresh.history import history_line, read_history, record_history
 from ise_core.refresh.lineage import commit_and_tag, record_lineage
 from ise_core.refresh.periods import Ledger, PeriodEntry, new_entry, period_id
-from ise_core.stages import STAGES, run_gate
+from ise_core.stages import STAGES, Stage, run_gate
 
 Log = Callable[[str], None]
 
@@ -174,19 +175,33 @@ def _tag(settings: Settings, files: Catalog, line: dict[str, Any], log: Log) -> 
     return commit_and_tag(settings.base_dir, line["period"], versioned, message, log=log)
 
 
+@contextmanager
+def period_step(
+    settings: Settings, entry: Stage, period: str | None, *, gate: bool = False, log: Log = _stderr
+) -> Iterator[None]:
+    """Around one step of a run that builds ``period`` (None: a plain rebuild, nothing to do):
+    stage ``entry`` or, with ``gate``, its gate. The first stage registers the period; the
+    last stage (it writes the published dataset) and its gate hold the published dataset."""
+    if period is not None and entry is STAGES[0] and not gate:
+        begin_period(settings, period, log)
+    if period is None or entry is not STAGES[-1]:
+        yield
+        return
+    with guard_export(settings, period, gate=gate, log=log):
+        yield
+
+
 def refresh_period(
     settings: Settings, period: str, *, lineage: bool = True, log: Log = _stderr
 ) -> dict[str, Any]:
-    """One whole period in this process: begin, every stage and gate, finish."""
-    begin_period(settings, period, log)
+    """One whole period in this process: every stage and gate as the DAG runs them, finish."""
     for entry in STAGES:
-        publishes = entry is STAGES[-1]  # the last stage writes the published dataset
-        with guard_export(settings, period, gate=False, log=log) if publishes else nullcontext():
+        with period_step(settings, entry, period, log=log):
             result = entry.execute(settings)
         log(f"{entry.name}: {result.summary}")
         if entry.gate is None:
             continue
-        with guard_export(settings, period, gate=True, log=log) if publishes else nullcontext():
+        with period_step(settings, entry, period, gate=True, log=log):
             run_gate(entry.gate.name, settings, log)
     return finish_period(settings, period, lineage=lineage, log=log)
 
@@ -197,5 +212,6 @@ __all__ = [
     "finish_period",
     "guard_export",
     "period_of_run",
+    "period_step",
     "refresh_period",
 ]
