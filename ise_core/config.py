@@ -477,6 +477,8 @@ class AirflowSettings(Block):
     # Share of mapped simulation instances that may fail while the run still collects
     # (0 = collect only when every instance succeeded).
     tolerate_failed_share: float = Field(0.0, ge=0, le=1)
+    # Runs for intervals missed while the DAG was paused or off; backfills work either way.
+    catchup: bool = False
 
     @model_validator(mode="after")
     def _schedule_shape(self) -> AirflowSettings:
@@ -487,6 +489,30 @@ class AirflowSettings(Block):
                 f"or a 5-field cron expression (got {value!r})"
             )
         return self
+
+
+RefreshMode = Literal["grow", "renew", "fixed"]
+
+
+class RefreshSettings(Block):
+    """Scheduled refreshes (ise_core/refresh): what each period of ``airflow.schedule`` adds.
+
+    A period is one interval of the schedule, named by its start (``2026-01-04``). Periods
+    are recorded in ``<out_dir>/periods.json`` as they run; the dataset covers every one.
+    """
+
+    # grow: each period adds intents_per_period new intents (sample indices
+    # [intents.count + k*n, intents.count + (k+1)*n) for the k-th interval of the schedule);
+    # renew: each period re-simulates about renew_share of the intents with the current
+    # settings, keeping the old episodes; fixed: no periods, every run rebuilds params.yaml's
+    # dataset.
+    mode: RefreshMode = "grow"
+    intents_per_period: int = Field(50, ge=1, le=10_000_000)
+    renew_share: float = Field(0.25, gt=0, le=1)
+    # After each period: commit dvc.lock, the period list and the statistics to git and tag
+    # the commit ise-refresh-<period> (only in a git repository with no other changes).
+    git_tag: bool = False
+    out_dir: str = "data/refresh"
 
 
 def _default_forbidden() -> list[str]:
@@ -563,6 +589,7 @@ class Settings(Block):
     gates: GatesSettings = GatesSettings()
     airflow: AirflowSettings = AirflowSettings()
     eval: EvalSettings = EvalSettings()
+    refresh: RefreshSettings = RefreshSettings()
     # Where relative paths in the settings are resolved from (the params file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -105,7 +105,8 @@ def current_episodes(settings: Settings) -> tuple[list[tuple[Path, dict[str, Any
         for path, data in episodes
         if store.is_current(data, intents.get(str(data.get("intent_id"))))
     ]
-    return current, len(episodes) - len(current)
+    # Renewed episodes that were not kept stand aside for their intent's last kept one.
+    return store.with_fallbacks_raw(current, intents), len(episodes) - len(current)
 
 
 def gate_trajectories(settings: Settings) -> GateReport:

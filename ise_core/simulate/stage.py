@@ -37,6 +37,7 @@ from ise_core.errors import BackendError, BudgetExceeded, InputError
 from ise_core.llm.base import Chat
 from ise_core.llm.limits import adaptive_summary, endpoint_stats
 from ise_core.records import Intent, read_json, write_json, write_jsonl
+from ise_core.refresh.history import episodes_by_period
 from ise_core.shutdown import Shutdown
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
@@ -239,8 +240,9 @@ class _Simulation:
             # Serialised and written (with fsync) in a worker thread, so the event loop keeps
             # serving the other episodes' requests meanwhile. A finished episode is always
             # written, whole: a stop signal never cancels this step.
-            await asyncio.to_thread(self.store.save, result.trajectory, timing)
-            self._count(result.trajectory.status, intent.id)
+            trajectory = self.store.stamped(result.trajectory, intent)  # its refresh period
+            await asyncio.to_thread(self.store.save, trajectory, timing)
+            self._count(trajectory.status, intent.id)
 
     def _open(self, sandbox_id: str) -> Workspace:
         workspace = self.workspace_for(sandbox_id)
@@ -448,6 +450,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     store.paths()  # a missing episodes folder is reported before the intents are read
     intents = files.load_intents()
     current, stale = store.current(intents)
+    current = store.with_fallbacks(current, intents)  # renewed, not kept: the last kept one
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
     write_index(files.episode_index, current)  # what the viewer's episode list reads
@@ -462,6 +465,8 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
         },
     )
     stats["llm_usage"].update(_request_counts(store, ids))
+    if store.ledger:
+        stats["periods"] = episodes_by_period(current, settings.llm.prices)
     write_json(files.trajectories_stats, stats)
     write_json(files.trajectories_timing, _timing_summary(store, ids))
     return stats
