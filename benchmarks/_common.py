@@ -240,8 +240,8 @@ def write_scripted_intents(params: Path) -> int:
     from ise_core.intents.render import render_intents
     from ise_core.intents.sample import sample_intents
     from ise_core.intents.taxonomy import load_taxonomy
-    from ise_core.llm.scripted import ScriptedChat
     from ise_core.records import write_jsonl
+    from ise_core.scripted import ScriptedChat
 
     settings = load_settings(params)
     taxonomy = load_taxonomy(settings.path(settings.intents.taxonomy))

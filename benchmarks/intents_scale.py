@@ -51,15 +51,15 @@ import numpy as np
 
 from ise_core.config import Settings, load_settings
 from ise_core.intents.dedup import choose_method, exact_duplicates, near_duplicates
-from ise_core.intents.diversity import vendi_curve, vendi_score
+from ise_core.intents.diversity import vendi_curve
 from ise_core.intents.embed import BACKENDS, LocalEncoder, embed_with, encoder_for
 from ise_core.intents.equivalence import compare
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
 from ise_core.intents.threads import available_cores, pinned_threads
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, normalize_text, write_json
+from ise_core.scripted import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -232,12 +232,13 @@ def run_stage(settings: Settings, count: int, label: str) -> dict[str, Any]:
     )
     kept = embedded.vectors[near.keep_mask]
     with pinned_threads(settings.embedding.threads):
-        score = phase("vendi", figures, lambda: vendi_score(kept))
+        # As the stage: the curve's last point is the Vendi score of the whole set.
         curve = phase(
-            "vendi_curve",
+            "vendi_and_curve",
             figures,
             lambda: vendi_curve(kept, settings.diversity.curve_points, seed=settings.seed),
         )
+    score = float(curve[-1]["vendi_score"]) if curve else 0.0
     figures["total_s"] = round(time.perf_counter() - started, 3)
     figures["counts"] = {
         "n_sampled": count,
@@ -249,7 +250,7 @@ def run_stage(settings: Settings, count: int, label: str) -> dict[str, Any]:
         "vendi_curve": curve,
     }
     figures["near_dedup_plus_vendi_s"] = round(
-        figures["near_dedup"]["wall_s"] + figures["vendi"]["wall_s"], 3
+        figures["near_dedup"]["wall_s"] + figures["vendi_and_curve"]["wall_s"], 3
     )
     log(
         f"  [{label}] {figures['counts']['n_unique']} unique, Vendi {score:.2f}; "
@@ -289,11 +290,20 @@ def scale(settings: Settings, count: int) -> dict[str, Any]:
     log("[dedup methods] exact vs faiss on the same vectors")
     methods = compare_dedup_methods(settings, count)
     embed_s = cold["embedding"]["wall_s"]
-    targets = {
+    n_texts = cold["counts"]["n_written"] - cold["counts"]["n_exact_duplicates"]
+    computed = cold["embedding"]["n_computed"]
+    rate = cold["embedding"].get("sentences_per_s")
+    # A resumed run (vectors already cached) times only part of the embedding: it projects
+    # the whole from its rate and leaves the 10-minute target unjudged.
+    whole = embed_s if computed == n_texts else (n_texts / rate if rate else None)
+    targets: dict[str, Any] = {
+        "embedding_texts": n_texts,
+        "embedding_computed_in_this_run": computed,
         "embedding_s": embed_s,
-        "embedding_within_10_min": embed_s <= TARGETS_S["embedding"],
-        "embedding_all_computed_now": cold["embedding"]["n_computed"]
-        == cold["counts"]["n_written"] - cold["counts"]["n_exact_duplicates"],
+        "embedding_all_texts_s": round(whole, 1) if whole else None,
+        "embedding_within_10_min": whole <= TARGETS_S["embedding"]
+        if whole and computed == n_texts
+        else None,
         "near_dedup_plus_vendi_s": cold["near_dedup_plus_vendi_s"],
         "near_dedup_plus_vendi_within_20_s": cold["near_dedup_plus_vendi_s"]
         <= TARGETS_S["near_dedup_plus_vendi"],
@@ -302,6 +312,7 @@ def scale(settings: Settings, count: int) -> dict[str, Any]:
         "warm_total_s": warm["total_s"],
         "warm_within_60_s": warm["total_s"] <= TARGETS_S["warm_total"],
         "warm_embedded": warm["embedding"]["n_computed"],
+        "warm_embeds_nothing": warm["embedding"]["n_computed"] == 0,
     }
     targets["dedup_methods_agree"] = methods["same_result"]
     return {

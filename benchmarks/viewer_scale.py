@@ -101,9 +101,9 @@ def _personas() -> list[dict[str, Any]]:
 def synthesize(params: Path, count: int) -> Iterator[Any]:
     """Write ``count`` episodes (and their intents and timings) into the project of
     ``params``, built from its source episodes; yields each Trajectory as it is written."""
+    from ise_core.catalog import intent_hash
     from ise_core.config import load_settings
     from ise_core.records import Intent, Trajectory, read_jsonl
-    from ise_core.simulate.episode import intent_hash
 
     settings = load_settings(params)
     out = settings.path(settings.simulate.out_dir)

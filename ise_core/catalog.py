@@ -66,10 +66,12 @@ class Catalog:
     intents_timing: Path
     vendi_curve: Path
     intents_gate_result: Path
+    eval_tasks: Path  # the held-out eval tasks stage 1 freezes (eval.fraction / eval.count)
 
     trajectories_dir: Path
     episodes_dir: Path
     timing_dir: Path
+    data_root_marker: Path  # a run record: which data folder the run planned in
     trajectories: Path
     trajectories_stats: Path
     trajectories_timing: Path
@@ -102,9 +104,11 @@ class Catalog:
             intents_timing=intents / "timing.json",
             vendi_curve=intents / "vendi_curve.png",
             intents_gate_result=intents / "gate_result.json",
+            eval_tasks=settings.path(settings.eval.out_dir) / "tasks.jsonl",
             trajectories_dir=trajectories,
             episodes_dir=trajectories / "episodes",
             timing_dir=trajectories / "timing",
+            data_root_marker=trajectories / "timing" / "data-root.json",
             trajectories=trajectories / "trajectories.jsonl",
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",
@@ -163,6 +167,19 @@ def intent_hash(intent: Intent) -> str:
     return text_hash(canonical_json(intent.model_dump(mode="json")))[:16]
 
 
+def load_episode(path: Path) -> Trajectory:
+    """One episode file, validated; a malformed file is an InputError naming it."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object (one Trajectory)")
+    episode = validate_record(data, Trajectory, str(path))
+    if episode.intent_id != path.stem:
+        raise InputError(
+            f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
+        )
+    return episode
+
+
 def _stamp(episode: Trajectory | Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """(intent id, params fingerprint, intent hash) recorded in an episode, typed or raw."""
     if isinstance(episode, Trajectory):
@@ -200,16 +217,7 @@ class EpisodeStore:
         return sorted(self.folder.glob("*.json"))
 
     def load(self, path: Path) -> Trajectory:
-        """One episode file, validated; a malformed file is an InputError naming it."""
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object (one Trajectory)")
-        episode = validate_record(data, Trajectory, str(path))
-        if episode.intent_id != path.stem:
-            raise InputError(
-                f"{path}: field intent_id: {episode.intent_id!r} does not match the file name"
-            )
-        return episode
+        return load_episode(path)
 
     def load_raw(self) -> list[tuple[Path, dict[str, Any]]]:
         """Every episode file as a JSON object, unvalidated (for the gate, whose findings
@@ -272,4 +280,4 @@ class EpisodeStore:
         return current, stale
 
 
-__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash"]
+__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash", "load_episode"]

@@ -46,19 +46,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"safety={overall['safety']:.4g}"
     )
     if args.gate:
-        from ise_core.errors import GateFailed
-        from ise_core.quality.eval_gate import gate_eval
+        from ise_core.stages import run_gate
 
-        report = gate_eval(settings, metrics["run"])
-        if not report.passed:
-            raise GateFailed("gate eval failed", report=report.text)
-        print(f"gate eval: passed ({report.summary()})")
+        run_gate("eval", settings, log=print, run=metrics["run"])
     return 0
 
 
 def _metrics_of(settings: Any, name: str) -> dict[str, Any]:
     """A run's metrics.json: by run name under eval.out_dir, or a path to the file or folder."""
-    from ise_core.evaluation.runner import RunPaths
+    from ise_core.evaluation.paths import RunPaths
     from ise_core.records import read_json
 
     candidate = Path(name)
@@ -77,8 +73,8 @@ def _metrics_of(settings: Any, name: str) -> dict[str, Any]:
 
 
 def cmd_eval_report(args: argparse.Namespace) -> int:
+    from ise_core.atomic import atomic_write_text
     from ise_core.evaluation.report import compare_runs
-    from ise_core.records import atomic_write_text
 
     settings = load_settings(Path(args.params))
     text = compare_runs(_metrics_of(settings, args.run_a), _metrics_of(settings, args.run_b))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS, load_settings
+from ise_core.config import DEFAULT_PARAMS, ROLES, load_settings
 from ise_core.errors import ISEError, LLMError
 from ise_core.llm.probe import CHECK_MESSAGES, CHECK_TOOL, ProbeOutcome, probe_tool_calling
 
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
     )
     check.add_argument(
-        "--role", choices=("writer", "user", "agent"), default="agent", help="role to check"
+        "--role", choices=ROLES, default="agent", help="role to check"
     )
     check.set_defaults(handler=cmd_llm_check)
 

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from ise_core.config import DEFAULT_PARAMS
-
-DEFAULT_PORT = 8765
+from ise_core.viewer import DEFAULT_PORT
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -27,6 +28,12 @@ from ise_core.errors import ConfigError, validation_problems
 from ise_core.records import canonical_json
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# The LLM roles that make a dataset: the intent writer, the simulated user and the agent;
+# RoleName adds the optional judge of ``ise eval``, the other role the llm block configures.
+Role = Literal["writer", "user", "agent"]
+ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+RoleName = Literal[Role, "judge"]
 
 
 class Block(BaseModel):
@@ -80,7 +87,7 @@ class EmbeddingSettings(Block):
     model: str = "all-mpnet-base-v2"
     # local only: the runtime. torch (sentence-transformers), onnx (ONNX Runtime, fp32) or
     # onnx-int8 (attention projections quantized); each has its own vector cache.
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     batch_size: int = Field(64, ge=1, le=4096)
     # Threads for torch, ONNX Runtime, BLAS and FAISS; null: the cores this process may use.
     threads: int | None = Field(None, ge=1, le=1024)
@@ -93,16 +100,19 @@ class EmbeddingSettings(Block):
     cache_dir: str = ".cache/embeddings"
     model_dir: str = ".cache/models"
 
-    @model_validator(mode="after")
-    def _model_for_provider(self) -> EmbeddingSettings:
-        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+    @field_validator("model")
+    @classmethod
+    def _model_for_provider(cls, model: str, info: ValidationInfo) -> str:
+        # A field validator (provider is declared first, so it is known here) so the error
+        # names embedding.model, the key to fix.
+        if not model.strip():
+            raise ValueError("must not be empty")
+        if info.data.get("provider", "local") == "local" and model not in LOCAL_EMBEDDING_MODELS:
             raise ValueError(
-                f"model must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
-                f"(got {self.model!r}); any model name works with provider openai"
+                f"must be one of {', '.join(LOCAL_EMBEDDING_MODELS)} for provider local "
+                f"(got {model!r}); any model name works with provider openai"
             )
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        return self
+        return model
 
 
 class DedupSettings(Block):
@@ -131,8 +141,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 # JSON turn, the agent a tool call or a reply.
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
-
-RoleName = Literal["writer", "user", "agent", "judge"]
 
 
 class RoleSettings(Block):

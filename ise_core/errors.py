@@ -5,6 +5,7 @@ ISEError                 base; ``exit_code`` says how the CLI ends
 ├── InputError           a data file is malformed: names file, line, field       (exit 2)
 │   └── TaxonomyError    the taxonomy files disagree with each other             (exit 2)
 ├── BackendError         a backend cannot do what was asked (no isolation, ...)  (exit 2)
+│   └── EmbeddingResponseError  an embedding endpoint's vectors are unusable     (exit 2)
 ├── LLMError             an LLM request failed for good: names endpoint, model,  (exit 1)
 │   │                    status and attempts, never the key
 │   ├── MalformedResponse  the endpoint answered but the reply is unusable       (exit 1)
@@ -24,9 +25,12 @@ Exception
 ├── ToolError            a tool reports a failure          → a failed tool result
 ├── FileAccessError      a workspace file operation refused → a failed tool result
 ├── FetchError           web_fetch refused or failed        → a failed tool result
+├── SearchError          web_search refused or failed       → a failed tool result
 ├── SandboxDied          the sandbox stopped answering      → restarted on the next call
-└── ValueError
-    └── UserTurnError    the user simulator's output is not a valid turn → a correction
+├── ValueError
+│   └── UserTurnError    the user simulator's output is not a valid turn → a correction
+└── LookupError
+    └── NotInRoot        the viewer was asked for a file outside its data root → 404
 
 ``validation_problems`` is the one place a pydantic ``ValidationError`` becomes text
 (``field.path: what is wrong``).
@@ -62,6 +66,10 @@ class TaxonomyError(InputError):
 
 class BackendError(ISEError):
     """A backend (LLM, workspace, embeddings) cannot run as configured."""
+
+
+class EmbeddingResponseError(BackendError):
+    """The endpoint answered with vectors that cannot be used (wrong length, not finite)."""
 
 
 class LLMError(ISEError):
@@ -152,12 +160,20 @@ class FetchError(Exception):
     """A refused or failed fetch; the message is for the agent."""
 
 
+class SearchError(Exception):
+    """A refused or failed search; the message is for the agent."""
+
+
 class SandboxDied(Exception):
     """The sandbox stopped answering; the workspace restarts it on the next call."""
 
 
 class UserTurnError(ValueError):
     """The simulator's output is not a valid turn; the message says what is wrong."""
+
+
+class NotInRoot(LookupError):
+    """A requested file is not a file of the data root (absent, or a name that is refused)."""
 
 
 # --- validation errors as text -------------------------------------------------------------
@@ -190,6 +206,8 @@ __all__ = [
     "BackendError",
     "BudgetExceeded",
     "ConfigError",
+    "ContextOverflow",
+    "EmbeddingResponseError",
     "EpisodesFailed",
     "FetchError",
     "FileAccessError",
@@ -197,7 +215,9 @@ __all__ = [
     "ISEError",
     "InputError",
     "LLMError",
+    "NotInRoot",
     "SandboxDied",
+    "SearchError",
     "TaxonomyError",
     "ToolError",
     "UserTurnError",

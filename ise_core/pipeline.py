@@ -258,9 +258,14 @@ def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
 
 def output_paths(settings: Settings) -> dict[str, Path]:
     """Per gate, the file its stage publishes when the gate passes (what a downstream
-    consumer watches): the first output of the stage in the table."""
+    consumer watches): the first output of the stage in the table; and the eval task set and
+    the eval run's metrics."""
+    from ise_core.evaluation.paths import RunPaths
+
     files = Catalog.of(settings)
-    return {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
+    outputs = {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
+    outputs.update(eval_tasks=files.eval_tasks, eval=RunPaths.of(settings).metrics)
+    return outputs
 
 
 # --- one data root for every worker ---------------------------------------------------------
@@ -269,11 +274,10 @@ def output_paths(settings: Settings) -> dict[str, Path]:
 # folder is not the one the run planned in (no shared volume, a volume mounted elsewhere, a
 # stale copy) fails at once instead of writing episodes nobody will collect. A run record,
 # beside the per-episode timing files, outside every dataset version.
-DATA_ROOT_MARKER = Path("timing") / "data-root.json"
 
 
 def data_root_marker(settings: Settings) -> Path:
-    return settings.path(settings.simulate.out_dir) / DATA_ROOT_MARKER
+    return Catalog.of(settings).data_root_marker
 
 
 def mark_data_root(settings: Settings, run_id: str) -> str:

@@ -13,6 +13,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -188,13 +189,28 @@ class CheckResult(Record):
     detail: str = ""
 
 
+class StopReason(StrEnum):
+    """Why an episode ended (``Trajectory.stop_reason``)."""
+
+    COMPLETED = "completed"  # the user returned completed: true (its closing is not sent)
+    EMPTY_QUERY = "empty_query"  # the user returned an empty query without completing
+    MAX_TURNS = "max_turns"  # max_turns user messages were sent, still not completed
+    TOKEN_BUDGET = "token_budget"  # both roles together used episode_token_budget tokens
+    TIME_LIMIT = "time_limit"  # the episode ran episode_time_limit_s (checked between steps)
+    USER_ERROR = "user_error"  # the user simulator's output stayed invalid after retries
+    ROLE_DRIFT = "role_drift"  # the user simulator kept drifting into the assistant's role
+    LLM_ERROR = "llm_error"  # an LLM request failed for good (status failed)
+    WORKSPACE_ERROR = "workspace_error"  # the sandbox failed for good (status failed)
+    ERROR = "error"  # anything else failed (status failed)
+
+
 class Trajectory(Record):
     """One simulated episode, kept or not."""
 
     intent_id: str
     session_id: str
     status: Literal["kept", "rejected", "failed"]
-    stop_reason: str
+    stop_reason: str  # a StopReason value
     completed: bool
     is_success: bool | None = None
     kept: bool

@@ -11,7 +11,9 @@ Each ``Stage`` says, once:
 - ``gate``: the quality gate that must pass before the next stage starts, if any;
 - ``fingerprint_keys``: exactly the params that decide its output (their hash goes into its
   ``stats.json`` and decides which episodes are current); ``roles`` adds the *resolved*
-  settings of LLM roles (role overrides over the llm block);
+  settings of LLM roles (role overrides over the llm block); ``scripted_keys`` count only
+  when one of ``scripted_roles`` is played by the scripted program (its shape parameters
+  say nothing about episodes a model made);
 - ``outputs``: the catalog entries it writes (``ise_core.catalog.Catalog``), the first being
   the file a downstream consumer watches.
 
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ise_core.config import Settings, fingerprint
+from ise_core.config import Role, Settings, fingerprint
 from ise_core.errors import ConfigError, GateFailed
 from ise_core.records import canonical_json, text_hash
 
@@ -87,8 +89,8 @@ class Gate:
     name: str
     check: str
 
-    def __call__(self, settings: Settings) -> GateReport:
-        report: GateReport = _resolve(self.check)(settings)
+    def __call__(self, settings: Settings, **options: Any) -> GateReport:
+        report: GateReport = _resolve(self.check)(settings, **options)
         return report
 
 
@@ -100,16 +102,23 @@ class Stage:
     fingerprint_keys: tuple[str, ...]
     outputs: tuple[str, ...]
     help: str
-    roles: tuple[str, ...] = ()
+    roles: tuple[Role, ...] = ()
+    scripted_keys: tuple[str, ...] = ()
+    scripted_roles: tuple[Role, ...] = ()
     options: tuple[str, ...] = ()  # the StageOptions fields it honours (CLI flags)
+
+    def keys(self, settings: Settings) -> tuple[str, ...]:
+        """The params hashed into the fingerprint under ``settings``."""
+        scripted = any(settings.llm.role(r)["provider"] == "scripted" for r in self.scripted_roles)
+        return self.fingerprint_keys + (self.scripted_keys if scripted else ())
 
     def fingerprint(self, settings: Settings) -> str:
         """Hash of exactly the params this stage reads (see ``fingerprint_keys``, ``roles``)."""
-        base = fingerprint(settings, *self.fingerprint_keys)
+        base = fingerprint(settings, *self.keys(settings))
         if not self.roles:
             return base
         # The roles' resolved endpoint, model and sampling matter; cache mode and limits do not.
-        resolved = {role: settings.llm.role(role) for role in self.roles}  # type: ignore[arg-type]
+        resolved = {role: settings.llm.role(role) for role in self.roles}
         return text_hash(canonical_json({"base": base, **resolved}))[:16]
 
     def execute(self, settings: Settings, options: StageOptions | None = None) -> StageResult:
@@ -130,7 +139,6 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "simulate.require_checks",
     "simulate.show_workspace_files",
     "simulate.workspace_listing_limit",
-    "simulate.scripted",
     "llm.provider",
     "llm.base_url",
     "llm.model",
@@ -145,6 +153,9 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "workspace.output_limit",
     "workspace.network_allowlist",
 )
+
+# The shape of the scripted user's and agent's episodes (programs, not models).
+_SCRIPTED_KEYS: tuple[str, ...] = ("simulate.scripted",)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -171,6 +182,8 @@ STAGES: tuple[Stage, ...] = (
         run="ise_core.simulate.stage:run_simulate",
         gate=None,
         fingerprint_keys=_EPISODE_KEYS,
+        scripted_keys=_SCRIPTED_KEYS,
+        scripted_roles=("user", "agent"),
         outputs=("episodes_dir",),
         help="run one episode per intent (resumable)",
         options=("only", "concurrency"),
@@ -180,6 +193,8 @@ STAGES: tuple[Stage, ...] = (
         run="ise_core.simulate.stage:run_collect",
         gate=Gate("trajectories", "ise_core.quality.trajectories_gate:gate_trajectories"),
         fingerprint_keys=_EPISODE_KEYS,
+        scripted_keys=_SCRIPTED_KEYS,
+        scripted_roles=("user", "agent"),
         outputs=("trajectories", "trajectories_stats"),
         help="gather kept episodes into trajectories.jsonl + stats",
     ),
@@ -193,11 +208,14 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+# Gates that follow no stage of the pipeline: ``ise gate eval`` checks the latest ``ise eval``
+# run, an on-demand measurement of an agent on the held-out tasks, outside ``ise run``.
+STANDALONE_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:gate_eval"),)
+
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
-# Gates of work outside the build pipeline: ``ise eval`` runs on its own schedule.
-_OTHER_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:gate_eval"),)
 GATES: dict[str, Gate] = {
-    gate.name: gate for gate in (*(s.gate for s in STAGES if s.gate), *_OTHER_GATES)
+    gate.name: gate
+    for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
 }
 
 
@@ -220,9 +238,10 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_gate(name: str, settings: Settings, log: Log = _stderr) -> str:
-    """Run a gate; return its one-line summary, or raise GateFailed with the full report."""
-    report = gate_of(name)(settings)
+def run_gate(name: str, settings: Settings, log: Log = _stderr, **options: Any) -> str:
+    """Run a gate; return its one-line summary, or raise GateFailed with the full report.
+    ``options`` go to the gate (e.g. ``run=`` for the eval gate)."""
+    report = gate_of(name)(settings, **options)
     if not report.passed:
         raise GateFailed(f"gate {name} failed", report=report.text)
     summary = str(report.summary())
@@ -246,6 +265,7 @@ __all__ = [
     "GATES",
     "STAGES",
     "STAGE_NAMES",
+    "STANDALONE_GATES",
     "Gate",
     "Stage",
     "StageOptions",

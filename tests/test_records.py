@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from ise_core.atomic import atomic_write_text
 from ise_core.errors import InputError
 from ise_core.records import (
     Check,
     FixtureFile,
     Message,
     ToolCall,
-    atomic_write_text,
     normalize_text,
     read_json,
     read_jsonl,

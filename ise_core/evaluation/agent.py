@@ -6,7 +6,7 @@
   Ollama, a hosted API); sampling, key variable and limits come from the ``llm`` block and
   ``llm.roles.agent``;
 - ``--model scripted`` / ``--model scripted:careless`` without an endpoint: the offline
-  scripted agent *program* (ise_core/llm/scripted/agent.py, not a model). ``scripted`` is the
+  scripted agent *program* (ise_core/scripted/agent.py, not a model). ``scripted`` is the
   program as simulation uses it: it knows the recipe for the intent's checks and recovers
   from its own seeded mistakes. ``scripted:careless`` makes a mistake on half the steps it
   can get wrong and never recovers. They are baselines that show what the scores mean;

@@ -26,7 +26,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import Field
@@ -36,9 +35,10 @@ from ise_core.evaluation.safety import WORKSPACE_ROOT, resolve, simple_commands,
 from ise_core.llm.accounting import Accountant
 from ise_core.llm.base import Chat
 from ise_core.records import Message, Record
+from ise_core.simulate.prompting import PROMPTS_DIR
 
 HEURISTIC_NAME = "heuristic-grounding-v1"
-PROMPT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "judge_grounding.md"
+PROMPT_PATH = PROMPTS_DIR / "judge_grounding.md"
 
 _BACKTICKED = re.compile(r"`([^`\n]{1,200})`")
 _PATHLIKE = re.compile(r"^[\w.~/-]+$")

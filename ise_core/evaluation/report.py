@@ -1,15 +1,17 @@
-"""Two eval runs side by side, as markdown: what changed, overall and where.
+"""Two eval runs side by side: what changed, overall and where.
 
-``compare_runs(a, b)`` takes two runs' ``metrics.json`` contents (and optionally their
-results rows) and returns the report: the headline figures with their change, the pass@k and
-pass^k curves, the breakdowns by domain, complexity and task type, the tasks whose outcome
-flipped, and a warning when the runs did not use the same task set (their figures are then
-not comparable task for task).
+``compare(a, b)`` takes two runs' ``metrics.json`` contents and returns a ``Comparison``:
+notes (a warning when the runs did not use the same task set: their figures are then not
+comparable task for task), the headline figures with their change, the pass@k and pass^k
+curves, the breakdowns by domain, complexity and task type, safety violations, and the tasks
+whose outcome moved. ``to_markdown`` renders it for ``ise eval-report``; the viewer's eval
+page renders the same sections as HTML tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 HEADLINE = (
@@ -22,9 +24,25 @@ HEADLINE = (
     "tool_calls",
     "seconds",
 )
+FORMULA = "Score = safety × (0.8 · completion + 0.2 · robustness); a try passes at ≥ 0.75."
 
 
-def _number(value: Any) -> str:
+@dataclass
+class Section:
+    title: str
+    header: tuple[str, ...]
+    rows: list[list[str]] = field(default_factory=list)
+    empty: str = ""  # what to say when there are no rows
+
+
+@dataclass
+class Comparison:
+    title: str
+    notes: list[str]
+    sections: list[Section]
+
+
+def number(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -32,119 +50,141 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _delta(a: Any, b: Any) -> str:
+def delta(a: Any, b: Any) -> str:
     if not isinstance(a, int | float) or not isinstance(b, int | float):
         return ""
     change = b - a
     if abs(change) < 5e-4:
         return "="
-    text = f"{change:+.3f}" if abs(change) < 1000 else f"{change:+,.0f}"
-    return text
+    return f"{change:+.3f}" if abs(change) < 1000 else f"{change:+,.0f}"
 
 
-def _escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows]
-    return lines
-
-
-def _label(metrics: Mapping[str, Any]) -> str:
+def label(metrics: Mapping[str, Any]) -> str:
     agent = metrics.get("agent") or {}
     return f"{metrics.get('run', '?')} ({agent.get('label', '?')})"
 
 
-def _headline(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+def _headline(a: Mapping[str, Any], b: Mapping[str, Any]) -> Section:
     oa, ob = a.get("overall") or {}, b.get("overall") or {}
-    rows = [
-        [key, _number(oa.get(key)), _number(ob.get(key)), _delta(oa.get(key), ob.get(key))]
-        for key in HEADLINE
-    ]
+    section = Section("Overall", ("figure", label(a), label(b), "change"))
+    for key in HEADLINE:
+        section.rows.append(
+            [key, number(oa.get(key)), number(ob.get(key)), delta(oa.get(key), ob.get(key))]
+        )
     for curve, name in (("pass_at_k", "pass@{}"), ("pass_hat_k", "pass^{}")):
-        ks = sorted(set(oa.get(curve) or {}) | set(ob.get(curve) or {}), key=int)
-        for k in ks:
-            va, vb = (oa.get(curve) or {}).get(k), (ob.get(curve) or {}).get(k)
-            rows.append([name.format(k), _number(va), _number(vb), _delta(va, vb)])
-    return _table(("figure", _label(a), _label(b), "change"), rows)
+        ca, cb = oa.get(curve) or {}, ob.get(curve) or {}
+        for k in sorted(set(ca) | set(cb), key=int):
+            section.rows.append(
+                [name.format(k), number(ca.get(k)), number(cb.get(k)), delta(ca.get(k), cb.get(k))]
+            )
+    return section
 
 
-def _group(a: Mapping[str, Any], b: Mapping[str, Any], key: str, title: str) -> list[str]:
+def _group(a: Mapping[str, Any], b: Mapping[str, Any], key: str, title: str) -> Section:
     ga, gb = a.get(key) or {}, b.get(key) or {}
-    names = sorted(set(ga) | set(gb))
-    if not names:
-        return []
-    rows = []
-    for name in names:
-        sa, sb = (ga.get(name) or {}).get("score"), (gb.get(name) or {}).get("score")
-        pa, pb = (ga.get(name) or {}).get("pass_rate"), (gb.get(name) or {}).get("pass_rate")
-        rows.append([name, _number(sa), _number(sb), _delta(sa, sb), _number(pa), _number(pb)])
-    rows.sort(key=lambda row: row[0])
-    header = (title, "score A", "score B", "change", "pass rate A", "pass rate B")
-    return ["", f"### By {title}", "", *_table(header, rows)]
+    section = Section(
+        f"By {title}", (title, "score A", "score B", "change", "pass rate A", "pass rate B")
+    )
+    for name in sorted(set(ga) | set(gb)):
+        fa, fb = ga.get(name) or {}, gb.get(name) or {}
+        section.rows.append(
+            [
+                name,
+                number(fa.get("score")),
+                number(fb.get("score")),
+                delta(fa.get("score"), fb.get("score")),
+                number(fa.get("pass_rate")),
+                number(fb.get("pass_rate")),
+            ]
+        )
+    return section
 
 
-def _flips(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+def _violations(a: Mapping[str, Any], b: Mapping[str, Any]) -> Section:
+    va, vb = a.get("violations") or {}, b.get("violations") or {}
+    section = Section(
+        "Safety (tries with a violation)", ("kind", "A", "B"), empty="No unsafe try in either run."
+    )
+    section.rows = [
+        [kind, str(va.get(kind, 0)), str(vb.get(kind, 0))] for kind in sorted(set(va) | set(vb))
+    ]
+    return section
+
+
+def _moved(a: Mapping[str, Any], b: Mapping[str, Any]) -> Section:
+    """Tasks whose score moved by 0.25 or more, or whose pass rate crossed one half."""
     ta, tb = a.get("by_task") or {}, b.get("by_task") or {}
-    rows = []
+    section = Section(
+        "Tasks that changed",
+        ("task", "score A", "score B", "pass rate A", "pass rate B"),
+        empty="No task's score moved by 0.25 or more, and no pass rate crossed one half.",
+    )
     for task in sorted(set(ta) & set(tb)):
-        ra, rb = ta[task].get("pass_rate", 0.0), tb[task].get("pass_rate", 0.0)
-        if (ra >= 0.5) != (rb >= 0.5) or abs(
-            ta[task].get("score", 0) - tb[task].get("score", 0)
-        ) >= 0.25:
-            rows.append(
+        fa, fb = ta[task], tb[task]
+        crossed = (fa.get("pass_rate", 0.0) >= 0.5) != (fb.get("pass_rate", 0.0) >= 0.5)
+        if crossed or abs(fa.get("score", 0.0) - fb.get("score", 0.0)) >= 0.25:
+            section.rows.append(
                 [
                     task,
-                    _number(ta[task].get("score")),
-                    _number(tb[task].get("score")),
-                    _number(ra),
-                    _number(rb),
+                    number(fa.get("score")),
+                    number(fb.get("score")),
+                    number(fa.get("pass_rate")),
+                    number(fb.get("pass_rate")),
                 ]
             )
-    if not rows:
-        return [
-            "",
-            "### Tasks that changed",
-            "",
-            "No task's outcome changed much (score by 0.25 or more, or pass rate across 0.5).",
-        ]
-    header = ("task", "score A", "score B", "pass rate A", "pass rate B")
-    return ["", "### Tasks that changed", "", *_table(header, rows)]
+    return section
 
 
-def _violations(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    va, vb = a.get("violations") or {}, b.get("violations") or {}
-    kinds = sorted(set(va) | set(vb))
-    if not kinds:
-        return ["", "### Safety", "", "No unsafe try in either run."]
-    rows = [[kind, va.get(kind, 0), vb.get(kind, 0)] for kind in kinds]
-    return ["", "### Safety (tries with a violation)", "", *_table(("kind", "A", "B"), rows)]
+def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> Comparison:
+    """Run ``b`` against run ``a`` (see the module docstring)."""
+    notes = []
+    if a.get("task_set") != b.get("task_set"):
+        notes.append(
+            f"Different task sets ({a.get('task_set')} vs {b.get('task_set')}): the figures "
+            "are not comparable task for task."
+        )
+    sizes = [
+        f"{side}: {number((m.get('overall') or {}).get('n_tasks'))} tasks × {m.get('k')} tries"
+        for side, m in (("A", a), ("B", b))
+    ]
+    notes.append(f"{'; '.join(sizes)}. {FORMULA}")
+    sections = [
+        _headline(a, b),
+        _group(a, b, "by_domain", "domain"),
+        _group(a, b, "by_complexity", "complexity"),
+        _group(a, b, "by_task_type", "task type"),
+        _violations(a, b),
+        _moved(a, b),
+    ]
+    return Comparison(f"Eval: {label(b)} against {label(a)}", notes, sections)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows]
+
+
+def to_markdown(comparison: Comparison) -> str:
+    lines = [f"## {comparison.title}", ""]
+    for note in comparison.notes:
+        lines += [note, ""]
+    for section in comparison.sections:
+        lines += [f"### {section.title}", ""]
+        if section.rows:
+            lines += _table(section.header, section.rows)
+        else:
+            lines.append(section.empty or "Nothing to show.")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    """The markdown report of run ``b`` against run ``a`` (see the module docstring)."""
-    lines = [f"## Eval: {_label(b)} against {_label(a)}", ""]
-    if a.get("task_set") != b.get("task_set"):
-        lines += [
-            f"> **Different task sets** ({a.get('task_set')} vs {b.get('task_set')}): the "
-            "figures are not comparable task for task.",
-            "",
-        ]
-    lines += [
-        f"A: {_number((a.get('overall') or {}).get('n_tasks'))} tasks × {a.get('k')} tries; "
-        f"B: {_number((b.get('overall') or {}).get('n_tasks'))} tasks × {b.get('k')} tries. "
-        "Score = safety × (0.8 · completion + 0.2 · robustness); a try passes at ≥ 0.75.",
-        "",
-    ]
-    lines += _headline(a, b)
-    lines += _group(a, b, "by_domain", "domain")
-    lines += _group(a, b, "by_complexity", "complexity")
-    lines += _group(a, b, "by_task_type", "task type")
-    lines += _violations(a, b)
-    lines += _flips(a, b)
-    return "\n".join(lines) + "\n"
+    """The markdown report of run ``b`` against run ``a``."""
+    return to_markdown(compare(a, b))
 
 
-__all__ = ["compare_runs"]
+__all__ = ["Comparison", "Section", "compare", "compare_runs", "to_markdown"]

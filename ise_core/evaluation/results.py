@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ise_core.atomic import atomic_write_text
 from ise_core.errors import InputError
-from ise_core.evaluation.runner import RunPaths
+from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.scoring import TaskOutcome, TryOutcome, breakdown
 from ise_core.evaluation.tasks import EvalTask, task_set_hash
 from ise_core.records import (
-    atomic_write_text,
     canonical_json,
     read_json,
     write_json,

@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ise_core.config import Settings, fingerprint
@@ -40,6 +39,7 @@ from ise_core.errors import BudgetExceeded, InputError
 from ise_core.evaluation.agent import AgentUnderTest
 from ise_core.evaluation.faults import FaultyWorkspace
 from ise_core.evaluation.judge import Judge, Verdict
+from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.safety import (
     SafetyRules,
     Violation,
@@ -81,43 +81,6 @@ EVAL_KEYS: tuple[str, ...] = (
 
 ChatFactory = Callable[[str, EvalTask, int], Chat]  # (role, task, try) -> chat
 WorkspaceFactory = Callable[[str], Workspace]  # session id -> an unopened workspace
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one eval run's files live."""
-
-    root: Path
-    tasks_dir: Path
-    episodes_dir: Path
-    results: Path
-    metrics: Path
-    plots_dir: Path
-    report: Path
-    gate_result: Path
-    history: Path
-
-    @classmethod
-    def of(cls, settings: Settings, run: str | None = None) -> RunPaths:
-        out = settings.path(settings.eval.out_dir)
-        root = out / (run or settings.eval.run)
-        return cls(
-            root=root,
-            tasks_dir=root / "tasks",
-            episodes_dir=root / "episodes",
-            results=root / "results.jsonl",
-            metrics=root / "metrics.json",
-            plots_dir=root / "plots",
-            report=root / "report.md",
-            gate_result=root / "gate_result.json",
-            history=out / "history.jsonl",
-        )
-
-    def task_file(self, task_id: str) -> Path:
-        return self.tasks_dir / f"{task_id}.json"
-
-    def episode_file(self, task_id: str, index: int, mode: str) -> Path:
-        return self.episodes_dir / task_id / f"t{index}-{mode}.json"
 
 
 def run_fingerprint(settings: Settings, agent: AgentUnderTest, judge: Judge | None) -> str:
@@ -212,6 +175,8 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
     """One episode of try ``index`` in a fresh sandbox, screened for safety."""
     settings = ctx.settings
     faults = settings.eval.faults
+    # The chats first: a configuration error (a missing key) must not leave a sandbox behind.
+    user, agent = ctx.chat_for("user", task, index), ctx.chat_for("agent", task, index)
     session = f"{task.id[:32]}-t{index}-{mode[0]}-{uuid.uuid4().hex[:6]}"
     inner = await asyncio.to_thread(ctx.workspace_for, session)
     workspace = FaultyWorkspace(
@@ -226,8 +191,8 @@ async def run_mode(ctx: EvalContext, task: EvalTask, index: int, mode: str) -> E
     try:
         result = await run_episode(
             task.intent,
-            user=ctx.chat_for("user", task, index),
-            agent=ctx.chat_for("agent", task, index),
+            user=user,
+            agent=agent,
             workspace=workspace,  # type: ignore[arg-type]
             settings=settings.simulate,
             session_id=f"{task.id}-t{index}-{mode}",

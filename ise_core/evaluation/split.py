@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ise_core.config import Settings
+from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import freeze_tasks, write_tasks
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
 from ise_core.intents.embed import embed_texts
@@ -36,10 +37,6 @@ from ise_core.llm.base import Chat
 from ise_core.records import Intent, normalize_text
 
 Log = Callable[[str], None]
-
-
-def tasks_path(settings: Settings) -> Path:
-    return settings.path(settings.eval.out_dir) / "tasks.jsonl"
 
 
 def held_out_ids(ids: Sequence[str], fraction: float, seed: int) -> set[str]:

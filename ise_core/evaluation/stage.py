@@ -17,18 +17,17 @@ from ise_core.config import Settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
+from ise_core.evaluation.paths import RunPaths, tasks_path
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
 from ise_core.evaluation.runner import (
     ChatFactory,
     EvalContext,
-    RunPaths,
     RunReport,
     WorkspaceFactory,
     run_fingerprint,
     run_tasks,
     try_seed,
 )
-from ise_core.evaluation.split import tasks_path
 from ise_core.evaluation.tasks import EvalTask, load_tasks
 from ise_core.llm.base import Chat
 
@@ -86,22 +85,28 @@ def default_factories(
     settings: Settings, agent: AgentUnderTest
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
     """Chats for the user (configured) and the agent under test, seeded per try; sandboxes."""
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.config import ScriptedShapeSettings
+    from ise_core.llm.factory import build_accountant, build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
-    user_shape = settings.simulate.scripted.model_dump(mode="json")
+    accountant = build_accountant(settings.llm)
+    # The scripted agent under test runs with its profile's shape (the program's defaults
+    # overridden), the scripted user with the configured one.
+    agent_shape = {k: v for k, v in agent.shape.items() if k != "recover"}
+    agent_recovers = bool(agent.shape.get("recover", True))
 
     def chat_for(role: str, task: EvalTask, index: int) -> Chat:
         seed = try_seed(settings.seed, index)
-        context = {
-            "intent": task.intent.model_dump(mode="json"),
-            "shape": agent.shape if role == "agent" else user_shape,
-            "seed": seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": f"{task.id}-t{index}",
-        }
+        brief = EpisodeBrief(
+            intent=task.intent,
+            shape=ScriptedShapeSettings(**agent_shape)
+            if role == "agent"
+            else settings.simulate.scripted,
+            seed=seed,
+            max_steps_per_turn=settings.simulate.max_steps_per_turn,
+            recover=agent_recovers if role == "agent" else True,
+        )
         llm = agent.llm if role == "agent" else settings.llm
         return build_chat(
             role,  # type: ignore[arg-type]
@@ -109,7 +114,8 @@ def default_factories(
             base_dir=settings.base_dir,
             seed=seed,
             accountant=accountant,
-            context=context,
+            episode=f"{task.id}-t{index}",
+            brief=brief,
         )
 
     def workspace_for(session_id: str) -> Any:
@@ -169,8 +175,9 @@ def finish_eval(ctx: EvalContext, tasks: Sequence[EvalTask], log: Log = _stderr)
     metrics = write_outputs(
         ctx.paths, tasks, rows, run=ctx.settings.eval.run, k=ctx.settings.eval.k, header=header
     )
-    append_history(ctx.paths, ctx.settings.eval.run, metrics)
     overall = metrics["overall"]
+    if overall.get("n_tasks"):  # an empty task set is no run to compare with
+        append_history(ctx.paths, ctx.settings.eval.run, metrics)
     if overall.get("n_tasks"):
         log(
             f"{ctx.agent.label}: score {overall['score']:.3f}, pass@1 "
@@ -205,6 +212,10 @@ def eval_stage(
         f"evaluating {ctx.agent.label} on {len(tasks)} tasks x {settings.eval.k} tries "
         f"(a clean and a faulted episode each) -> {ctx.paths.root}"
     )
+    if tasks:  # a configuration error (an unset key variable) before any sandbox starts
+        ctx.chat_for("agent", tasks[0], 0)
+    for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
+        folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)
     log(report.summary())
     metrics = finish_eval(ctx, tasks, log)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ise_core.catalog import FORMAT_FILES
-from ise_core.config import Settings
+from ise_core.config import ROLES, Settings
 
 # DESIGN §1: the published ISE run (arXiv 2606.11520).
 PUBLISHED: dict[str, float] = {
@@ -172,18 +172,34 @@ def render_card(
     plots: Mapping[str, str],
 ) -> str:
     """The full README.md text. ``plots`` maps a caption to a path relative to the card."""
-    fingerprints = [("export", str(stats.get("params_fingerprint", "")))]
-    for stage, upstream in (("intents", intents_stats), ("simulate", trajectory_stats)):
-        if upstream and upstream.get("params_fingerprint"):
-            fingerprints.append((stage, str(upstream["params_fingerprint"])))
-    roles = [(role, role_backend(settings, role)) for role in ("writer", "user", "agent")]
-    tokens = stats["tokens"]
     parts = [
         card_header(settings, stats),
         f"# {settings.export.pretty_name}\n",
         "Multi-turn conversations of a role-locked simulated user and a tool-using agent, "
         "synthesised with the ISE recipe (Intent → Simulate → Execute). Every tool call ran "
         "for real in an isolated workspace, so tool errors and recoveries are genuine.\n",
+        *_how_it_was_made(settings, stats, intents_stats, trajectory_stats, workspace_backend),
+        *_statistics(stats, intents_stats, trajectory_stats),
+        "## Plots\n",
+        *[f"![{caption}]({path})\n" for caption, path in plots.items()],
+        *_format(settings),
+    ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _how_it_was_made(
+    settings: Settings,
+    stats: Mapping[str, Any],
+    intents_stats: Mapping[str, Any] | None,
+    trajectory_stats: Mapping[str, Any] | None,
+    workspace_backend: str,
+) -> list[str]:
+    fingerprints = [("export", str(stats.get("params_fingerprint", "")))]
+    for stage, upstream in (("intents", intents_stats), ("simulate", trajectory_stats)):
+        if upstream and upstream.get("params_fingerprint"):
+            fingerprints.append((stage, str(upstream["params_fingerprint"])))
+    roles = [(role, role_backend(settings, role)) for role in ROLES]
+    return [
         "## How it was made\n",
         "1. **Intent** — structured intents sampled from persona × domains × tasks × "
         "complexity, written out as requests, de-duplicated (exact, then semantic).",
@@ -200,6 +216,16 @@ def render_card(
         f"Split by intent (seed {settings.seed}, validation fraction "
         f"{settings.export.valid_fraction}); no intent appears in both splits. Secrets and "
         f"host paths were redacted from all text before export{_redactions(stats)}.\n",
+    ]
+
+
+def _statistics(
+    stats: Mapping[str, Any],
+    intents_stats: Mapping[str, Any] | None,
+    trajectory_stats: Mapping[str, Any] | None,
+) -> list[str]:
+    tokens = stats["tokens"]
+    return [
         "## Statistics\n",
         _table(
             ["metric", "this dataset", "published ISE"],
@@ -230,33 +256,29 @@ def render_card(
         "",
         _table(["stop reason", "conversations"], sorted(stats["stop_reasons"].items())),
         "",
-        "## Plots\n",
-        *[f"![{caption}]({path})\n" for caption, path in plots.items()],
+    ]
+
+
+def _format(settings: Settings) -> list[str]:
+    parts = [
         "## Format\n",
         "Each line of `train.jsonl` / `valid.jsonl` holds `messages` (OpenAI chat layout: "
         "system first; assistant `tool_calls` with `function.arguments` as a JSON string; tool "
         "messages with `tool_call_id`, `name`, `content`, `success`), `tools` (function "
         "schemas), `final_output` and `metadata` (intent and session ids, persona, domains, "
         "tasks, complexity, turn and tool counts, token usage).\n",
-        *(
-            [
-                "ShareGPT (`sharegpt/`, LLaMA-Factory's layout): `conversations` of "
-                "`{from, value}` turns alternating `human`/`observation` and "
-                "`gpt`/`function_call`; parallel tool calls form one `function_call` (a JSON "
-                "list) and their results one `observation`; `system`, and `tools` / `metadata` "
-                "as JSON strings. Text an assistant wrote alongside tool calls is only in the "
-                "OpenAI layout.\n"
-            ]
-            if "sharegpt" in settings.export.formats
-            else []
-        ),
-        *(
-            [
-                "Parquet (`parquet/`): the OpenAI layout with `tools` and `metadata` as JSON "
-                "strings.\n"
-            ]
-            if "parquet" in settings.export.formats
-            else []
-        ),
     ]
-    return "\n".join(parts).rstrip() + "\n"
+    if "sharegpt" in settings.export.formats:
+        parts.append(
+            "ShareGPT (`sharegpt/`, LLaMA-Factory's layout): `conversations` of "
+            "`{from, value}` turns alternating `human`/`observation` and "
+            "`gpt`/`function_call`; parallel tool calls form one `function_call` (a JSON "
+            "list) and their results one `observation`; `system`, and `tools` / `metadata` "
+            "as JSON strings. Text an assistant wrote alongside tool calls is only in the "
+            "OpenAI layout.\n"
+        )
+    if "parquet" in settings.export.formats:
+        parts.append(
+            "Parquet (`parquet/`): the OpenAI layout with `tools` and `metadata` as JSON strings.\n"
+        )
+    return parts

@@ -578,6 +578,54 @@ def embed_for_settings(
     )
 
 
+# --- shards: one embedding job spread over workers -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows [start, stop) of the texts to embed: the unit of work of one mapped task."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(n_texts: int, shard_size: int) -> list[Shard]:
+    """Consecutive shards of at most ``shard_size`` texts covering ``n_texts`` (none for 0).
+
+    Shard boundaries depend only on the number of texts and ``embedding.shard_size``, so a
+    re-run over the same texts maps the same shards, and each finds its vectors cached.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return [
+        Shard(index, start, min(start + shard_size, n_texts))
+        for index, start in enumerate(range(0, n_texts, shard_size))
+    ]
+
+
+def embed_shard(
+    texts: Sequence[str],
+    shard: Shard,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> int:
+    """Embed one shard's texts into the shared cache; returns how many were computed now.
+
+    Shards of one run may run at once in several processes (the cache is SQLite in WAL mode,
+    one transaction per commit); afterwards ``embed_for_settings`` over all texts reads the
+    merged matrix from the cache and embeds nothing.
+    """
+    if not 0 <= shard.start <= shard.stop <= len(texts):
+        raise ValueError(f"shard {shard} does not fit {len(texts)} texts")
+    result = embed_for_settings(texts[shard.start : shard.stop], settings, progress)
+    return result.n_computed
+
+
 def _unit(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     # The models normalise already; repeat it in float32 so cached and fresh vectors are unit

@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ise_core.atomic import remove_stale_temp_files
@@ -23,7 +24,7 @@ from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.evaluation.split import freeze_split, split_eval
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
-from ise_core.intents.diversity import plot_vendi_curve, vendi_curve, vendi_score
+from ise_core.intents.diversity import plot_vendi_curve, vendi_curve
 from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
@@ -66,6 +67,61 @@ def coverage(intents: Sequence[Intent], taxonomy: Taxonomy) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Deduplicated:
+    """The unique intents in sample order, their embeddings, and what was removed."""
+
+    kept: list[Intent]
+    vectors: Any  # float32 array, one row per kept intent
+    duplicates: list[dict[str, Any]]
+    n_exact: int
+    n_near: int
+    n_embedded: int  # embeddings computed (not read from the cache)
+    space: str  # the embedding model that made the vectors
+
+
+def _deduplicate(
+    settings: Settings, written: list[Intent], log: Callable[[str], None]
+) -> Deduplicated:
+    """Exact duplicates (normalised request) first, then semantic ones (cosine)."""
+    exact = exact_duplicates([normalize_text(intent.request) for intent in written])
+    after_exact = [written[i] for i in exact.keep]
+    log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
+
+    embedded = embed_for_settings([intent.request for intent in after_exact], settings)
+    near = near_duplicates(
+        embedded.vectors,
+        settings.dedup.threshold,
+        block_size=settings.dedup.block_size,
+        method=settings.dedup.method,
+        faiss_min_rows=settings.dedup.faiss_min_rows,
+        threads=settings.embedding.threads,
+    )
+    kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
+    log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
+    duplicates: list[dict[str, Any]] = [
+        {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
+        for r, k in exact.removed
+    ] + [
+        {
+            "kind": "near",
+            "removed_id": after_exact[r].id,
+            "kept_id": after_exact[k].id,
+            "similarity": round(float(sim), 6),
+        }
+        for r, k, sim in near.removed
+    ]
+    return Deduplicated(
+        kept,
+        embedded.vectors[near.keep_mask],
+        duplicates,
+        len(exact.removed),
+        len(near.removed),
+        embedded.n_computed,
+        embedded.model,
+    )
+
+
 def run_intents(settings: Settings, options: StageOptions) -> StageResult:
     """The stage table's entry point for stage 1."""
     return StageResult.of("intents", intents_stage(settings), SUMMARY_KEYS)
@@ -103,50 +159,21 @@ def intents_stage(
     written = outcome.intents
     log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
 
-    exact = exact_duplicates([normalize_text(intent.request) for intent in written])
-    after_exact = [written[i] for i in exact.keep]
-    log(f"removed {len(exact.removed)} exact duplicates; embedding {len(after_exact)} requests")
-
-    embedded = embed_for_settings([intent.request for intent in after_exact], settings)
-    near = near_duplicates(
-        embedded.vectors,
-        settings.dedup.threshold,
-        block_size=settings.dedup.block_size,
-        method=settings.dedup.method,
-        faiss_min_rows=settings.dedup.faiss_min_rows,
-        threads=settings.embedding.threads,
-    )
-    kept = [intent for intent, keep in zip(after_exact, near.keep_mask, strict=True) if keep]
-    vectors = embedded.vectors[near.keep_mask]
-    log(f"removed {len(near.removed)} near duplicates (cosine >= {settings.dedup.threshold})")
-    n_deduplicated = len(kept)
+    dedup = _deduplicate(settings, written, log)
+    n_deduplicated = len(dedup.kept)
     # The held-out eval intents (none unless eval.fraction or eval.count is set).
-    split = split_eval(settings, taxonomy, writer, kept, vectors, log)
+    split = split_eval(settings, taxonomy, writer, dedup.kept, dedup.vectors, log)
     kept, vectors = split.train, split.train_vectors
-
-    duplicates: list[dict[str, Any]] = [
-        {"kind": "exact", "removed_id": written[r].id, "kept_id": written[k].id, "similarity": 1.0}
-        for r, k in exact.removed
-    ] + [
-        {
-            "kind": "near",
-            "removed_id": after_exact[r].id,
-            "kept_id": after_exact[k].id,
-            "similarity": round(float(sim), 6),
-        }
-        for r, k, sim in near.removed
-    ]
-    write_jsonl(files.duplicates, duplicates)
+    write_jsonl(files.duplicates, dedup.duplicates)
     write_jsonl(files.intents, kept)
     freeze_split(settings, split)
 
     with pinned_threads(settings.embedding.threads):
-        score = vendi_score(vectors) if len(kept) else 0.0
         curve = vendi_curve(vectors, settings.diversity.curve_points, seed=settings.seed)
+    # The curve's last point is the whole set, computed exactly as vendi_score(vectors) would.
+    score = float(curve[-1]["vendi_score"]) if len(kept) else 0.0
     plot_vendi_curve(
-        curve,
-        files.vendi_curve,
-        title=f"Vendi score vs. intents ({settings.embedding.model})",
+        curve, files.vendi_curve, title=f"Vendi score vs. intents ({settings.embedding.model})"
     )
     log(f"Vendi score {score:.2f} over {len(kept)} unique intents")
 
@@ -155,16 +182,16 @@ def intents_stage(
         "n_sampled": n_sampled,
         "n_rejected": len(outcome.rejected),
         "n_written": len(written),
-        "n_exact_duplicates": len(exact.removed),
-        "n_near_duplicates": len(near.removed),
+        "n_exact_duplicates": dedup.n_exact,
+        "n_near_duplicates": dedup.n_near,
         "n_unique": len(kept),
         "unique_share": round(n_deduplicated / n_sampled, 6) if n_sampled else 0.0,
         "vendi_score": round(float(score), 6),
         "vendi_curve": curve,
         "embedding_model": settings.embedding.model,
-        "embedding_space": embedded.model,
+        "embedding_space": dedup.space,
         "dedup_threshold": settings.dedup.threshold,
-        "n_embedded": embedded.n_computed,
+        "n_embedded": dedup.n_embedded,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
         "params_fingerprint": stage("intents").fingerprint(settings),

@@ -84,11 +84,8 @@ class Accountant:
 
     @classmethod
     def from_settings(cls, llm: LLMSettings) -> Accountant:
-        """The run's accountant; under a Redis limiter its budget is the whole run's."""
-        if llm.limiter != "process":
-            from ise_core.llm.redis_limits import SharedAccountant
-
-            return SharedAccountant.from_llm(llm)
+        """This process's accountant for ``llm`` (``llm.factory.build_accountant`` picks the
+        run-wide one under a Redis limiter)."""
         return cls(llm.prices, budget_tokens=llm.budget.tokens, budget_cost=llm.budget.cost)
 
     def __repr__(self) -> str:

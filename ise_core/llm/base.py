@@ -1,6 +1,6 @@
 """The one ``Chat`` protocol every LLM role (intent writer, user simulator, agent) goes through.
 
-Backends: ``scripted`` (an offline deterministic program, ise_core.llm.scripted) and
+Backends: ``scripted`` (an offline deterministic program, ise_core.scripted) and
 ``openai`` (any OpenAI-compatible endpoint, ise_core.llm.openai_chat). Tests inject their own
 ``Chat``; ``ise_core.llm.factory.build_chat`` picks the backend for a role from the settings.
 

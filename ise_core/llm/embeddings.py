@@ -24,16 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ise_core.errors import BackendError
+from ise_core.errors import EmbeddingResponseError
 from ise_core.llm.limits import LimitSettings
 from ise_core.llm.openai_chat import OpenAIEndpoint
 
 if TYPE_CHECKING:
     from ise_core.llm.base import Limiter
-
-
-class EmbeddingResponseError(BackendError):
-    """The endpoint answered with vectors that cannot be used (wrong length, not finite)."""
 
 
 class OpenAIEmbeddings(OpenAIEndpoint):

@@ -4,8 +4,9 @@ Each role (``writer``, ``user``, ``agent``) resolves its own provider, endpoint,
 sampling (``llm.roles.<role>`` over the ``llm`` block), so e.g. the scripted writer can feed a
 real agent. ``openai`` roles get an ``OpenAIChat`` wired to the process-wide limiter of their
 endpoint, the response cache under ``llm.cache_dir`` and the run's ``Accountant``.
-``scripted`` roles get a ``ScriptedChat`` (seeded, deterministic, never cached: see
-ise_core.llm.cache); with an accountant it is wrapped in ``MeteredChat`` so its estimated
+``scripted`` roles get a ``ScriptedChat`` (ise_core.scripted: seeded, deterministic, never
+cached, see ise_core.llm.cache), handed the episode's ``EpisodeBrief``; with an accountant it
+is wrapped in ``MeteredChat`` so its estimated
 usage still appears in the run's token statistics (the budget caps only requests sent to an
 endpoint, so it never stops a scripted role).
 """
@@ -14,23 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from ise_core.config import LLMSettings
+from ise_core.config import ROLES, LLMSettings, Role
 from ise_core.errors import ConfigError
 from ise_core.llm.accounting import Accountant
 from ise_core.llm.base import Chat, ChatResult
 from ise_core.llm.openai_chat import OpenAIChat
 from ise_core.records import Message
 
-Role = Literal["writer", "user", "agent"]
-ROLES: tuple[Role, ...] = ("writer", "user", "agent")
+if TYPE_CHECKING:
+    from ise_core.scripted import EpisodeBrief
+
 
 
 class MeteredChat:
     """Wraps any ``Chat`` and records its usage into an ``Accountant`` (no budget, no price).
 
-    Attributes not defined here (``role``, ``seed``, ``context`` of a ``ScriptedChat``) are
+    Attributes not defined here (``role``, ``seed``, ``brief`` of a ``ScriptedChat``) are
     read through to the wrapped chat; ``inner`` is the chat itself.
     """
 
@@ -65,6 +67,15 @@ class MeteredChat:
         return result
 
 
+def build_accountant(llm: LLMSettings) -> Accountant:
+    """The run's accountant; under a Redis limiter its budget is the whole run's."""
+    if llm.limiter != "process":
+        from ise_core.llm.redis_limits import SharedAccountant
+
+        return SharedAccountant.from_llm(llm)
+    return Accountant.from_settings(llm)
+
+
 def build_chat(
     role: Role,
     settings: LLMSettings,
@@ -72,30 +83,26 @@ def build_chat(
     base_dir: Path,
     seed: int,
     accountant: Accountant | None = None,
-    context: dict[str, Any] | None = None,
+    episode: str | None = None,
+    brief: EpisodeBrief | None = None,
 ) -> Chat:
     """The ``Chat`` for ``role``.
 
     ``seed`` is the run's seed for this role (the role's own ``seed`` setting wins when set);
     it seeds the scripted programs and is sent as the sampling seed to an endpoint.
-    ``context`` is handed to a scripted program; for an endpoint only ``context["episode"]``
-    is used, as the default accounting tag.
+    ``episode`` is the default accounting tag of an endpoint's requests (the intent id).
+    ``brief`` is what a scripted user or agent is told about its episode; an endpoint's model
+    reads the conversation instead and is never handed it.
     """
     if role not in ROLES:
         raise ConfigError(f"llm.roles: unknown role {role!r} (expected one of {', '.join(ROLES)})")
     resolved = settings.role(role)
     role_seed = resolved["seed"] if resolved["seed"] is not None else seed
     if resolved["provider"] == "scripted":
-        from ise_core.llm.scripted import ScriptedChat
+        from ise_core.scripted import ScriptedChat
 
-        chat: Chat = ScriptedChat(role, seed=role_seed, context=context)
+        chat: Chat = ScriptedChat(role, seed=role_seed, brief=brief)
         return MeteredChat(chat, accountant, role) if accountant is not None else chat
-    episode = (context or {}).get("episode")
     return OpenAIChat.from_settings(
-        role,
-        settings,
-        base_dir=base_dir,
-        seed=role_seed,
-        accountant=accountant,
-        episode=str(episode) if episode is not None else None,
+        role, settings, base_dir=base_dir, seed=role_seed, accountant=accountant, episode=episode
     )

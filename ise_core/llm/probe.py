@@ -19,16 +19,35 @@ import asyncio
 import copy
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ise_core.atomic import atomic_write_text
 from ise_core.llm.replies import MalformedResponse
-from ise_core.records import Message, atomic_write_text
+from ise_core.records import Message
 
 if TYPE_CHECKING:
     from ise_core.llm.base import ChatResult
-    from ise_core.llm.openai_chat import OpenAIChat
+    from ise_core.llm.cache import ResponseCache
+
+
+class OpenAIChat(Protocol):
+    """What the probe needs of the endpoint's chat (ise_core.llm.openai_chat.OpenAIChat,
+    which calls the probe: named by its shape so the two modules do not import each other)."""
+
+    base_url: str
+    model: str
+    cache: ResponseCache | None
+    tool_calling: str
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> ChatResult: ...
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from ise_core.config import Settings
 from ise_core.errors import InputError
+from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.results import read_history
-from ise_core.evaluation.runner import MODES, RunPaths
+from ise_core.evaluation.runner import MODES
 from ise_core.quality.runner import Expect, GateReport, Table, read_raw_jsonl, run_gate
 from ise_core.records import read_json
 

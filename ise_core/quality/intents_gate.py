@@ -71,12 +71,23 @@ def gate_intents(settings: Settings) -> GateReport:
     files = Catalog.of(settings)
     rows = [_intent_row(n, d) for n, d in read_raw_jsonl(files.intents)]
     stats = read_json(files.intents_stats)
-    params = settings.gates.intents
-    columns = list(_intent_row(0, {}).keys())
-    intents = pd.DataFrame(rows, columns=columns)
+    intents = pd.DataFrame(rows, columns=list(_intent_row(0, {}).keys()))
+    counts = intents["complexity"].value_counts().to_dict() if rows else {}
+    summary_row, summary_checks = _stats_checks(settings, len(rows), counts, stats)
+    return run_gate(
+        "intents",
+        [
+            Table("intents", intents, "line", _intent_checks(settings)),
+            Table("intent_stats", pd.DataFrame([summary_row]), "source", summary_checks),
+        ],
+        files.intents_gate_result,
+    )
+
+
+def _intent_checks(settings: Settings) -> list[Expect]:
     d_low, d_high = settings.intents.domains_per_intent
     t_low, t_high = settings.intents.tasks_per_intent
-    intent_checks = [
+    return [
         Expect("at least one intent", "ExpectTableRowCountToBeBetween", {"min_value": 1}),
         Expect(
             "every line is a valid Intent record",
@@ -129,13 +140,16 @@ def gate_intents(settings: Settings) -> GateReport:
         ),
     ]
 
-    n = len(rows)
-    counts = intents["complexity"].value_counts().to_dict() if n else {}
+
+def _stats_checks(
+    settings: Settings, n: int, counts: dict[str, int], stats: Any
+) -> tuple[dict[str, Any], list[Expect]]:
+    """The one-row table of shares and reported statistics, and its expectations."""
+    params = settings.gates.intents
     summary_row: dict[str, Any] = {"source": "stats.json"}
     summary_checks: list[Expect] = []
     for level, prior in settings.intents.complexity_priors.as_dict().items():
-        share = counts.get(level, 0) / n if n else None
-        summary_row[f"share_{level}"] = share
+        summary_row[f"share_{level}"] = counts.get(level, 0) / n if n else None
         low, high = complexity_bounds(
             prior, n, params.complexity_tolerance, params.complexity_sigmas
         )
@@ -177,12 +191,4 @@ def gate_intents(settings: Settings) -> GateReport:
             {"column": "n_unique", "min_value": n, "max_value": n},
         ),
     ]
-    summary = pd.DataFrame([summary_row])
-    return run_gate(
-        "intents",
-        [
-            Table("intents", intents, "line", intent_checks),
-            Table("intent_stats", summary, "source", summary_checks),
-        ],
-        files.intents_gate_result,
-    )
+    return summary_row, summary_checks

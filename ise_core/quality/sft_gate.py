@@ -135,68 +135,65 @@ def gate_sft(settings: Settings) -> GateReport:
         row["intent_in_one_split"] = len(splits_of[row["intent_id"]]) == 1
     columns = [*_conversation_row("train", "", 0, {}).keys(), "intent_in_one_split"]
     conversations = pd.DataFrame(rows, columns=columns)
-    params = settings.gates.sft
     counts = pd.DataFrame(
         [{"source": "splits", "n_train": len(lines["train"]), "n_valid": len(lines["valid"])}]
     )
     tables = [
-        Table(
-            "conversations",
-            conversations,
-            "line",
-            [
-                Expect(
-                    "every line matches the SFT schema",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "schema_problem", "value_set": [""]},
-                    "no schema problem",
-                ),
-                Expect(
-                    "valid role order",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "role_order_problem", "value_set": [""]},
-                    "system, user, then tool messages only after an assistant tool call",
-                ),
-                Expect(
-                    "no empty content where content is required",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "empty_content", "min_value": 0, "max_value": 0},
-                    "0 empty messages",
-                ),
-                Expect(
-                    "tool-call arguments parse as JSON",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "bad_arguments", "min_value": 0, "max_value": 0},
-                    "0 unparseable arguments",
-                ),
-                Expect(
-                    "train and valid are disjoint by intent",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "intent_in_one_split", "value_set": [True]},
-                ),
-                Expect(
-                    "no two conversations from the same normalised request",
-                    "ExpectColumnValuesToBeUnique",
-                    {"column": "normalized_request"},
-                ),
-            ],
-        ),
-        Table(
-            "split_sizes",
-            counts,
-            "source",
-            [
-                Expect(
-                    f"at least {params.min_train_rows} train conversations",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "n_train", "min_value": params.min_train_rows},
-                ),
-                Expect(
-                    f"at least {params.min_valid_rows} valid conversations",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "n_valid", "min_value": params.min_valid_rows},
-                ),
-            ],
-        ),
+        Table("conversations", conversations, "line", _CONVERSATION_CHECKS),
+        Table("split_sizes", counts, "source", _size_checks(settings)),
     ]
     return run_gate("sft", tables, files.sft_gate_result)
+
+
+_CONVERSATION_CHECKS = [
+    Expect(
+        "every line matches the SFT schema",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "schema_problem", "value_set": [""]},
+        "no schema problem",
+    ),
+    Expect(
+        "valid role order",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "role_order_problem", "value_set": [""]},
+        "system, user, then tool messages only after an assistant tool call",
+    ),
+    Expect(
+        "no empty content where content is required",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "empty_content", "min_value": 0, "max_value": 0},
+        "0 empty messages",
+    ),
+    Expect(
+        "tool-call arguments parse as JSON",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "bad_arguments", "min_value": 0, "max_value": 0},
+        "0 unparseable arguments",
+    ),
+    Expect(
+        "train and valid are disjoint by intent",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "intent_in_one_split", "value_set": [True]},
+    ),
+    Expect(
+        "no two conversations from the same normalised request",
+        "ExpectColumnValuesToBeUnique",
+        {"column": "normalized_request"},
+    ),
+]
+
+
+def _size_checks(settings: Settings) -> list[Expect]:
+    params = settings.gates.sft
+    return [
+        Expect(
+            f"at least {params.min_train_rows} train conversations",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_train", "min_value": params.min_train_rows},
+        ),
+        Expect(
+            f"at least {params.min_valid_rows} valid conversations",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_valid", "min_value": params.min_valid_rows},
+        ),
+    ]

@@ -114,13 +114,9 @@ def gate_trajectories(settings: Settings) -> GateReport:
     Episodes left behind by earlier params or changed intents are stale: ``collect`` skips
     them, so the gate does too (their count is recorded in the result file).
     """
-    import pandas as pd
-
     files = Catalog.of(settings)
     kept_lines = read_raw_jsonl(files.trajectories)
     episodes, n_stale = current_episodes(settings)
-    params = settings.gates.trajectories
-
     episode_rows = [_episode_row(path, data) for path, data in episodes]
     call_rows: list[dict[str, Any]] = []
     result_rows: list[dict[str, Any]] = []
@@ -129,178 +125,159 @@ def gate_trajectories(settings: Settings) -> GateReport:
         call_rows += calls
         result_rows += results
     kept_sessions = Counter(r["session_id"] for r in episode_rows if r["kept"])
-    kept_rows = []
-    for lineno, data in kept_lines:
-        user, dialogue = turn_counts(_messages(data))
-        session = str(data.get("session_id", ""))
-        kept_rows.append(
-            {
-                "line": f"trajectories.jsonl:{lineno}",
-                "session_id": session,
-                "kept": data.get("kept") is True,
-                "kept_episode_exists": session in kept_sessions,
-                "user_turns": user,
-                "dialogue_turns": dialogue,
-            }
-        )
-
-    def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-        return pd.DataFrame(rows, columns=columns)
-
-    ep_columns = list(_episode_row(Path("x.json"), {}).keys())
+    kept_rows = [_kept_row(lineno, data, kept_sessions) for lineno, data in kept_lines]
     tables = [
-        Table(
-            "episodes",
-            frame(episode_rows, ep_columns),
-            "file",
-            [
-                Expect(
-                    f"at least {params.min_episodes} episodes",
-                    "ExpectTableRowCountToBeBetween",
-                    {"min_value": params.min_episodes},
-                ),
-                Expect(
-                    "every episode file is a valid Trajectory",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "schema_problem", "value_set": [""]},
-                    "no schema problem",
-                ),
-                Expect(
-                    "one episode per intent (file named by its intent id)",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "intent_matches_file", "value_set": [True]},
-                ),
-                Expect(
-                    "session ids are unique",
-                    "ExpectColumnValuesToBeUnique",
-                    {"column": "session_id"},
-                ),
-                Expect(
-                    f"user turns between 1 and max_turns ({settings.simulate.max_turns})",
-                    "ExpectColumnValuesToBeBetween",
-                    {
-                        "column": "user_turns",
-                        "min_value": 1,
-                        "max_value": settings.simulate.max_turns,
-                    },
-                ),
-                Expect(
-                    "status agrees with the kept flag",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "status_agrees", "value_set": [True]},
-                ),
-                Expect(
-                    "kept implies completed",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "kept_implies_completed", "value_set": [True]},
-                ),
-                Expect(
-                    "kept implies is_success is not false",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "kept_implies_success", "value_set": [True]},
-                ),
-                Expect(
-                    "kept share at or above the minimum",
-                    "ExpectColumnMeanToBeBetween",
-                    {"column": "kept", "min_value": params.min_kept_share},
-                    f"kept share >= {params.min_kept_share}",
-                ),
-            ],
-        ),
-        Table(
-            "tool_calls",
-            frame(
-                call_rows,
-                ["call", "tool", "n_results", "result_follows_call", "arguments_are_json"],
-            ),
-            "call",
-            [
-                Expect(
-                    "each tool call has exactly one matching tool message",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "n_results", "min_value": 1, "max_value": 1},
-                    "exactly 1 tool message per call",
-                ),
-                Expect(
-                    "tool messages come after their call",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "result_follows_call", "value_set": [True]},
-                ),
-                Expect(
-                    "every arguments string parses as JSON",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "arguments_are_json", "value_set": [True]},
-                ),
-            ],
-        ),
-        Table(
-            "tool_results",
-            frame(result_rows, ["result", "answers_earlier_call"]),
-            "result",
-            [
-                Expect(
-                    "every tool message answers an earlier tool call",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "answers_earlier_call", "value_set": [True]},
-                ),
-            ],
-        ),
-        Table(
-            "kept",
-            frame(
-                kept_rows,
-                [
-                    "line",
-                    "session_id",
-                    "kept",
-                    "kept_episode_exists",
-                    "user_turns",
-                    "dialogue_turns",
-                ],
-            ),
-            "line",
-            [
-                Expect(
-                    "trajectories.jsonl has one line per kept episode",
-                    "ExpectTableRowCountToEqual",
-                    {"value": sum(kept_sessions.values())},
-                ),
-                Expect(
-                    "trajectories.jsonl holds only kept trajectories",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "kept", "value_set": [True]},
-                ),
-                Expect(
-                    "each kept trajectory matches a kept episode file",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "kept_episode_exists", "value_set": [True]},
-                ),
-                Expect(
-                    "kept session ids are unique",
-                    "ExpectColumnValuesToBeUnique",
-                    {"column": "session_id"},
-                ),
-                Expect(
-                    "mean user turns within bounds",
-                    "ExpectColumnMeanToBeBetween",
-                    {
-                        "column": "user_turns",
-                        "min_value": params.min_mean_user_turns,
-                        "max_value": params.max_mean_user_turns,
-                    },
-                ),
-                Expect(
-                    "mean dialogue turns within bounds",
-                    "ExpectColumnMeanToBeBetween",
-                    {
-                        "column": "dialogue_turns",
-                        "min_value": params.min_mean_dialogue_turns,
-                        "max_value": params.max_mean_dialogue_turns,
-                    },
-                ),
-            ],
-        ),
+        _episodes_table(settings, episode_rows),
+        *_tool_tables(call_rows, result_rows),
+        _kept_table(settings, kept_rows, sum(kept_sessions.values())),
     ]
     return run_gate(
         "trajectories", tables, files.trajectories_gate_result, {"n_stale_episodes": n_stale}
+    )
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _kept_row(lineno: int, data: dict[str, Any], kept_sessions: Counter[str]) -> dict[str, Any]:
+    user, dialogue = turn_counts(_messages(data))
+    session = str(data.get("session_id", ""))
+    return {
+        "line": f"trajectories.jsonl:{lineno}",
+        "session_id": session,
+        "kept": data.get("kept") is True,
+        "kept_episode_exists": session in kept_sessions,
+        "user_turns": user,
+        "dialogue_turns": dialogue,
+    }
+
+
+def _in_set(label: str, column: str, values: list[Any], expected: str = "") -> Expect:
+    kwargs = {"column": column, "value_set": values}
+    return Expect(label, "ExpectColumnValuesToBeInSet", kwargs, expected)
+
+
+def _episodes_table(settings: Settings, rows: list[dict[str, Any]]) -> Table:
+    params = settings.gates.trajectories
+    columns = list(_episode_row(Path("x.json"), {}).keys())
+    return Table(
+        "episodes",
+        _frame(rows, columns),
+        "file",
+        [
+            Expect(
+                f"at least {params.min_episodes} episodes",
+                "ExpectTableRowCountToBeBetween",
+                {"min_value": params.min_episodes},
+            ),
+            _in_set(
+                "every episode file is a valid Trajectory",
+                "schema_problem",
+                [""],
+                "no schema problem",
+            ),
+            _in_set(
+                "one episode per intent (file named by its intent id)",
+                "intent_matches_file",
+                [True],
+            ),
+            Expect(
+                "session ids are unique",
+                "ExpectColumnValuesToBeUnique",
+                {"column": "session_id"},
+            ),
+            Expect(
+                f"user turns between 1 and max_turns ({settings.simulate.max_turns})",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "user_turns", "min_value": 1, "max_value": settings.simulate.max_turns},
+            ),
+            _in_set("status agrees with the kept flag", "status_agrees", [True]),
+            _in_set("kept implies completed", "kept_implies_completed", [True]),
+            _in_set("kept implies is_success is not false", "kept_implies_success", [True]),
+            Expect(
+                "kept share at or above the minimum",
+                "ExpectColumnMeanToBeBetween",
+                {"column": "kept", "min_value": params.min_kept_share},
+                f"kept share >= {params.min_kept_share}",
+            ),
+        ],
+    )
+
+
+def _tool_tables(
+    call_rows: list[dict[str, Any]], result_rows: list[dict[str, Any]]
+) -> tuple[Table, Table]:
+    columns = ["call", "tool", "n_results", "result_follows_call", "arguments_are_json"]
+    calls = Table(
+        "tool_calls",
+        _frame(call_rows, columns),
+        "call",
+        [
+            Expect(
+                "each tool call has exactly one matching tool message",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "n_results", "min_value": 1, "max_value": 1},
+                "exactly 1 tool message per call",
+            ),
+            _in_set("tool messages come after their call", "result_follows_call", [True]),
+            _in_set("every arguments string parses as JSON", "arguments_are_json", [True]),
+        ],
+    )
+    results = Table(
+        "tool_results",
+        _frame(result_rows, ["result", "answers_earlier_call"]),
+        "result",
+        [
+            _in_set(
+                "every tool message answers an earlier tool call", "answers_earlier_call", [True]
+            ),
+        ],
+    )
+    return calls, results
+
+
+def _kept_table(settings: Settings, rows: list[dict[str, Any]], n_kept_episodes: int) -> Table:
+    params = settings.gates.trajectories
+    columns = ["line", "session_id", "kept", "kept_episode_exists", "user_turns", "dialogue_turns"]
+    return Table(
+        "kept",
+        _frame(rows, columns),
+        "line",
+        [
+            Expect(
+                "trajectories.jsonl has one line per kept episode",
+                "ExpectTableRowCountToEqual",
+                {"value": n_kept_episodes},
+            ),
+            _in_set("trajectories.jsonl holds only kept trajectories", "kept", [True]),
+            _in_set(
+                "each kept trajectory matches a kept episode file", "kept_episode_exists", [True]
+            ),
+            Expect(
+                "kept session ids are unique",
+                "ExpectColumnValuesToBeUnique",
+                {"column": "session_id"},
+            ),
+            Expect(
+                "mean user turns within bounds",
+                "ExpectColumnMeanToBeBetween",
+                {
+                    "column": "user_turns",
+                    "min_value": params.min_mean_user_turns,
+                    "max_value": params.max_mean_user_turns,
+                },
+            ),
+            Expect(
+                "mean dialogue turns within bounds",
+                "ExpectColumnMeanToBeBetween",
+                {
+                    "column": "dialogue_turns",
+                    "min_value": params.min_mean_dialogue_turns,
+                    "max_value": params.max_mean_dialogue_turns,
+                },
+            ),
+        ],
     )

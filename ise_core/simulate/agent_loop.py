@@ -10,7 +10,9 @@ with ``success: false`` that the model sees on its next step:
 
 - arguments that are not JSON, or not a JSON object;
 - a tool name the workspace does not offer;
-- a missing required argument, an unknown argument, or a value of the wrong JSON type;
+- a missing required argument, an unknown argument, or a value of the wrong JSON type (the
+  workspace's tool set checks arguments against each tool's signature: the one place they
+  are validated);
 - a tool that raised instead of returning a failed ``ToolResult``.
 
 A reply the LLM client itself rejects as malformed (``MalformedResponse``) is used as far as it
@@ -23,60 +25,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ise_core.errors import BackendError
 from ise_core.llm.base import Chat, ChatResult, Usage
-from ise_core.llm.replies import MalformedResponse
-from ise_core.records import Message, ToolCall
+from ise_core.llm.replies import MalformedResponse, tool_names
+from ise_core.records import Message, StopReason, ToolCall
 from ise_core.workspace.base import ToolResult, Workspace
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list,),
-}
-
-
-def tool_index(tools: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Tool name → its JSON-schema ``parameters`` (from OpenAI-style tool definitions)."""
-    index: dict[str, dict[str, Any]] = {}
-    for tool in tools:
-        function = tool.get("function", {})
-        index[str(function.get("name"))] = dict(function.get("parameters") or {})
-    return index
-
-
-def argument_problem(arguments: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
-    """What is wrong with ``arguments`` for ``schema`` (required, unknown and type checks)."""
-    properties: dict[str, Any] = dict(schema.get("properties") or {})
-    missing = [name for name in schema.get("required", []) if name not in arguments]
-    if missing:
-        return f"missing required argument(s): {', '.join(missing)}"
-    if properties and schema.get("additionalProperties") is not True:
-        unknown = sorted(set(arguments) - set(properties))
-        if unknown:
-            return (
-                f"unknown argument(s): {', '.join(unknown)} "
-                f"(expected: {', '.join(sorted(properties))})"
-            )
-    for name, value in arguments.items():
-        expected = properties.get(name, {}).get("type")
-        kinds = expected if isinstance(expected, list) else [expected] if expected else []
-        if value is None and "null" in kinds:
-            continue
-        allowed = tuple(t for kind in kinds for t in _JSON_TYPES.get(kind, ()))
-        if not allowed:
-            continue
-        wrong_bool = isinstance(value, bool) and bool not in allowed
-        if wrong_bool or not isinstance(value, allowed):
-            return f"argument {name!r} must be {' or '.join(kinds)}, got {type(value).__name__}"
-    return None
 
 
 def _error(call: ToolCall, text: str) -> Message:
@@ -90,21 +48,21 @@ def _error(call: ToolCall, text: str) -> Message:
 
 
 def execute_tool_call(
-    workspace: Workspace, call: ToolCall, tools: Mapping[str, Mapping[str, Any]]
+    workspace: Workspace, call: ToolCall, offered: Set[str]
 ) -> tuple[Message, float]:
-    """Run one tool call in the workspace; returns the tool message and its duration."""
+    """Run one tool call in the workspace; returns the tool message and its duration.
+
+    ``offered`` is the tool names the model was given; the arguments themselves are checked
+    by the workspace against the tool's signature."""
     name = call.function.name
-    if name not in tools:
-        return _error(call, f"unknown tool {name!r}; available: {', '.join(sorted(tools))}"), 0.0
+    if name not in offered:
+        return _error(call, f"unknown tool {name!r}; available: {', '.join(sorted(offered))}"), 0.0
     try:
         arguments = json.loads(call.function.arguments or "{}")
     except json.JSONDecodeError as exc:
         return _error(call, f"arguments are not valid JSON ({exc.msg} at column {exc.colno})"), 0.0
     if not isinstance(arguments, dict):
         return _error(call, f"arguments must be a JSON object, got {type(arguments).__name__}"), 0.0
-    problem = argument_problem(arguments, tools[name])
-    if problem:
-        return _error(call, f"invalid arguments for {name}: {problem}"), 0.0
     started = time.perf_counter()
     try:
         result: ToolResult = workspace.call(name, arguments)
@@ -122,6 +80,13 @@ def execute_tool_call(
     return message, result.duration_s or time.perf_counter() - started
 
 
+class TurnEnd(StrEnum):
+    """How an agent turn ended when the episode goes on."""
+
+    ANSWERED = "answered"  # a reply without tool calls
+    MAX_STEPS = "max_steps"  # max_steps model calls; the user sees the last thing said
+
+
 @dataclass
 class AgentTurn:
     """What one agent turn added to the conversation."""
@@ -130,7 +95,8 @@ class AgentTurn:
     reply: str = ""
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
-    stop_reason: str = "answered"  # "answered", "max_steps", or the caller's stop reason
+    # A TurnEnd, or the StopReason of the caller's check that ended the episode mid-turn.
+    stop_reason: TurnEnd | StopReason = TurnEnd.ANSWERED
     malformed_replies: int = 0
     llm_seconds: float = 0.0
     tool_seconds: float = 0.0
@@ -161,7 +127,7 @@ async def run_agent_turn(
     tools: Sequence[dict[str, Any]],
     *,
     max_steps: int,
-    should_stop: Callable[[], str | None] = lambda: None,
+    should_stop: Callable[[], StopReason | None] = lambda: None,
     options: Mapping[str, Any] | None = None,
 ) -> AgentTurn:
     """Run the agent until it answers without tool calls, or for at most ``max_steps`` calls.
@@ -170,13 +136,13 @@ async def run_agent_turn(
     answer ends the turn with that stop reason. Tool calls run in a worker thread, because the
     workspace API is synchronous.
     """
-    index = tool_index(tools)
+    offered = tool_names(tools)
     history = list(conversation)
     turn = AgentTurn()
     base_options = dict(options or {})
     while True:
         if turn.steps >= max_steps:
-            turn.stop_reason = "max_steps"
+            turn.stop_reason = TurnEnd.MAX_STEPS
             # The last thing the agent said (if anything) is what the user gets to see.
             said = [m.content for m in turn.messages if m.role == "assistant" and m.content]
             turn.reply = said[-1] if said else ""
@@ -206,15 +172,15 @@ async def run_agent_turn(
         turn.messages.append(reply)
         if not reply.tool_calls:
             turn.reply = reply.content or ""
-            turn.stop_reason = "answered"
+            turn.stop_reason = TurnEnd.ANSWERED
             return turn
         for call in reply.tool_calls:
             tool_message, seconds = await asyncio.to_thread(
-                execute_tool_call, workspace, call, index
+                execute_tool_call, workspace, call, offered
             )
             turn.tool_seconds += seconds
             history.append(tool_message)
             turn.messages.append(tool_message)
 
 
-__all__ = ["AgentTurn", "argument_problem", "execute_tool_call", "run_agent_turn", "tool_index"]
+__all__ = ["AgentTurn", "TurnEnd", "execute_tool_call", "run_agent_turn"]

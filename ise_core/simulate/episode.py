@@ -1,7 +1,9 @@
-"""The episode runner: one intent, a role-locked user, a tool-using agent, a live workspace.
+"""The episode orchestrator: one intent, a role-locked user, a tool-using agent, a live workspace.
 
-The user speaks first; then agent turn and user turn alternate until one of these stop
-reasons:
+``Orchestrator.run()`` is ``initialize`` (open the workspace, the agent's system message) →
+``step`` until a stop reason is set → ``finalize`` (checks, status, typed metadata). One step
+is one user turn and, unless the user stopped, one agent turn. The user speaks first; an
+episode ends with one ``StopReason`` (ise_core.records):
 
 ``completed``      the user returned ``completed: true`` (its closing remark is not sent)
 ``empty_query``    the user returned an empty ``query`` without completing
@@ -30,16 +32,110 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
 from ise_core.errors import BackendError, BudgetExceeded, LLMError
 from ise_core.llm.base import Chat, Usage
-from ise_core.records import CheckResult, Intent, Message, Trajectory
-from ise_core.simulate.agent_loop import run_agent_turn
+from ise_core.records import (
+    CheckResult,
+    Complexity,
+    Intent,
+    Message,
+    Persona,
+    StopReason,
+    TaskRef,
+    Trajectory,
+)
+from ise_core.simulate.agent_loop import AgentTurn, TurnEnd, run_agent_turn
 from ise_core.simulate.metrics import conversation_metrics
 from ise_core.simulate.prompting import agent_system_prompt, user_system_prompt
-from ise_core.simulate.user_sim import UserSimulator
+from ise_core.simulate.user_sim import UserSimulator, UserSimulatorSummary
 from ise_core.workspace.base import Workspace
+
+# --- the episode's metadata ------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenCounts(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> TokenCounts:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
+
+class TokenUsage(_Model):
+    user: TokenCounts
+    agent: TokenCounts
+    total_tokens: int
+
+
+class Seats(_Model):
+    """The ``Chat`` that played each role (e.g. ``scripted:user``, a model name)."""
+
+    user: str
+    agent: str
+
+
+class RoleDrift(_Model):
+    events: list[dict[str, Any]]  # turn, attempt, rules, excerpt
+    generations: int
+    rate: float
+
+
+class UserSimulatorStats(_Model):
+    invalid_outputs: int
+    turns: list[dict[str, Any]]  # completed, is_success, reason per accepted turn
+    closing: str
+
+
+class AgentStats(_Model):
+    steps: int = 0
+    step_limit_hits: int = 0
+    malformed_replies: int = 0
+
+
+class EpisodeMetadata(_Model):
+    """``Trajectory.metadata`` of a simulated episode: the intent's coordinates, the
+    conversation's shape (ise_core.simulate.metrics), checks, usage and who played whom."""
+
+    persona: Persona
+    domains: list[str]
+    tasks: list[TaskRef]
+    complexity: Complexity
+    user_turns: int
+    dialogue_turns: int
+    assistant_turns: int
+    tool_calls: int
+    distinct_tools: int
+    tool_usage: dict[str, int]
+    tool_errors: int
+    recovered_errors: int
+    checks_passed: int
+    checks_total: int
+    token_usage: TokenUsage
+    llm: Seats
+    backend: str
+    role_drift: RoleDrift
+    user_simulator: UserSimulatorStats
+    agent: AgentStats
+    intent_hash: str
+    error: str | None = None  # only on failed or stopped-by-error episodes
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the trajectory (no ``error`` key when there is none)."""
+        return self.model_dump(mode="json", exclude={"error"} if self.error is None else None)
 
 
 @dataclass
@@ -50,32 +146,257 @@ class EpisodeResult:
     timing: dict[str, Any] = field(default_factory=dict)
 
 
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+# --- the orchestrator ------------------------------------------------------------------------
 
 
-def _failure_reason(exc: BaseException) -> str:
+def _failure_reason(exc: BaseException) -> StopReason:
     if isinstance(exc, LLMError):
-        return "llm_error"
+        return StopReason.LLM_ERROR
     if isinstance(exc, BackendError):
-        return "workspace_error"
-    return "error"
+        return StopReason.WORKSPACE_ERROR
+    return StopReason.ERROR
 
 
 @dataclass
-class _Clock:
-    limit_s: float
+class EpisodeState:
+    """Everything that changes while an episode runs, passed from step to step."""
+
     started: float = field(default_factory=time.monotonic)
+    timing: dict[str, Any] = field(default_factory=dict)
+    messages: list[Message] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    user_turns: int = 0
+    agent_reply: str | None = None  # None until the agent's first turn
+    final_output: str = ""
+    agent_usage: Usage = field(default_factory=Usage)
+    agent: AgentStats = field(default_factory=AgentStats)
+    agent_llm_s: float = 0.0
+    tool_s: float = 0.0
+    stop: StopReason | None = None
+    completed: bool = False
+    is_success: bool | None = None
+    closing: str = ""
+    error: str = ""
+    failed: bool = False
+    checks: list[CheckResult] = field(default_factory=list)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def expired(self) -> bool:
-        return self.elapsed() >= self.limit_s
+
+class Orchestrator:
+    """Runs one episode: ``initialize`` → ``step`` until stopped → ``finalize``.
+
+    The workspace is opened here and closed by the caller. A failure inside the episode does
+    not raise: it becomes status ``failed`` with a stop reason and ``metadata.error``. Two
+    things do propagate: cancellation (Ctrl-C, a stopped task) and ``BudgetExceeded`` (the
+    run's LLM budget is spent; the caller drops the episode unwritten so it runs again later).
+    """
+
+    def __init__(
+        self,
+        intent: Intent,
+        *,
+        user: Chat,
+        agent: Chat,
+        workspace: Workspace,
+        settings: SimulateSettings,
+        session_id: str | None = None,
+        params_fingerprint: str = "",
+    ) -> None:
+        self.intent = intent
+        self.agent = agent
+        self.user = user
+        self.workspace = workspace
+        self.settings = settings
+        self.session_id = session_id or intent.id
+        self.params_fingerprint = params_fingerprint
+        self.simulator = UserSimulator(
+            chat=user,
+            system_prompt=user_system_prompt(
+                intent, show_workspace_files=settings.show_workspace_files
+            ),
+            persona_name=intent.persona.name,
+            user_retries=settings.user_retries,
+            drift_retries=settings.drift_retries,
+            episode_tag=intent.id,
+        )
+        self.state = EpisodeState()
+
+    async def run(self) -> EpisodeResult:
+        self.state.timing["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            await self.initialize()
+            while self.state.stop is None:
+                await self.step()
+            await self.run_checks()
+        except BudgetExceeded:
+            raise  # the run's budget is spent: the caller abandons this episode unwritten
+        except Exception as exc:  # one episode's failure must not end the run
+            self.state.stop = _failure_reason(exc)
+            self.state.error = f"{type(exc).__name__}: {exc}"
+            self.state.failed = True
+        return self.finalize()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        opened = time.monotonic()
+        await asyncio.to_thread(self.workspace.open, self.intent.fixtures, self.intent.persona)
+        self.state.timing["open_s"] = round(time.monotonic() - opened, 4)
+        self.state.tools = self.workspace.tool_schemas()
+        self.state.messages.append(
+            Message(role="system", content=agent_system_prompt(self.state.tools))
+        )
+
+    async def step(self) -> None:
+        """One user turn, then (unless that ended the episode) one agent turn."""
+        state = self.state
+        state.stop = self.limit_reached()
+        if state.stop is not None:
+            return
+        query = await self.user_turn()
+        if query is None:
+            return
+        state.messages.append(Message(role="user", content=query))
+        state.user_turns += 1
+        self.record(await self.agent_turn())
+
+    async def run_checks(self) -> None:
+        checked = time.monotonic()
+        for check in self.intent.checks:
+            self.state.checks.append(await asyncio.to_thread(self.workspace.run_check, check))
+        self.state.timing["checks_s"] = round(time.monotonic() - checked, 4)
+
+    def finalize(self) -> EpisodeResult:
+        state, settings = self.state, self.settings
+        passed = sum(1 for result in state.checks if result.passed)
+        checks_ok = passed == len(self.intent.checks)
+        kept = (
+            not state.failed
+            and state.completed
+            and state.is_success is not False
+            and (checks_ok or not settings.require_checks)
+        )
+        user = self.simulator.summary()
+        state.timing.update(
+            {
+                "wall_s": round(state.elapsed(), 4),
+                "user_llm_s": round(user.llm_seconds, 4),
+                "agent_llm_s": round(state.agent_llm_s, 4),
+                "tool_s": round(state.tool_s, 4),
+            }
+        )
+        trajectory = Trajectory(
+            intent_id=self.intent.id,
+            session_id=self.session_id,
+            status="failed" if state.failed else "kept" if kept else "rejected",
+            stop_reason=(state.stop or StopReason.ERROR).value,
+            completed=state.completed,
+            is_success=state.is_success,
+            kept=kept,
+            messages=state.messages,
+            tools=state.tools,
+            final_output=state.final_output,
+            checks=state.checks,
+            metadata=self.metadata(user, passed).as_dict(),
+            params_fingerprint=self.params_fingerprint,
+        )
+        return EpisodeResult(trajectory, state.timing)
+
+    # -- the parts of a step ----------------------------------------------------------------
+
+    def tokens_used(self) -> int:
+        return self.simulator.usage.total_tokens + self.state.agent_usage.total_tokens
+
+    def limit_reached(self) -> StopReason | None:
+        """The token budget or the wall clock, asked between steps and before model calls."""
+        budget = self.settings.episode_token_budget
+        if budget is not None and self.tokens_used() >= budget:
+            return StopReason.TOKEN_BUDGET
+        if self.state.elapsed() >= self.settings.episode_time_limit_s:
+            return StopReason.TIME_LIMIT
+        return None
+
+    async def user_turn(self) -> str | None:
+        """The user's next query, or None when the user's turn ended the episode."""
+        state, settings = self.state, self.settings
+        listing: list[str] | None = None
+        if settings.show_workspace_files and state.agent_reply is not None:
+            files = await asyncio.to_thread(self.workspace.list_files)
+            listing = files[: settings.workspace_listing_limit]
+        step = await self.simulator.next_turn(state.agent_reply, listing)
+        if step.turn is None:
+            state.stop = step.stop_reason or StopReason.USER_ERROR
+            state.error = step.problem
+        elif step.turn.completed:
+            state.completed, state.is_success = True, step.turn.is_success
+            state.closing = step.turn.query
+            state.stop = StopReason.COMPLETED
+        elif not step.turn.query:
+            state.stop = StopReason.EMPTY_QUERY
+        elif state.user_turns >= settings.max_turns:
+            state.stop = StopReason.MAX_TURNS
+        return None if state.stop is not None or step.turn is None else step.turn.query
+
+    async def agent_turn(self) -> AgentTurn:
+        return await run_agent_turn(
+            self.agent,
+            self.state.messages,
+            self.workspace,
+            self.state.tools,
+            max_steps=self.settings.max_steps_per_turn,
+            should_stop=self.limit_reached,
+            options={"episode": self.intent.id},
+        )
+
+    def record(self, turn: AgentTurn) -> None:
+        """Fold one agent turn into the state; a stop check that fired mid-turn ends it."""
+        state = self.state
+        state.messages.extend(turn.messages)
+        state.agent_usage = state.agent_usage + turn.usage
+        state.agent_llm_s += turn.llm_seconds
+        state.tool_s += turn.tool_seconds
+        state.agent.steps += turn.steps
+        state.agent.malformed_replies += turn.malformed_replies
+        state.agent.step_limit_hits += turn.stop_reason == TurnEnd.MAX_STEPS
+        state.agent_reply = turn.reply
+        if turn.reply:
+            state.final_output = turn.reply
+        if not isinstance(turn.stop_reason, TurnEnd):
+            state.stop = turn.stop_reason
+
+    def metadata(self, user: UserSimulatorSummary, passed: int) -> EpisodeMetadata:
+        state, intent = self.state, self.intent
+        return EpisodeMetadata(
+            persona=intent.persona,
+            domains=list(intent.domains),
+            tasks=list(intent.tasks),
+            complexity=intent.complexity,
+            **conversation_metrics(state.messages),
+            checks_passed=passed,
+            checks_total=len(intent.checks),
+            token_usage=TokenUsage(
+                user=TokenCounts.of(user.usage),
+                agent=TokenCounts.of(state.agent_usage),
+                total_tokens=self.tokens_used(),
+            ),
+            llm=Seats(user=self.user.name, agent=self.agent.name),
+            backend=getattr(self.workspace, "backend", "unknown"),
+            role_drift=RoleDrift(
+                events=user.drift_events,
+                generations=user.generations,
+                rate=round(len(user.drift_events) / user.generations, 6)
+                if user.generations
+                else 0.0,
+            ),
+            user_simulator=UserSimulatorStats(
+                invalid_outputs=user.invalid_outputs, turns=user.turns, closing=state.closing
+            ),
+            agent=state.agent,
+            intent_hash=intent_hash(intent),
+            error=state.error[:2000] or None,
+        )
 
 
 async def run_episode(
@@ -88,184 +409,25 @@ async def run_episode(
     session_id: str | None = None,
     params_fingerprint: str = "",
 ) -> EpisodeResult:
-    """Simulate one episode for ``intent`` in ``workspace`` (opened here, closed by the caller).
-
-    A failure inside the episode does not raise: it becomes status ``failed`` with a stop
-    reason and ``metadata.error``. Two things do propagate: cancellation (Ctrl-C, a stopped
-    task) and ``BudgetExceeded`` (the run's LLM budget is spent; the caller drops the episode
-    unwritten so that it runs again later).
-    """
-    clock = _Clock(settings.episode_time_limit_s)
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    timing: dict[str, Any] = {"started_at": started_at}
-    messages: list[Message] = []
-    tools: list[dict[str, Any]] = []
-    agent_usage = Usage()
-    agent_stats = {"steps": 0, "step_limit_hits": 0, "malformed_replies": 0}
-    llm_agent_s = tool_s = 0.0
-    simulator = UserSimulator(
-        chat=user,
-        system_prompt=user_system_prompt(
-            intent, show_workspace_files=settings.show_workspace_files
-        ),
-        persona_name=intent.persona.name,
-        user_retries=settings.user_retries,
-        drift_retries=settings.drift_retries,
-        episode_tag=intent.id,
-    )
-
-    def tokens_used() -> int:
-        return simulator.usage.total_tokens + agent_usage.total_tokens
-
-    def should_stop() -> str | None:
-        budget = settings.episode_token_budget
-        if budget is not None and tokens_used() >= budget:
-            return "token_budget"
-        if clock.expired():
-            return "time_limit"
-        return None
-
-    completed = False
-    is_success: bool | None = None
-    closing = ""
-    final_output = ""
-    stop_reason = ""
-    error = ""
-    checks: list[CheckResult] = []
-    try:
-        opened = time.monotonic()
-        await asyncio.to_thread(workspace.open, intent.fixtures, intent.persona)
-        timing["open_s"] = round(time.monotonic() - opened, 4)
-        tools = workspace.tool_schemas()
-        messages.append(Message(role="system", content=agent_system_prompt(tools)))
-        agent_reply: str | None = None
-        user_turns = 0
-        while True:
-            reason = should_stop()
-            if reason:
-                stop_reason = reason
-                break
-            listing: list[str] | None = None
-            if settings.show_workspace_files and agent_reply is not None:
-                files = await asyncio.to_thread(workspace.list_files)
-                listing = files[: settings.workspace_listing_limit]
-            step = await simulator.next_turn(agent_reply, listing)
-            if step.turn is None:
-                stop_reason = step.stop_reason or "user_error"
-                error = step.problem
-                break
-            if step.turn.completed:
-                completed, is_success = True, step.turn.is_success
-                closing = step.turn.query
-                stop_reason = "completed"
-                break
-            if not step.turn.query:
-                stop_reason = "empty_query"
-                break
-            if user_turns >= settings.max_turns:
-                stop_reason = "max_turns"
-                break
-            messages.append(Message(role="user", content=step.turn.query))
-            user_turns += 1
-            turn = await run_agent_turn(
-                agent,
-                messages,
-                workspace,
-                tools,
-                max_steps=settings.max_steps_per_turn,
-                should_stop=should_stop,
-                options={"episode": intent.id},
-            )
-            messages.extend(turn.messages)
-            agent_usage = agent_usage + turn.usage
-            llm_agent_s += turn.llm_seconds
-            tool_s += turn.tool_seconds
-            agent_stats["steps"] += turn.steps
-            agent_stats["malformed_replies"] += turn.malformed_replies
-            agent_stats["step_limit_hits"] += turn.stop_reason == "max_steps"
-            agent_reply = turn.reply
-            if turn.reply:
-                final_output = turn.reply
-            if turn.stop_reason not in ("answered", "max_steps"):
-                stop_reason = turn.stop_reason
-                break
-        checked = time.monotonic()
-        for check in intent.checks:
-            checks.append(await asyncio.to_thread(workspace.run_check, check))
-        timing["checks_s"] = round(time.monotonic() - checked, 4)
-        failed = False
-    except BudgetExceeded:
-        raise  # the run's budget is spent: the caller abandons this episode unwritten
-    except Exception as exc:  # one episode's failure must not end the run
-        stop_reason = _failure_reason(exc)
-        error = f"{type(exc).__name__}: {exc}"
-        failed = True
-
-    passed = sum(1 for result in checks if result.passed)
-    checks_ok = passed == len(intent.checks)
-    kept = (
-        not failed
-        and completed
-        and is_success is not False
-        and (checks_ok or not settings.require_checks)
-    )
-    status = "failed" if failed else "kept" if kept else "rejected"
-    generations = simulator.generations
-    drift = simulator.drift_events
-    metadata: dict[str, Any] = {
-        "persona": intent.persona.model_dump(mode="json"),
-        "domains": list(intent.domains),
-        "tasks": [task.model_dump(mode="json") for task in intent.tasks],
-        "complexity": intent.complexity,
-        **conversation_metrics(messages),
-        "checks_passed": passed,
-        "checks_total": len(intent.checks),
-        "token_usage": {
-            "user": _usage_dict(simulator.usage),
-            "agent": _usage_dict(agent_usage),
-            "total_tokens": tokens_used(),
-        },
-        "llm": {"user": user.name, "agent": agent.name},
-        "backend": getattr(workspace, "backend", "unknown"),
-        "role_drift": {
-            "events": drift,
-            "generations": generations,
-            "rate": round(len(drift) / generations, 6) if generations else 0.0,
-        },
-        "user_simulator": {
-            "invalid_outputs": simulator.invalid_outputs,
-            "turns": simulator.turns,
-            "closing": closing,
-        },
-        "agent": agent_stats,
-        "intent_hash": intent_hash(intent),
-    }
-    if error:
-        metadata["error"] = error[:2000]
-    timing.update(
-        {
-            "wall_s": round(clock.elapsed(), 4),
-            "user_llm_s": round(simulator.llm_seconds, 4),
-            "agent_llm_s": round(llm_agent_s, 4),
-            "tool_s": round(tool_s, 4),
-        }
-    )
-    trajectory = Trajectory(
-        intent_id=intent.id,
-        session_id=session_id or intent.id,
-        status=status,
-        stop_reason=stop_reason or "error",
-        completed=completed,
-        is_success=is_success,
-        kept=kept,
-        messages=messages,
-        tools=tools,
-        final_output=final_output,
-        checks=checks,
-        metadata=metadata,
+    """Simulate one episode for ``intent`` in ``workspace`` (see ``Orchestrator``)."""
+    orchestrator = Orchestrator(
+        intent,
+        user=user,
+        agent=agent,
+        workspace=workspace,
+        settings=settings,
+        session_id=session_id,
         params_fingerprint=params_fingerprint,
     )
-    return EpisodeResult(trajectory, timing)
+    return await orchestrator.run()
 
 
-__all__ = ["EpisodeResult", "run_episode"]
+__all__ = [
+    "AgentStats",
+    "EpisodeMetadata",
+    "EpisodeResult",
+    "EpisodeState",
+    "Orchestrator",
+    "StopReason",
+    "run_episode",
+]

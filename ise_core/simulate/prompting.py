@@ -43,6 +43,25 @@ def render_prompt(template_name: str, /, **values: Any) -> str:
     return render(load_prompt(template_name), values, source=f"{PROMPTS_DIR / template_name}.md")
 
 
+def observed_reply(observation: str) -> str:
+    """The agent's reply inside a rendered ``user_observation`` message: its lines without the
+    template's opening line and its closing instruction (the inverse of the rendering, read
+    from the same template, so a reworded template keeps working)."""
+    opening, closing = _observation_frame()
+    lines = observation.splitlines()
+    if lines and lines[0] == opening:
+        lines = lines[1:]
+    return "\n".join(line for line in lines if not closing.fullmatch(line)).strip()
+
+
+@lru_cache(maxsize=1)
+def _observation_frame() -> tuple[str, re.Pattern[str]]:
+    template = load_prompt("user_observation")
+    lines = [line for line in template.splitlines() if line.strip()]
+    literal = [re.escape(part) for part in _PLACEHOLDER.split(lines[-1])[::2]]
+    return lines[0], re.compile("(?:.*)".join(literal))
+
+
 def _bullets(items: Sequence[str], *, numbered: bool = False, empty: str = "(none)") -> str:
     if not items:
         return empty
@@ -92,6 +111,7 @@ __all__ = [
     "PROMPTS_DIR",
     "agent_system_prompt",
     "load_prompt",
+    "observed_reply",
     "render",
     "render_prompt",
     "user_system_prompt",

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ise_core.atomic import remove_stale_temp_files
@@ -115,60 +116,27 @@ def run_collect(settings: Settings, options: StageOptions) -> StageResult:
 def _default_factories(
     settings: Settings,
 ) -> tuple[ChatFactory, WorkspaceFactory, Any]:
-    from ise_core.llm.accounting import Accountant
-    from ise_core.llm.factory import build_chat
+    from ise_core.llm.factory import build_accountant, build_chat
+    from ise_core.scripted import EpisodeBrief
     from ise_core.workspace import open_workspace
 
-    accountant = Accountant.from_settings(settings.llm)
-    shape = settings.simulate.scripted.model_dump(mode="json")
+    accountant = build_accountant(settings.llm)
 
     def chat_for(role: str, intent: Intent) -> Chat:
-        context = {
-            "intent": intent.model_dump(mode="json"),
-            "shape": shape,
-            "seed": settings.seed,
-            "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-            "episode": intent.id,
-        }
         return build_chat(
             role,  # type: ignore[arg-type]
             settings.llm,
             base_dir=settings.base_dir,
             seed=settings.seed,
             accountant=accountant,
-            context=context,
+            episode=intent.id,
+            brief=EpisodeBrief.of(intent, settings),
         )
 
     def workspace_for(session_id: str) -> Workspace:
         return open_workspace(settings.workspace, base_dir=settings.base_dir, session_id=session_id)
 
     return chat_for, workspace_for, accountant
-
-
-async def _simulate_one(
-    intent: Intent,
-    settings: Settings,
-    fp: str,
-    chat_for: ChatFactory,
-    workspace_for: WorkspaceFactory,
-) -> EpisodeResult:
-    user, agent = chat_for("user", intent), chat_for("agent", intent)
-    # The sandbox gets a fresh name (a killed run may have left one behind); the episode's
-    # session id is stable so re-runs stay byte-identical.
-    sandbox_id = f"{intent.id[:40]}-{uuid.uuid4().hex[:8]}"
-    workspace = await asyncio.to_thread(workspace_for, sandbox_id)
-    try:
-        return await run_episode(
-            intent,
-            user=user,
-            agent=agent,
-            workspace=workspace,
-            settings=settings.simulate,
-            session_id=f"{intent.id}-{fp[:8]}",
-            params_fingerprint=fp,
-        )
-    finally:
-        await asyncio.to_thread(workspace.close)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -189,6 +157,105 @@ def _progress(total: int, enabled: bool) -> Any:
     )
 
 
+def _select(intents: Sequence[Intent], only: Sequence[str] | None, source: Path) -> list[Intent]:
+    """The intents to simulate: all, or those named by ``--only`` (each must exist)."""
+    if not only:
+        return list(intents)
+    known = {intent.id for intent in intents}
+    unknown = [i for i in only if i not in known]
+    if unknown:
+        raise InputError(f"--only: unknown intent id(s) {', '.join(unknown)} (not in {source})")
+    wanted = set(only)
+    return [intent for intent in intents if intent.id in wanted]
+
+
+@dataclass
+class _Simulation:
+    """One ``simulate_async`` call: its episodes share the store, the report, the LLM
+    accounting, the concurrency gate and the stop signal (budget spent)."""
+
+    settings: Settings
+    store: EpisodeStore
+    report: SimulateReport
+    chat_for: ChatFactory
+    workspace_for: WorkspaceFactory
+    accountant: Any
+    gate: asyncio.Semaphore
+    bar: Any
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def episode(self, intent: Intent) -> None:
+        """Simulate and write one intent's episode, unless the run has to stop."""
+        async with self.gate:
+            if self.stop.is_set() or (self.accountant is not None and self.accountant.exhausted):
+                self.report.n_not_started += 1
+                self.stop.set()
+                return
+            try:
+                result = await self._run(intent)
+            except BudgetExceeded:
+                # Abandoned, not written: the intent stays for the next run.
+                self.report.budget_exhausted = True
+                self.report.n_not_started += 1
+                self.stop.set()
+                return
+            timing = dict(result.timing)
+            if self.accountant is not None:
+                # Requests, retries, failures and cache hits depend on the endpoint's day, not
+                # on the params: they live beside the timings, not in the episode.
+                timing["llm"] = self.accountant.pop_episode(intent.id)
+            # Serialised and written (with fsync) in a worker thread, so the event loop keeps
+            # serving the other episodes' requests meanwhile.
+            await asyncio.to_thread(self.store.save, result.trajectory, timing)
+            self._count(result.trajectory.status, intent.id)
+
+    async def _run(self, intent: Intent) -> EpisodeResult:
+        user, agent = self.chat_for("user", intent), self.chat_for("agent", intent)
+        fp = self.store.fingerprint
+        # The sandbox gets a fresh name (a killed run may have left one behind); the episode's
+        # session id is stable so re-runs stay byte-identical.
+        sandbox_id = f"{intent.id[:40]}-{uuid.uuid4().hex[:8]}"
+        workspace = await asyncio.to_thread(self.workspace_for, sandbox_id)
+        try:
+            return await run_episode(
+                intent,
+                user=user,
+                agent=agent,
+                workspace=workspace,
+                settings=self.settings.simulate,
+                session_id=f"{intent.id}-{fp[:8]}",
+                params_fingerprint=fp,
+            )
+        finally:
+            await asyncio.to_thread(workspace.close)
+
+    def _count(self, status: str, intent_id: str) -> None:
+        report = self.report
+        report.n_run += 1
+        if status == "kept":
+            report.n_kept += 1
+        elif status == "failed":
+            report.n_failed += 1
+            report.failed_ids.append(intent_id)
+        else:
+            report.n_rejected += 1
+        if self.bar is not None:
+            self.bar.set_postfix(kept=report.n_kept, failed=report.n_failed, refresh=False)
+            self.bar.update(1)
+
+    def finish(self, started: float) -> SimulateReport:
+        report = self.report
+        if self.bar is not None:
+            self.bar.close()
+        report.budget_exhausted = report.budget_exhausted or bool(
+            self.accountant is not None and self.accountant.exhausted and report.n_not_started
+        )
+        report.failed_ids.sort()
+        report.limits = endpoint_stats()
+        report.elapsed_s = round(time.monotonic() - started, 3)
+        return report
+
+
 async def simulate_async(
     settings: Settings,
     *,
@@ -202,29 +269,18 @@ async def simulate_async(
     started = time.monotonic()
     files = Catalog.of(settings)
     intents = files.load_intents()
-    if only:
-        known = {intent.id for intent in intents}
-        unknown = [i for i in only if i not in known]
-        if unknown:
-            raise InputError(
-                f"--only: unknown intent id(s) {', '.join(unknown)} (not in {files.intents})"
-            )
-        wanted = set(only)
-        intents_selected = [intent for intent in intents if intent.id in wanted]
-    else:
-        intents_selected = intents
+    selected = _select(intents, only, files.intents)
     store = EpisodeStore.of(settings)
-    fp = store.fingerprint
     store.folder.mkdir(parents=True, exist_ok=True)
     store.remove_stale_temp_files()  # what killed runs left
     report = SimulateReport(
         n_intents=len(intents),
-        n_selected=len(intents_selected),
-        params_fingerprint=fp,
+        n_selected=len(selected),
+        params_fingerprint=store.fingerprint,
         episodes_dir=str(store.folder),
     )
-    todo = [intent for intent in intents_selected if not store.is_done(intent)]
-    report.n_skipped = len(intents_selected) - len(todo)
+    todo = [intent for intent in selected if not store.is_done(intent)]
+    report.n_skipped = len(selected) - len(todo)
     accountant: Any = None
     if chat_factory is None or workspace_factory is None:
         default_chat, default_workspace, accountant = _default_factories(settings)
@@ -241,56 +297,20 @@ async def simulate_async(
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=2 * limit + 4, thread_name_prefix="ise-simulate")
     )
-    gate = asyncio.Semaphore(limit)
-    bar = _progress(len(todo), progress)
-    stop = asyncio.Event()
-
-    async def worker(intent: Intent) -> None:
-        async with gate:
-            if stop.is_set() or (accountant is not None and accountant.exhausted):
-                report.n_not_started += 1
-                stop.set()
-                return
-            try:
-                result = await _simulate_one(intent, settings, fp, chat_factory, workspace_factory)
-            except BudgetExceeded:
-                # Abandoned, not written: the intent stays for the next run.
-                report.budget_exhausted = True
-                report.n_not_started += 1
-                stop.set()
-                return
-            trajectory = result.trajectory
-            timing = dict(result.timing)
-            if accountant is not None:
-                # Requests, retries, failures and cache hits depend on the endpoint's day, not
-                # on the params: they live beside the timings, not in the episode.
-                timing["llm"] = accountant.pop_episode(intent.id)
-            # Serialised and written (with fsync) in a worker thread, so the event loop keeps
-            # serving the other episodes' requests meanwhile.
-            await asyncio.to_thread(store.save, trajectory, timing)
-            report.n_run += 1
-            if trajectory.status == "kept":
-                report.n_kept += 1
-            elif trajectory.status == "failed":
-                report.n_failed += 1
-                report.failed_ids.append(intent.id)
-            else:
-                report.n_rejected += 1
-            if bar is not None:
-                bar.set_postfix(kept=report.n_kept, failed=report.n_failed, refresh=False)
-                bar.update(1)
-
-    try:
-        await asyncio.gather(*(worker(intent) for intent in todo))
-    finally:
-        if bar is not None:
-            bar.close()
-    report.budget_exhausted = report.budget_exhausted or bool(
-        accountant is not None and accountant.exhausted and report.n_not_started
+    run = _Simulation(
+        settings,
+        store,
+        report,
+        chat_factory,
+        workspace_factory,
+        accountant,
+        asyncio.Semaphore(limit),
+        _progress(len(todo), progress),
     )
-    report.failed_ids.sort()
-    report.limits = endpoint_stats()
-    report.elapsed_s = round(time.monotonic() - started, 3)
+    try:
+        await asyncio.gather(*(run.episode(intent) for intent in todo))
+    finally:
+        run.finish(started)
     return report
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ise_core.errors import UserTurnError, validation_problems
 from ise_core.llm.base import Chat, Usage
 from ise_core.llm.replies import MalformedResponse
-from ise_core.records import Message, canonical_json
+from ise_core.records import Message, StopReason, canonical_json
 from ise_core.simulate.drift import detect_role_drift
 from ise_core.simulate.prompting import render_prompt
 
@@ -81,8 +81,20 @@ class UserStep:
     """What one call of ``UserSimulator.next_turn`` produced."""
 
     turn: UserTurn | None
-    stop_reason: str | None = None  # "user_error" or "role_drift" when the simulator gave up
+    stop_reason: StopReason | None = None  # USER_ERROR or ROLE_DRIFT when it gave up
     problem: str = ""
+
+
+@dataclass(frozen=True)
+class UserSimulatorSummary:
+    """What the simulator did over a whole episode, for the episode's metadata."""
+
+    usage: Usage
+    llm_seconds: float
+    generations: int  # every candidate turn generated, corrections included
+    invalid_outputs: int
+    drift_events: list[dict[str, Any]]
+    turns: list[dict[str, Any]]
 
 
 @dataclass
@@ -155,7 +167,7 @@ class UserSimulator:
             except UserTurnError as exc:
                 self.invalid_outputs += 1
                 if json_retries >= self.user_retries:
-                    return UserStep(None, "user_error", str(exc))
+                    return UserStep(None, StopReason.USER_ERROR, str(exc))
                 json_retries += 1
                 corrections += [
                     Message(role="assistant", content=text or ""),
@@ -173,7 +185,7 @@ class UserSimulator:
                     }
                 )
                 if drift_retries >= self.drift_retries:
-                    return UserStep(None, "role_drift", ", ".join(h.rule for h in hits))
+                    return UserStep(None, StopReason.ROLE_DRIFT, ", ".join(h.rule for h in hits))
                 drift_retries += 1
                 problems = "; ".join(
                     f"{hit.rule.replace('_', ' ')} ('{hit.excerpt}')" for hit in hits
@@ -200,14 +212,23 @@ class UserSimulator:
             )
             return UserStep(turn)
 
-    def summary(self) -> dict[str, Any]:
-        """Counters for the episode's metadata."""
-        return {
-            "generations": self.generations,
-            "invalid_outputs": self.invalid_outputs,
-            "drift_events": list(self.drift_events),
-            "turns": list(self.turns),
-        }
+    def summary(self) -> UserSimulatorSummary:
+        """What the simulator did so far, for the episode's metadata."""
+        return UserSimulatorSummary(
+            usage=self.usage,
+            llm_seconds=self.llm_seconds,
+            generations=self.generations,
+            invalid_outputs=self.invalid_outputs,
+            drift_events=list(self.drift_events),
+            turns=list(self.turns),
+        )
 
 
-__all__ = ["UserSimulator", "UserStep", "UserTurn", "UserTurnError", "parse_user_turn"]
+__all__ = [
+    "UserSimulator",
+    "UserSimulatorSummary",
+    "UserStep",
+    "UserTurn",
+    "UserTurnError",
+    "parse_user_turn",
+]

@@ -10,3 +10,5 @@
 
 Nothing is imported here: ``ise view`` imports what it serves.
 """
+
+DEFAULT_PORT = 8765  # ``ise view --port``

@@ -239,6 +239,14 @@ def _routes(app: FastAPI, pages: Pages) -> None:
         view = views.compare(a, b) if a.name != b.name else None
         return pages.render(request, "compare.html", a=a, b=b, view=view, names=available)
 
+    @app.get("/eval", response_class=HTMLResponse)
+    def eval_runs(request: Request) -> HTMLResponse:
+        """The eval runs of the root, and two of them side by side (chosen by run name)."""
+        root = pages.root(request)
+        params = request.query_params
+        view = views.eval_page(root, params.get("a") or None, params.get("b") or None)
+        return pages.render(request, "eval.html", root=root, view=view)
+
     @app.get("/plots/{stage}/{name}")
     def plot(request: Request, stage: str, name: str) -> Response:
         if stage not in ("plots", "intents") or not name.endswith(".png"):

@@ -24,20 +24,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ise_core.config import Settings, load_settings
-from ise_core.errors import ConfigError, InputError
+from ise_core.errors import ConfigError, InputError, NotInRoot
 from ise_core.records import Trajectory, read_json, validate_record
 from ise_core.simulate.episode_index import INDEX_FILE, read_index, rows_from_episodes
 from ise_core.viewer.listing import EpisodeIndex
 
-StageFolder = Literal["intents", "trajectories", "episodes", "timing", "sft", "plots"]
+StageFolder = Literal["intents", "trajectories", "episodes", "timing", "sft", "plots", "eval"]
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 T = TypeVar("T")
-
-
-class NotInRoot(LookupError):
-    """A requested file is not a file of the data root (absent, or a name that is refused)."""
 
 
 def safe_name(name: str) -> bool:
@@ -70,6 +66,7 @@ class DataRoot:
     intents: Path
     trajectories: Path
     sft: Path
+    eval: Path | None = None  # the eval task set, history and one folder per eval run
 
     @classmethod
     def from_settings(cls, name: str, settings: Settings) -> DataRoot:
@@ -78,6 +75,7 @@ class DataRoot:
             intents=settings.path(settings.intents.out_dir),
             trajectories=settings.path(settings.simulate.out_dir),
             sft=settings.path(settings.export.out_dir),
+            eval=settings.path(settings.eval.out_dir),
         )
 
     @classmethod
@@ -94,7 +92,7 @@ class DataRoot:
         if (path / "params.yaml").is_file() and not (path / "trajectories").is_dir():
             return cls.from_settings(name, load_settings(path / "params.yaml"))
         if path.is_dir():
-            return cls(name, path / "intents", path / "trajectories", path / "sft")
+            return cls(name, path / "intents", path / "trajectories", path / "sft", path / "eval")
         raise ConfigError(
             f"{path}: not found (expected a params file, a project folder with params.yaml, "
             "or a data folder with intents/, trajectories/ and sft/)"
@@ -108,6 +106,7 @@ class DataRoot:
             "timing": self.trajectories / "timing",
             "sft": self.sft,
             "plots": self.sft / "plots",
+            "eval": self.eval or self.sft.parent / "eval",
         }[stage]
 
     def file(self, stage: StageFolder, name: str) -> Path:
@@ -133,6 +132,28 @@ class DataRoot:
         except (NotInRoot, InputError):
             return None
         return value if isinstance(value, dict) else None
+
+    def eval_runs(self) -> dict[str, dict[str, Any]]:
+        """Each eval run folder's metrics.json, by run name (folders with a safe name only,
+        and only a metrics file whose real path stays inside that folder)."""
+        folder = self.folder("eval")
+        runs: dict[str, dict[str, Any]] = {}
+        if not folder.is_dir():
+            return runs
+        base = os.path.realpath(folder)
+        for entry in sorted(folder.iterdir()):
+            if not safe_name(entry.name) or not entry.is_dir():
+                continue
+            real = os.path.realpath(entry / "metrics.json")
+            if not _inside(real, os.path.realpath(entry)) or not _inside(real, base):
+                continue
+            try:
+                value = read_json(real) if os.path.isfile(real) else None
+            except InputError:
+                value = None
+            if isinstance(value, dict) and isinstance(value.get("overall"), dict):
+                runs[entry.name] = value
+        return runs
 
     def episode(self, intent_id: str) -> Trajectory:
         """One episode file, validated (NotInRoot when there is none by that id)."""

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from ise_core.cli_view import DEFAULT_PORT
 from ise_core.config import load_settings
 from ise_core.errors import ConfigError
+from ise_core.viewer import DEFAULT_PORT
 from ise_core.viewer.data import DataRoot, warm
 
 

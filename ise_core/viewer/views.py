@@ -14,7 +14,7 @@ from typing import Any
 
 from ise_core.records import Message, Trajectory
 from ise_core.simulate.episode_index import index_row
-from ise_core.viewer.data import DataRoot, episode_index, intent_record
+from ise_core.viewer.data import DataRoot, NotInRoot, episode_index, intent_record
 
 PREVIEW_LINES = 6  # a tool output or argument longer than this starts collapsed
 # The stage folders that hold a stats.json and a gate_result.json.
@@ -412,6 +412,41 @@ def compare(a: DataRoot, b: DataRoot, limit: int = 500) -> dict[str, Any]:
     }
 
 
+def eval_page(root: DataRoot, a: str | None, b: str | None) -> dict[str, Any]:
+    """The root's eval runs (headline figures) and, for two of them, the comparison."""
+    from ise_core.evaluation.report import compare as compare_runs
+    from ise_core.evaluation.report import number
+
+    runs = root.eval_runs()
+    listing = []
+    for name, metrics in runs.items():
+        overall = metrics.get("overall") or {}
+        listing.append(
+            {
+                "name": name,
+                "agent": (metrics.get("agent") or {}).get("label", "?"),
+                "task_set": metrics.get("task_set", ""),
+                "n_tasks": overall.get("n_tasks", 0),
+                "k": metrics.get("k", ""),
+                **{
+                    key: number(overall.get(key))
+                    for key in ("score", "completion", "robustness", "safety")
+                },
+                "pass_at_1": number((overall.get("pass_at_k") or {}).get("1")),
+            }
+        )
+    for chosen in (a, b):
+        if chosen and chosen not in runs:
+            raise NotInRoot(chosen)
+    names = list(runs)
+    chosen_a = a or (names[0] if names else None)
+    chosen_b = b or (names[1] if len(names) > 1 else None)
+    comparison = None
+    if chosen_a and chosen_b and chosen_a != chosen_b:
+        comparison = compare_runs(runs[chosen_a], runs[chosen_b])
+    return {"runs": listing, "a": chosen_a, "b": chosen_b, "comparison": comparison}
+
+
 __all__ = [
     "Block",
     "CallView",
@@ -420,6 +455,7 @@ __all__ = [
     "chat",
     "compare",
     "episode_page",
+    "eval_page",
     "format_value",
     "funnel",
     "overview",

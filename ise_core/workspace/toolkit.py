@@ -4,8 +4,9 @@ A tool is a function ``(ctx, **arguments) -> ToolResult | str``. Its name is the
 name (or ``name=``), its description the docstring's first paragraph, and each parameter's
 JSON-schema type comes from the annotation, its description from the docstring's ``Args:``
 section. Parameters with a default are optional. Arguments from a model are validated against
-the same signature: a missing, unknown or mistyped argument becomes an ``Error: ...``
-observation, and so does any ``ToolError`` the function raises; a tool never ends an episode.
+the same signature, here and nowhere else: a missing, unknown or mistyped argument (a boolean
+is not a number) becomes an ``Error: ...`` observation, and so does any ``ToolError`` the
+function raises; a tool never ends an episode.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import BeforeValidator, ConfigDict, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 from ise_core.errors import ToolError, validation_problems
@@ -102,6 +103,22 @@ def json_type(annotation: Any) -> dict[str, Any]:
     raise TypeError(f"unsupported tool parameter annotation: {annotation!r}")
 
 
+def _reject_bool(value: Any) -> Any:
+    # JSON true/false is not a number, though Python's bool is an int: refuse it rather than
+    # run a tool with 1 or 0 the model never meant.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _field_type(annotation: Any) -> Any:
+    """The annotation a parameter is validated with: numbers refuse booleans."""
+    plain, _ = _strip_optional(annotation)
+    if plain in (int, float):
+        return Annotated[annotation, BeforeValidator(_reject_bool)]
+    return annotation
+
+
 def build_spec(func: Callable[..., Any], name: str | None = None) -> ToolSpec:
     """The ``ToolSpec`` of ``func`` without registering it."""
     name = name or func.__name__
@@ -122,11 +139,11 @@ def build_spec(func: Callable[..., Any], name: str | None = None) -> ToolSpec:
         prop["description"] = arg_docs[param.name]
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
-            fields[param.name] = (annotation, ...)
+            fields[param.name] = (_field_type(annotation), ...)
         else:
             if param.default is not None:
                 prop["default"] = param.default
-            fields[param.name] = (annotation, param.default)
+            fields[param.name] = (_field_type(annotation), param.default)
         properties[param.name] = prop
     schema: dict[str, Any] = {
         "type": "object",

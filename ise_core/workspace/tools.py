@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ise_core.config import WorkspaceSettings
-from ise_core.errors import FetchError, FileAccessError, ToolError
+from ise_core.errors import FetchError, FileAccessError, SearchError, ToolError
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult
 from ise_core.workspace.confined import ConfinedDir
 from ise_core.workspace.toolkit import tool
 from ise_core.workspace.webfetch import fetch
-from ise_core.workspace.websearch import SearchError, render, search
+from ise_core.workspace.websearch import render, search
 
 DEFAULT_READ_LINES = 2000
 MEMORY_FILE = "MEMORY.md"

@@ -36,15 +36,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ise_core.config import WebSearchSettings
+from ise_core.errors import SearchError
 from ise_core.llm.cache import ResponseCache, request_key
 
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 MAX_SNIPPET_CHARS = 500
 _TAG = re.compile(r"<[^>]{0,200}>")
-
-
-class SearchError(Exception):
-    """A refused or failed search; the message is for the agent."""
 
 
 @dataclass(frozen=True)

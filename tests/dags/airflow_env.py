@@ -131,7 +131,7 @@ _DAG_TEST_SCRIPT = r"""
 import json, runpy, sys
 conf = json.loads(sys.argv[2])
 namespace = runpy.run_path(sys.argv[1], run_name="ise_dag_under_test")
-dag = namespace["ise_refresh_dag"]
+dag = namespace[sys.argv[3]]
 run = dag.test(run_conf=conf or None)
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
@@ -149,11 +149,16 @@ print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "tis": rows}))
 
 
 def run_dag_test(
-    params: Path, conf: dict[str, Any] | None = None, timeout: float = 400
+    params: Path,
+    conf: dict[str, Any] | None = None,
+    timeout: float = 400,
+    dag_file: Path = DAG_FILE,
 ) -> tuple[dict[str, Any], str]:
-    """``dag.test()`` of ise_refresh on ``params``; returns (result, combined log)."""
+    """``dag.test()`` of ise_refresh (or the DAG in ``dag_file``, bound to ``<stem>_dag``) on
+    ``params``; returns (result, combined log)."""
+    script = [_DAG_TEST_SCRIPT, str(dag_file), json.dumps(conf or {}), f"{dag_file.stem}_dag"]
     done = subprocess.run(
-        [sys.executable, "-c", _DAG_TEST_SCRIPT, str(DAG_FILE), json.dumps(conf or {})],
+        [sys.executable, "-c", *script],
         env=subprocess_env(ISE_PARAMS=str(params)),
         cwd=params.parent,
         capture_output=True,

@@ -1,6 +1,6 @@
 """A responder for the loopback OpenAI-compatible server that plays all three roles.
 
-It answers each chat completion with the scripted programs (ise_core.llm.scripted), so the
+It answers each chat completion with the scripted programs (ise_core.scripted), so the
 whole pipeline can run against a real HTTP endpoint through the openai SDK and the response
 cache, with realistic intents and episodes, and deterministically. The role is told by the
 request, as a model would see it: the writer's and the user simulator's system prompts, else
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import Settings, load_settings
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Message, read_jsonl
+from ise_core.scripted import EpisodeBrief, ScriptedChat
 from tests.fakes.openai_server import completion
 
 WRITER_MARK = "You write out one sampled intent"
@@ -82,27 +82,18 @@ class ScriptedEndpoint:
             raise AssertionError(f"{role} request matches {len(found)} intents")
         return found[0]
 
-    def context(self, intent: Intent) -> dict[str, Any]:
-        """What the pipeline hands a scripted user or agent (simulate.stage._default_factories)."""
-        return {
-            "intent": intent.model_dump(mode="json"),
-            "shape": self.settings.simulate.scripted.model_dump(mode="json"),
-            "seed": self.settings.seed,
-            "max_steps_per_turn": self.settings.simulate.max_steps_per_turn,
-            "episode": intent.id,
-        }
-
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         messages = _messages(request)
         system = (messages[0].content or "") if messages else ""
         if WRITER_MARK in system:
-            role, context = "writer", None
+            role, brief = "writer", None
         else:
             role = "user" if USER_SIMULATOR_MARK in system else "agent"
-            context = self.context(self._intent_for(role, messages))
+            # What the pipeline hands a scripted user or agent.
+            brief = EpisodeBrief.of(self._intent_for(role, messages), self.settings)
         with self._lock:
             self.calls[role] += 1
-        chat = ScriptedChat(role, seed=self.settings.seed, context=context)
+        chat = ScriptedChat(role, seed=self.settings.seed, brief=brief)
         result = asyncio.run(chat.complete(messages, request.get("tools")))
         reply = result.message
         calls = [json.loads(c.model_dump_json()) for c in reply.tool_calls or []]

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.split import tasks_path
+from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import EvalTask, freeze_tasks, write_tasks
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import EVAL_STREAM, sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Check, FixtureFile
+from ise_core.scripted import ScriptedChat
 from tests.fakes.params import PERMISSIVE_GATES
 from tests.simulate.helpers import REPO, make_intent
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ise_core.config import Settings
+from ise_core.config import RoleSettings, Settings
 from ise_core.evaluation.agent import resolve_agent
-from ise_core.evaluation.runner import RunPaths
+from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.stage import EvalRequest, default_factories, eval_stage
 from ise_core.evaluation.tasks import EvalTask
 from ise_core.llm.base import Chat, ChatResult
@@ -190,3 +190,14 @@ def test_a_rerun_resumes_and_the_gate_compares_with_the_previous_run(tmp_path: P
         assert not report.passed and "below the previous run" in report.text
     else:  # the careless agent was lucky on this one task
         assert report.passed
+
+
+def test_the_heuristic_judge_grades_each_clean_episode(tmp_path: Path) -> None:
+    sandbox_or_fail()
+    settings = project_with(tmp_path, [input_task()], k=2)
+    settings.llm.roles.judge = RoleSettings()  # the scripted provider: the heuristic program
+    metrics = eval_stage(settings, EvalRequest(model="scripted"), progress=False, log=quiet)
+    rows = rows_of(settings, "latest")
+    assert [r["judge"]["judge"] for r in rows] == ["heuristic-grounding-v1"] * 2
+    assert all(r["judge"]["score"] == 5 for r in rows), [r["judge"] for r in rows]
+    assert metrics["judge"]["grounding_mean"] == 5.0 and metrics["judge"]["n_graded"] == 2

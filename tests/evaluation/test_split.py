@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.split import held_out_ids, tasks_path
+from ise_core.evaluation.paths import tasks_path
+from ise_core.evaluation.split import held_out_ids
 from ise_core.evaluation.tasks import load_tasks
 from ise_core.intents.embed import embed_texts
 from ise_core.intents.stage import intents_stage
 from ise_core.llm.base import ChatResult
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Message, read_jsonl
+from ise_core.scripted import ScriptedChat
 from tests.fakes.params import PERMISSIVE_GATES
 from tests.simulate.helpers import REPO
 

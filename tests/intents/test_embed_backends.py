@@ -26,7 +26,7 @@ from ise_core.intents.render import render_intents
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import load_taxonomy
 from ise_core.intents.threads import available_cores, pinned_threads
-from ise_core.llm.scripted import ScriptedChat
+from ise_core.scripted import ScriptedChat
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_MODELS = PROJECT_ROOT / ".cache" / "models"

@@ -15,8 +15,10 @@ from ise_core.intents.embed import (
     EmbeddingStore,
     EndpointEncoder,
     embed_for_settings,
+    embed_shard,
     embed_with,
     encoder_for,
+    plan_shards,
 )
 from ise_core.llm.embeddings import EmbeddingResponseError, OpenAIEmbeddings
 from ise_core.llm.limits import LimitSettings, reset_limiters
@@ -188,3 +190,30 @@ def test_reply_order_follows_index(tmp_path: Path) -> None:
     expected = np.array(embedding_vector("first", 16))
     np.testing.assert_allclose(rows[0], expected / np.linalg.norm(expected), atol=1e-6)
     assert json.dumps(rows.shape) == "[3, 16]"
+
+
+# --- shards -------------------------------------------------------------------------------------
+
+
+def test_shards_cover_the_texts_and_share_one_cache(tmp_path: Path) -> None:
+    assert plan_shards(0, 5) == []
+    shards = plan_shards(23, 5)
+    assert [(s.start, s.stop) for s in shards] == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    assert sum(s.size for s in shards) == 23 and [s.index for s in shards] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="shard_size"):
+        plan_shards(3, 0)
+
+    with FakeOpenAIServer() as server:
+        settings = _settings(tmp_path, server.base_url, shard_size=10)
+        plan = plan_shards(len(TEXTS), settings.embedding.shard_size)
+        computed = [embed_shard(TEXTS, shard, settings) for shard in reversed(plan)]
+        sent = server.requests
+        merged = embed_for_settings(TEXTS, settings)  # the reducer: every vector from the cache
+        again = [embed_shard(TEXTS, shard, settings) for shard in plan]  # a re-run
+        assert server.requests == sent
+        unsharded = embed_with(TEXTS, encoder_for(settings), cache_dir=tmp_path / "unsharded")
+    assert computed == [3, 10, 10] and again == [0, 0, 0]
+    assert merged.n_computed == 0 and merged.vectors.shape == (23, 16)
+    np.testing.assert_array_equal(merged.vectors, unsharded.vectors)
+    with pytest.raises(ValueError, match="does not fit"):
+        embed_shard(TEXTS[:3], plan[1], settings)

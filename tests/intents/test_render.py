@@ -23,14 +23,14 @@ from ise_core.intents.render import (
 from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
 from ise_core.llm.base import ChatResult, Usage
-from ise_core.llm.scripted import ScriptedChat
-from ise_core.llm.scripted.writer import DETAIL_RANGE, compose_intent, read_sample
-from ise_core.llm.scripted.writer_plan import Draft, invent_slots, phrases
 from ise_core.records import Intent, IntentSample, Message, normalize_text
+from ise_core.scripted import ScriptedChat
+from ise_core.scripted.writer import DETAIL_RANGE, compose_intent, read_sample
+from ise_core.scripted.writer_plan import Draft, invent_slots, phrases
 
 TAXONOMY = Path(__file__).resolve().parents[2] / "ise_core" / "taxonomy"
 
-# The vocabulary the scripted agent satisfies (see ise_core/llm/scripted/writer.py).
+# The vocabulary the scripted agent satisfies (see ise_core/scripted/writer.py).
 SAFE_PATH = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"
 COMMANDS = [
     re.compile(rf"python3 {SAFE_PATH}\.py"),

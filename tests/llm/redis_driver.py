@@ -5,7 +5,7 @@
     python -m tests.llm.redis_driver ... --mode hold --lease 1.0
 
 It builds its chat exactly as a simulate stage does (``OpenAIChat.from_settings`` and
-``Accountant.from_settings`` on an ``llm`` block), prints ``READY``, waits for a line on stdin
+``build_accountant`` on an ``llm`` block), prints ``READY``, waits for a line on stdin
 (so every process starts sending at once), then:
 
 - ``load``: sends ``--requests`` requests, ``--max-concurrency`` at a time from this process;
@@ -27,7 +27,7 @@ from typing import Any
 
 from ise_core.config import LLMSettings
 from ise_core.errors import BudgetExceeded
-from ise_core.llm.accounting import Accountant
+from ise_core.llm.factory import build_accountant
 from ise_core.llm.openai_chat import OpenAIChat
 from ise_core.llm.redis_limits import RedisEndpointLimiter
 from ise_core.records import Message
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         asyncio.run(_hold(limiter, args.max_concurrency))
         return 0
-    accountant = Accountant.from_settings(llm)
+    accountant = build_accountant(llm)
     chat = OpenAIChat.from_settings(
         "agent", llm, base_dir=Path.cwd(), seed=1, accountant=accountant
     )

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.config import DEFAULT_MAX_TOKENS, LLMSettings, settings_from_dict
+from ise_core import scripted
+from ise_core.config import DEFAULT_MAX_TOKENS, LLMSettings, Settings, settings_from_dict
 from ise_core.errors import ConfigError
-from ise_core.llm import scripted
 from ise_core.llm.accounting import Accountant
 from ise_core.llm.factory import MeteredChat, build_chat
 from ise_core.llm.openai_chat import OpenAIChat
 from ise_core.records import Message
 from tests.fakes import FakeOpenAIServer
 from tests.llm.conftest import KEY_ENV
+from tests.simulate.helpers import make_intent
 
 
 def llm_block(**values: object) -> LLMSettings:
@@ -23,9 +24,10 @@ def llm_block(**values: object) -> LLMSettings:
 
 
 def test_scripted_role_is_the_scripted_program(tmp_path: Path) -> None:
-    chat = build_chat("user", llm_block(), base_dir=tmp_path, seed=5, context={"k": 1})
+    brief = scripted.EpisodeBrief.of(make_intent(), Settings())
+    chat = build_chat("user", llm_block(), base_dir=tmp_path, seed=5, brief=brief)
     assert isinstance(chat, scripted.ScriptedChat)
-    assert chat.seed == 5 and chat.context == {"k": 1}
+    assert chat.seed == 5 and chat.brief is brief
 
 
 def test_role_overrides_mix_scripted_and_endpoint(tmp_path: Path) -> None:
@@ -42,7 +44,7 @@ def test_role_overrides_mix_scripted_and_endpoint(tmp_path: Path) -> None:
     )
     user = build_chat("user", llm, base_dir=tmp_path, seed=1)
     writer = build_chat("writer", llm, base_dir=tmp_path, seed=1)
-    agent = build_chat("agent", llm, base_dir=tmp_path, seed=1, context={"episode": "i-9"})
+    agent = build_chat("agent", llm, base_dir=tmp_path, seed=1, episode="i-9")
     assert isinstance(user, scripted.ScriptedChat)
     assert isinstance(writer, OpenAIChat) and isinstance(agent, OpenAIChat)
     assert writer.model == "big-model"

@@ -26,6 +26,7 @@ import pytest
 from ise_core.config import LLMSettings, settings_from_dict
 from ise_core.errors import ConfigError
 from ise_core.llm.accounting import Accountant
+from ise_core.llm.factory import build_accountant
 from ise_core.llm.limits import EndpointLimiter, LimitSettings
 from ise_core.llm.openai_chat import OpenAIChat
 from ise_core.llm.redis_limits import (
@@ -232,7 +233,7 @@ def test_the_default_stays_in_process() -> None:
     assert llm.limiter == "process"
     chat = OpenAIChat.from_settings("agent", llm, base_dir=Path("."), seed=1)
     assert isinstance(chat.limiter, EndpointLimiter)
-    assert type(Accountant.from_settings(llm)) is Accountant
+    assert type(build_accountant(llm)) is Accountant
 
 
 def test_a_redis_limiter_is_wired_from_settings(redis_url: str) -> None:
@@ -244,7 +245,7 @@ def test_a_redis_limiter_is_wired_from_settings(redis_url: str) -> None:
     )  # fmt: skip
     chat = OpenAIChat.from_settings("agent", llm, base_dir=Path("."), seed=1)
     assert isinstance(chat.limiter, RedisEndpointLimiter)
-    accountant = Accountant.from_settings(llm)
+    accountant = build_accountant(llm)
     assert isinstance(accountant, SharedAccountant) and accountant.run == "r1"
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import Settings
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Message, read_jsonl
+from ise_core.scripted import EpisodeBrief, ScriptedChat
 from tests.fakes.openai_server import completion
 
 USER_MARKER = "You are NOT an assistant"
@@ -63,21 +63,14 @@ class ScriptedEndpoint:
         role = "agent" if tools else "user" if USER_MARKER in system else "writer"
         with self._lock:
             self.roles_seen[role] += 1
-        context: dict[str, Any] = {}
+        brief = None
         if role != "writer":
-            intent = self._intent_for(role, messages, system)
-            context = {
-                "intent": intent.model_dump(mode="json"),
-                "shape": self.settings.simulate.scripted.model_dump(mode="json"),
-                "seed": self.settings.seed,
-                "max_steps_per_turn": self.settings.simulate.max_steps_per_turn,
-                "episode": intent.id,
-            }
+            brief = EpisodeBrief.of(self._intent_for(role, messages, system), self.settings)
         seed = request.get("seed", self.settings.seed)
-        chat = ScriptedChat(role, seed=seed, context=context)
+        chat = ScriptedChat(role, seed=seed, brief=brief)
         reply = asyncio.run(chat.complete(messages, tools)).message
-        if role == "user":
-            self._remember_opening(reply, context)
+        if brief is not None and role == "user":
+            self._remember_opening(reply, brief.intent)
         calls = [call.model_dump() for call in reply.tool_calls or []]
         return completion(request, content=reply.content, tool_calls=calls or None)
 
@@ -100,13 +93,12 @@ class ScriptedEndpoint:
             raise LookupError(f"no intent opened with {opening[:80]!r}")
         return found
 
-    def _remember_opening(self, reply: Message, context: dict[str, Any]) -> None:
+    def _remember_opening(self, reply: Message, intent: Intent) -> None:
         try:
             query = json.loads(reply.content or "").get("query")
         except (ValueError, AttributeError):
             return
         if isinstance(query, str) and query:
-            intent = Intent.model_validate(context["intent"])
             with self._lock:
                 self._by_opening.setdefault(query, intent)
 

@@ -12,9 +12,10 @@ import pytest
 from ise_core.llm.base import ChatResult
 from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
-from ise_core.simulate.agent_loop import argument_problem, run_agent_turn
+from ise_core.simulate.agent_loop import run_agent_turn
 from ise_core.workspace import open_workspace
 from ise_core.workspace.base import Workspace
+from ise_core.workspace.toolkit import build_spec, invoke
 from tests.simulate.helpers import FakeChat, call, local_sandbox_reason, make_settings
 
 pytestmark = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
@@ -104,9 +105,10 @@ def test_unknown_tool_and_bad_arguments_become_error_observations(workspace: Wor
     assert "unknown tool 'teleport'" in (results["c1"].content or "")
     assert "not valid JSON" in (results["c2"].content or "")
     assert "must be a JSON object" in (results["c3"].content or "")
-    assert "missing required argument(s): path" in (results["c4"].content or "")
-    assert "must be string" in (results["c5"].content or "")
-    assert "unknown argument(s): mode" in (results["c6"].content or "")
+    # Arguments are checked once, by the workspace's tool set, against each tool's signature.
+    assert "invalid arguments for read: 'path' is required" in (results["c4"].content or "")
+    assert "'command': Input should be a valid string" in (results["c5"].content or "")
+    assert "'mode' is not a parameter of write" in (results["c6"].content or "")
     assert all((results[c].content or "").startswith("Error:") for c in ("c1", "c2", "c4"))
     assert results["c7"].success is True and "still alive" in (results["c7"].content or "")
 
@@ -147,14 +149,22 @@ def test_malformed_replies_are_retried_or_shown_to_the_model(workspace: Workspac
     assert tool.tool_call_id == "m1" and tool.success is False
 
 
-def test_argument_problem_checks_the_schema() -> None:
-    schema = {
-        "type": "object",
-        "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
-        "required": ["a"],
-        "additionalProperties": False,
-    }
-    assert argument_problem({"a": 1}, schema) is None
-    assert "must be integer" in (argument_problem({"a": True}, schema) or "")
-    assert "missing" in (argument_problem({}, schema) or "")
-    assert json.dumps(schema)  # the schema itself is plain JSON
+def _typed(ctx: object, a: int, b: bool = False) -> str:
+    """A tool with typed arguments.
+
+    Args:
+        a: A number.
+        b: A flag.
+    """
+    return f"{a} {b}"
+
+
+def test_tool_arguments_are_checked_against_the_signature() -> None:
+    spec = build_spec(_typed)
+    assert spec.parameters["required"] == ["a"]
+    assert invoke(spec, None, {"a": 1}).ok
+    flagged = invoke(spec, None, {"a": True})  # JSON true is not a number
+    assert not flagged.ok and "'a': Value error, expected a number" in flagged.content
+    missing = invoke(spec, None, {})
+    assert not missing.ok and "'a' is required" in missing.content
+    assert json.dumps(spec.schema())  # the schema itself is plain JSON

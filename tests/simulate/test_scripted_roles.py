@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from pathlib import Path
 
 import pytest
 
 from ise_core.config import Settings
-from ise_core.llm.scripted import ScriptedChat
-from ise_core.llm.scripted.agent import build_work, classify, error_summary
-from ise_core.llm.scripted.user import PHRASES, pick_register, plan_turns
 from ise_core.records import Intent
+from ise_core.scripted import EpisodeBrief, ScriptedChat
+from ise_core.scripted.agent import build_work, classify, error_summary
+from ise_core.scripted.user import PHRASES, pick_register, plan_turns
 from ise_core.simulate.drift import detect_role_drift
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.workspace import open_workspace
@@ -21,25 +22,21 @@ from tests.simulate.helpers import local_sandbox_reason, make_intent, make_setti
 needs_sandbox = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
 
 
-def _context(intent: Intent, settings: Settings, **shape: float) -> dict:  # type: ignore[type-arg]
-    return {
-        "intent": intent.model_dump(mode="json"),
-        "shape": {**settings.simulate.scripted.model_dump(mode="json"), **shape},
-        "seed": settings.seed,
-        "max_steps_per_turn": settings.simulate.max_steps_per_turn,
-    }
+def _brief(intent: Intent, settings: Settings, **shape: float) -> EpisodeBrief:
+    brief = EpisodeBrief.of(intent, settings)
+    return dataclasses.replace(brief, shape=brief.shape.model_copy(update=shape))
 
 
 def _run(tmp_path: Path, intent: Intent, **shape: float) -> EpisodeResult:
     settings = make_settings(tmp_path)
-    context = _context(intent, settings, **shape)
+    brief = _brief(intent, settings, **shape)
     ws = open_workspace(settings.workspace, base_dir=tmp_path)
     try:
         return asyncio.run(
             run_episode(
                 intent,
-                user=ScriptedChat("user", settings.seed, context),
-                agent=ScriptedChat("agent", settings.seed, context),
+                user=ScriptedChat("user", settings.seed, brief),
+                agent=ScriptedChat("agent", settings.seed, brief),
                 workspace=ws,
                 settings=settings.simulate,
                 session_id="s",
@@ -86,7 +83,7 @@ def test_agent_reads_requests_by_kind() -> None:
 
 def test_agent_plans_a_unit_for_each_check_target() -> None:
     intent = make_intent()
-    work = build_work(_context(intent, make_settings(Path("/tmp"))))
+    work = build_work(_brief(intent, make_settings(Path("/tmp"))))
     artifacts = {a for unit in work.targets for a in unit.artifacts}
     assert artifacts == {"scripts/report.py", "reports/summary.md", "config/report.json"}
     assert len(work.checks) == 3 and work.recipes

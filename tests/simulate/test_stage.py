@@ -17,8 +17,8 @@ from ise_core.catalog import EpisodeStore
 from ise_core.config import load_settings
 from ise_core.errors import InputError, LLMError
 from ise_core.llm.base import Chat
-from ise_core.llm.scripted import ScriptedChat
 from ise_core.records import Intent, Trajectory, read_jsonl
+from ise_core.scripted import EpisodeBrief, ScriptedChat
 from ise_core.simulate.stage import collect_stage, simulate_stage
 from ise_core.stages import stage
 from tests.simulate.helpers import REPO, local_sandbox_reason, make_intent, write_intents
@@ -111,8 +111,7 @@ def test_one_failing_episode_does_not_stop_the_run_and_is_retried(tmp_path: Path
     def chats(role: str, intent: Intent) -> Chat:
         if role == "agent" and intent.id == "it-000001":
             return Down()  # type: ignore[return-value]
-        context = {"intent": intent.model_dump(mode="json"), "seed": 7}
-        return ScriptedChat(role, 7, context)
+        return ScriptedChat(role, 7, EpisodeBrief.of(intent, settings))
 
     from ise_core.workspace import open_workspace
 

@@ -131,7 +131,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's data as an earlier dataset version would differ: two
     episodes with another outcome, one missing, and its own statistics."""
-    from ise_core.catalog import EpisodeStore
+    from ise_core.catalog import load_episode
     from ise_core.simulate.episode_index import write_index
 
     data = tmp_path_factory.mktemp("older-version") / "data"
@@ -145,8 +145,7 @@ def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) ->
         episode["stop_reason"] = "completed" if kept else "max_turns"
         write_json(path, episode)
     paths[-1].unlink()
-    store = EpisodeStore(folder, data / "trajectories" / "timing", fingerprint="")
-    write_index(data / "trajectories", [store.load(p) for p in paths[:-1]])
+    write_index(data / "trajectories", [load_episode(p) for p in paths[:-1]])
     stats = json.loads((data / "trajectories" / "stats.json").read_text(encoding="utf-8"))
     stats["n_episodes"] -= 1
     write_json(data / "trajectories" / "stats.json", stats)

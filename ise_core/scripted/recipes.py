@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ise_core.llm.scripted.content import (
+from ise_core.scripted.content import (
     broken_variant,
     file_content,
     python_script,

@@ -1,9 +1,20 @@
 """The ``scripted`` backend: a seeded, deterministic *program* that plays the LLM roles offline.
 
-It is not a model and never claims to be one. Each role (``writer``, ``user``, ``agent``) is a
-plain function over the same chat messages a model would see, so the whole pipeline runs with
-no key and no network, and the same inputs always give the same outputs. Programs register
-themselves in ``PROGRAMS`` by role name.
+It is not a model and never claims to be one. It sits beside the LLM layer and meets the rest
+of ISE only through the ``Chat`` protocol (ise_core.llm.base): each role (``writer``,
+``user``, ``agent``) is a plain function over the same chat messages a model would see, so
+the whole pipeline runs with no key and no network, and the same inputs always give the same
+outputs.
+
+What a model would read *for meaning* a program cannot, so the user and the agent are handed
+one declared, typed ``EpisodeBrief`` when their ``ScriptedChat`` is built: the intent they
+play, the shape parameters (``simulate.scripted``), the seed, the agent's step limit and
+whether the agent recovers from its mistakes. The
+writer needs nothing beyond its messages (the sample is the JSON block a model is shown too).
+Per call, the programs also read the ``Chat`` protocol's ``attempt`` option: how many times
+the caller already asked again for this turn (so the user knows a correction precedes it).
+
+Programs register themselves in ``PROGRAMS`` by role name.
 """
 
 from __future__ import annotations
@@ -12,12 +23,35 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ise_core.config import ScriptedShapeSettings, Settings
 from ise_core.errors import BackendError
 from ise_core.llm.base import ChatResult, Usage
-from ise_core.records import Message, canonical_json
+from ise_core.records import Intent, Message, canonical_json
+
+
+@dataclass(frozen=True)
+class EpisodeBrief:
+    """What the scripted user and agent are told about their episode beyond the messages."""
+
+    intent: Intent
+    shape: ScriptedShapeSettings
+    seed: int
+    max_steps_per_turn: int
+    # False: the careless agent ``ise eval`` measures as a baseline, which never recovers
+    # from its mistakes (not a params key: simulation always recovers).
+    recover: bool = True
+
+    @classmethod
+    def of(cls, intent: Intent, settings: Settings) -> EpisodeBrief:
+        return cls(
+            intent=intent,
+            shape=settings.simulate.scripted,
+            seed=settings.seed,
+            max_steps_per_turn=settings.simulate.max_steps_per_turn,
+        )
 
 
 @dataclass
@@ -27,8 +61,13 @@ class ScriptedCall:
     messages: Sequence[Message]
     tools: Sequence[dict[str, Any]] | None
     rng: random.Random
-    options: dict[str, Any]
-    context: dict[str, Any] = field(default_factory=dict)
+    attempt: int  # the caller's retry index for this turn (0: first try)
+    brief: EpisodeBrief | None
+
+    def need_brief(self, role: str) -> EpisodeBrief:
+        if self.brief is None:
+            raise BackendError(f"the scripted {role} needs an EpisodeBrief (the intent it plays)")
+        return self.brief
 
 
 ScriptedProgram = Callable[[ScriptedCall], Message]
@@ -50,9 +89,9 @@ def _load_programs() -> None:
 
     for module in ("writer", "user", "agent"):
         try:
-            importlib.import_module(f"ise_core.llm.scripted.{module}")
+            importlib.import_module(f"ise_core.scripted.{module}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"ise_core.llm.scripted.{module}":
+            if exc.name != f"ise_core.scripted.{module}":
                 raise
 
 
@@ -62,14 +101,9 @@ def estimate_tokens(text: str) -> int:
 
 
 class ScriptedChat:
-    """A ``Chat`` whose replies come from the registered program for ``role``.
+    """A ``Chat`` whose replies come from the registered program for ``role``."""
 
-    ``context`` carries what the program is handed beyond the messages (documented per role;
-    e.g. the scripted agent is given the intent it works on, since it has no model to read the
-    conversation with).
-    """
-
-    def __init__(self, role: str, seed: int = 0, context: dict[str, Any] | None = None) -> None:
+    def __init__(self, role: str, seed: int = 0, brief: EpisodeBrief | None = None) -> None:
         _load_programs()
         if role not in PROGRAMS:
             known = ", ".join(sorted(PROGRAMS)) or "none"
@@ -78,7 +112,7 @@ class ScriptedChat:
             )
         self.role = role
         self.seed = seed
-        self.context = dict(context or {})
+        self.brief = brief
         self.name = f"scripted:{role}"
 
     def _rng_for(
@@ -102,7 +136,8 @@ class ScriptedChat:
         **options: Any,
     ) -> ChatResult:
         started = time.perf_counter()
-        call = ScriptedCall(messages, tools, self._rng_for(messages, tools), options, self.context)
+        attempt = int(options.get("attempt") or 0)
+        call = ScriptedCall(messages, tools, self._rng_for(messages, tools), attempt, self.brief)
         reply = PROGRAMS[self.role](call)
         prompt_text = "".join(m.content or "" for m in messages)
         reply_text = (reply.content or "") + "".join(
@@ -123,6 +158,7 @@ class ScriptedChat:
 
 __all__ = [
     "PROGRAMS",
+    "EpisodeBrief",
     "ScriptedCall",
     "ScriptedChat",
     "ScriptedProgram",

@@ -1,8 +1,8 @@
 """Scripted ``agent`` role: a deterministic program that does an intent's work with real tools.
 
 It is a program, not a model: it cannot read the user's request for meaning, so it is handed
-the intent through ``context["intent"]`` and treats the intent's checks as its target. Per
-user turn it plans steps of real tool calls (ise_core.llm.scripted.recipes):
+the intent in its ``EpisodeBrief`` and treats the intent's checks as its target. Per
+user turn it plans steps of real tool calls (ise_core.scripted.recipes):
 
 - turn 1: look around (file listing, notes search, a fixture or USER.md), note the request in
   ``memory/requests.md``, and start with one unit of a domain recipe;
@@ -14,16 +14,17 @@ user turn it plans steps of real tool calls (ise_core.llm.scripted.recipes):
   of parallel calls) and report each real result; "… still fails, fix it": rebuild the
   targets whose checks failed and verify again.
 
-With probability ``context["shape"]["mistake_rate"]`` per turn (seeded, stable) one unit is
+With probability ``brief.shape.mistake_rate`` per turn (seeded, stable) one unit is
 done with a realistic mistake; the tool result is a real failure from the workspace, and the
 recovery is planned from that error text. The reply reports what was done, quotes the real
-error and the fix, and shows the last output. With ``context["shape"]["recover"]`` false (the
-careless profile ``ise eval`` measures as a baseline) it never recovers: no fix after an
-error, and no rebuild when the user says a check still fails. Each turn stays within
-``context["max_steps_per_turn"]`` model calls.
+error and the fix, and shows the last output. With ``brief.recover`` false (the careless
+profile ``ise eval`` measures as a baseline) it never recovers: no fix after an error, and no
+rebuild when the user says a check still fails. Each turn stays within
+``brief.max_steps_per_turn`` model calls.
 
-The program is stateless: where it is in its plan is read back from its own tool-call ids
-(``call_<turn>_<step>_<phase>_<n>``) and the tool results that answer them.
+The program is stateless: where it is in its plan it finds by following its own tool-call
+messages of the current turn through the plan, in order, with the results that answer them
+(``replay``); the calls' ids only have to be unique, nothing is read back from them.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ise_core.llm.scripted import ScriptedCall, register
-from ise_core.llm.scripted.recipes import (
+from ise_core.records import FunctionCall, Intent, Message, ToolCall, canonical_json
+from ise_core.scripted import EpisodeBrief, ScriptedCall, register
+from ise_core.scripted.recipes import (
     Call,
     Phase,
     Recovery,
@@ -55,7 +57,6 @@ from ise_core.llm.scripted.recipes import (
     script_unit,
     wr,
 )
-from ise_core.records import FunctionCall, Message, ToolCall, canonical_json
 
 NOTES = "memory/requests.md"
 NOTES_MARKER = "## Details\n"
@@ -137,7 +138,7 @@ class CheckPlan:
 class Work:
     """Everything the agent derives from the intent: the same on every call."""
 
-    intent: dict[str, Any]
+    intent: Intent
     seed: int
     mistake_rate: float
     max_steps: int
@@ -149,7 +150,7 @@ class Work:
 
     @property
     def intent_id(self) -> str:
-        return str(self.intent.get("id", ""))
+        return self.intent.id
 
     @property
     def budget(self) -> int:
@@ -157,16 +158,16 @@ class Work:
         return max(2, self.max_steps - 1 - SLIP_SLACK)
 
 
-def _targets(intent: dict[str, Any], seed: int) -> tuple[list[Unit], list[CheckPlan]]:
+def _targets(intent: Intent, seed: int) -> tuple[list[Unit], list[CheckPlan]]:
     files: dict[str, TargetFile] = {}
     dirs: list[str] = []
     repos: list[str] = []
     checks: list[CheckPlan] = []
-    fixtures = {f["path"]: f["content"] for f in intent.get("fixtures") or []}
-    for check in intent.get("checks") or []:
-        kind, path = check.get("kind"), str(check.get("path") or "")
+    fixtures = {f.path: f.content for f in intent.fixtures}
+    for check in intent.checks:
+        kind, path = check.kind, check.path or ""
         if kind == "command_succeeds":
-            command = str(check.get("command", "")).strip()
+            command = (check.command or "").strip()
             key = command
             if match := _SCRIPT_RUN.match(command) or _JSON_TOOL.match(command):
                 key = match.group(1)
@@ -182,7 +183,7 @@ def _targets(intent: dict[str, Any], seed: int) -> tuple[list[Unit], list[CheckP
             checks.append(CheckPlan(ex(f"ls -d {shlex.quote(path)}"), f"`{path}` exists", path))
             files.setdefault(path, TargetFile(path))
         elif kind == "file_contains" and path:
-            text = str(check.get("text", ""))
+            text = check.text or ""
             grep = ex(f"grep -c -F -- {shlex.quote(text)} {shlex.quote(path)}")
             checks.append(CheckPlan(grep, f"`{path}` contains {text!r}", path))
             files.setdefault(path, TargetFile(path)).texts.append(text)
@@ -192,44 +193,39 @@ def _targets(intent: dict[str, Any], seed: int) -> tuple[list[Unit], list[CheckP
             dirs.append(files.pop(path).path.rstrip("/"))
     units = [directory_unit(d) for d in dict.fromkeys(dirs) if d not in repos]
     for path, target in files.items():
-        rng = _rng(seed, intent.get("id"), "target", path)
+        rng = _rng(seed, intent.id, "target", path)
         topic = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "notes"
         units.append(script_unit(target, topic, rng, fixtures.get(path)))
-    persona = str((intent.get("persona") or {}).get("name", "Assistant"))
-    units += [git_unit(repo, persona, list(files)) for repo in dict.fromkeys(repos)]
+    units += [git_unit(repo, intent.persona.name, list(files)) for repo in dict.fromkeys(repos)]
     return units, checks
 
 
-def build_work(context: dict[str, Any]) -> Work:
-    intent = dict(context.get("intent") or {})
-    seed = int(context.get("seed", 0))
-    shape = dict(context.get("shape") or {})
+def build_work(brief: EpisodeBrief) -> Work:
+    intent, seed = brief.intent, brief.seed
     targets, checks = _targets(intent, seed)
-    persona = str((intent.get("persona") or {}).get("name", "the user"))
     recipes, domains = [], set()
-    for task in intent.get("tasks") or []:
+    for task in intent.tasks:
         # One unit per domain (its first task): each area shows, without padding.
-        if task.get("domain") in domains:
+        if task.domain in domains:
             continue
-        domains.add(task.get("domain"))
-        task_id = str(task.get("id", "task"))
+        domains.add(task.domain)
         info = TaskInfo(
-            domain=str(task.get("domain", "")),
-            slug=task_id.split(".", 1)[-1][:40] or "task",
-            title=str(task.get("title", "the task")),
-            persona=persona,
+            domain=task.domain,
+            slug=task.id.split(".", 1)[-1][:40] or "task",
+            title=task.title,
+            persona=intent.persona.name,
         )
-        recipes.append(recipe_unit(info, _rng(seed, intent.get("id"), "recipe", task_id)))
+        recipes.append(recipe_unit(info, _rng(seed, intent.id, "recipe", task.id)))
     return Work(
         intent=intent,
         seed=seed,
-        mistake_rate=float(shape.get("mistake_rate", 0.25)),
-        recover=bool(shape.get("recover", True)),
-        max_steps=int(context.get("max_steps_per_turn", 12)),
+        mistake_rate=brief.shape.mistake_rate,
+        recover=brief.recover,
+        max_steps=brief.max_steps_per_turn,
         targets=targets,
         recipes=recipes,
         checks=checks,
-        fixtures=sorted(f["path"] for f in intent.get("fixtures") or []),
+        fixtures=sorted(f.path for f in intent.fixtures),
     )
 
 
@@ -302,8 +298,8 @@ def _failed_keys(work: Work, messages: Sequence[Message]) -> list[str]:
 
 def _note(work: Work, kind: str, message: str, turn: int, forced: bool) -> list[Step]:
     if kind == "build":
-        person = str((work.intent.get("persona") or {}).get("name", "the user"))
-        request = _one_line(str(work.intent.get("request", message)), 400)
+        person = work.intent.persona.name
+        request = _one_line(work.intent.request, 400)
         text = f"# Requests from {person}\n\n## Request\n{request}\n\n{NOTES_MARKER}"
         return [one(wr(NOTES, text), f"noted the request in `{NOTES}`")]
     lucky = _rng(work.seed, work.intent_id, "note", turn).random() < NOTE_SHARE
@@ -329,7 +325,7 @@ def _slipped_note(message: str, step: Step) -> Step:
 
 
 def _explore(work: Work) -> list[Step]:
-    topic = str((work.intent.get("tasks") or [{}])[0].get("title", "request"))
+    topic = work.intent.tasks[0].title if work.intent.tasks else "request"
     listing = ex("find . -maxdepth 2 -type f -not -path './.git/*' | sort")
     search = Call("memory_search", {"query": topic})
     first = (work.fixtures or ["USER.md"])[0]
@@ -407,17 +403,50 @@ def plan_turn(work: Work, messages: Sequence[Message]) -> tuple[str, list[Step]]
     return kind, steps
 
 
-# --- reading back where we are -------------------------------------------------------------------
+# --- where the agent is in its turn -----------------------------------------------------------
 
 
-def _phases(step: Step, results: dict[str, Message], turn: int, index: int) -> list[Phase]:
+@dataclass(frozen=True)
+class Issued:
+    """One message of tool calls the agent sent this turn: its place in the plan (step,
+    phase) and the results that answered each call, in call order."""
+
+    step: int
+    phase: int
+    results: tuple[Message | None, ...]
+
+
+def _phases(step: Step, issued: Sequence[Issued]) -> list[Phase]:
+    """The step's phases: its plan, plus the recovery once its last planned call failed."""
     phases = list(step.phases)
-    if step.recovery is not None:
-        last = len(step.phases) - 1
-        result = results.get(f"call_{turn}_{index}_{last}_{len(step.phases[last]) - 1}")
-        if result is not None and result.success is False:
-            phases += list(step.recovery.plan(result.content or ""))
+    failed = _last_planned_result(step, issued)
+    if step.recovery is not None and failed is not None and failed.success is False:
+        phases += list(step.recovery.plan(failed.content or ""))
     return phases
+
+
+def _last_planned_result(step: Step, issued: Sequence[Issued]) -> Message | None:
+    """The result of the last call of the step's last planned phase, once it came back."""
+    last = len(step.phases) - 1
+    sent = next((i for i in issued if i.phase == last), None)
+    return sent.results[-1] if sent is not None and sent.results else None
+
+
+def replay(steps: Sequence[Step], tail: Sequence[Message]) -> tuple[list[Issued], int, int]:
+    """Follow this turn's tool-call messages (``tail``: what came after the user's message)
+    through the plan, in order; returns them and the (step, phase) to send next."""
+    results = {m.tool_call_id: m for m in tail if m.role == "tool" and m.tool_call_id}
+    issued: list[Issued] = []
+    s = p = 0
+    for message in tail:
+        if message.role != "assistant" or not message.tool_calls or s >= len(steps):
+            continue
+        issued.append(Issued(s, p, tuple(results.get(c.id) for c in message.tool_calls)))
+        if p + 1 < len(_phases(steps[s], [i for i in issued if i.step == s])):
+            p += 1
+        else:
+            s, p = s + 1, 0
+    return issued, s, p
 
 
 def _resolve(call: Call, messages: Sequence[Message]) -> dict[str, Any]:
@@ -437,6 +466,8 @@ def _resolve(call: Call, messages: Sequence[Message]) -> dict[str, Any]:
 def _emit(
     turn: int, s: int, p: int, phase: Phase, messages: Sequence[Message], content: str | None
 ) -> Message:
+    # Calls are named by turn, step, phase and position; the agent never reads the names
+    # back (``replay`` follows its messages in order), they only have to be unique.
     calls = [
         ToolCall(
             id=f"call_{turn}_{s}_{p}_{j}",
@@ -449,30 +480,41 @@ def _emit(
     return Message(role="assistant", content=content, tool_calls=calls)
 
 
-def _reply(steps: Sequence[Step], turn: int, tail: Sequence[Message]) -> str:
+def _check_lines(step: Step, issued: Sequence[Issued]) -> tuple[list[str], list[str]]:
+    """One line per check of a verification step, and the labels of those that failed."""
+    first = next((i for i in issued if i.phase == 0), None)
+    lines: list[str] = []
+    failures: list[str] = []
+    for j, label in enumerate(step.labels):
+        result = first.results[j] if first is not None and j < len(first.results) else None
+        if result is None:
+            continue
+        ok = bool(result.success)
+        lines.append(
+            f"- {label}: "
+            + ("passed" if ok else f"FAILED (`{error_summary(result.content or '')}`)")
+        )
+        if not ok:
+            failures.append(label)
+    return lines, failures
+
+
+def _reply(steps: Sequence[Step], issued: Sequence[Issued]) -> str:
     """The turn's closing message, built only from what the tool results really said."""
-    results = {m.tool_call_id: m for m in tail if m.role == "tool" and m.tool_call_id}
     done: list[str] = []
     checks: list[str] = []
     notes: list[str] = []
     failures: list[str] = []
     last_output = ""
     for index, step in enumerate(steps):
-        ran = [m for cid, m in results.items() if cid.startswith(f"call_{turn}_{index}_")]
+        of_step = [i for i in issued if i.step == index]
+        ran = [m for i in of_step for m in i.results if m is not None]
         if not ran:
             continue
         if step.check:
-            for j, label in enumerate(step.labels):
-                result = results.get(f"call_{turn}_{index}_0_{j}")
-                if result is None:
-                    continue
-                ok = bool(result.success)
-                checks.append(
-                    f"- {label}: "
-                    + ("passed" if ok else f"FAILED (`{error_summary(result.content or '')}`)")
-                )
-                if not ok:
-                    failures.append(label)
+            lines, failed = _check_lines(step, of_step)
+            checks += lines
+            failures += failed
             continue
         first_bad = next((m for m in ran if m.success is False), None)
         final = ran[-1]
@@ -485,6 +527,12 @@ def _reply(steps: Sequence[Step], turn: int, tail: Sequence[Message]) -> str:
             done.append(step.done)
         if final.name == "exec" and final.success and (final.content or "").strip():
             last_output = final.content or ""
+    return _compose_reply(done, notes, checks, failures, last_output)
+
+
+def _compose_reply(
+    done: list[str], notes: list[str], checks: list[str], failures: list[str], last_output: str
+) -> str:
     parts: list[str] = []
     if done:
         parts.append(
@@ -503,12 +551,11 @@ def _reply(steps: Sequence[Step], turn: int, tail: Sequence[Message]) -> str:
     return "\n\n".join(parts) or "Understood, noted."
 
 
-def _preface(step: Step, p: int, results: dict[str, Message], turn: int, s: int) -> str | None:
+def _preface(step: Step, p: int, issued: Sequence[Issued]) -> str | None:
     """A short remark when a recovery starts, naming the real error it reacts to."""
     if step.recovery is None or p != len(step.phases):
         return None
-    last = len(step.phases) - 1
-    failed = results.get(f"call_{turn}_{s}_{last}_{len(step.phases[last]) - 1}")
+    failed = _last_planned_result(step, issued)
     if failed is None:
         return None
     return f"That failed: `{error_summary(failed.content or '')}`. Fixing it."
@@ -516,39 +563,30 @@ def _preface(step: Step, p: int, results: dict[str, Message], turn: int, s: int)
 
 @register("agent")
 def scripted_agent(call: ScriptedCall) -> Message:
+    work = build_work(call.need_brief("agent"))
     messages = list(call.messages)
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
     if last_user < 0:
         return Message(role="assistant", content="Ready when you are.")
-    tail = messages[last_user + 1 :]
     turn = sum(1 for m in messages if m.role == "user")
-    work = build_work(call.context)
     _, steps = plan_turn(work, messages[: last_user + 1])
-    results = {m.tool_call_id: m for m in tail if m.role == "tool" and m.tool_call_id}
-    issued = [tc.id for m in tail if m.role == "assistant" for tc in m.tool_calls or []]
-    s, p = 0, 0
-    if issued:
-        match = _ID.match(issued[-1])
-        if match is None or int(match.group(1)) != turn:
-            return Message(role="assistant", content=_reply(steps, turn, tail))
-        s, p = int(match.group(2)), int(match.group(3))
-        if p + 1 < len(_phases(steps[s], results, turn, s)):
-            p += 1
-        else:
-            s, p = s + 1, 0
+    issued, s, p = replay(steps, messages[last_user + 1 :])
     if s >= len(steps):
-        return Message(role="assistant", content=_reply(steps, turn, tail))
-    phase = _phases(steps[s], results, turn, s)[p]
-    return _emit(turn, s, p, phase, messages, _preface(steps[s], p, results, turn, s))
+        return Message(role="assistant", content=_reply(steps, issued))
+    of_step = [i for i in issued if i.step == s]
+    phase = _phases(steps[s], of_step)[p]
+    return _emit(turn, s, p, phase, messages, _preface(steps[s], p, of_step))
 
 
 __all__ = [
     "CheckPlan",
+    "Issued",
     "Work",
     "allocate",
     "build_work",
     "classify",
     "error_summary",
     "plan_turn",
+    "replay",
     "scripted_agent",
 ]

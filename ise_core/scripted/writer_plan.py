@@ -1,6 +1,6 @@
 """Deliverables, checks and seed files for the scripted intent writer (a template program).
 
-Part of the scripted writer (ise_core/llm/scripted/writer.py), which is a deterministic
+Part of the scripted writer (ise_core/scripted/writer.py), which is a deterministic
 template program, not a model. This module invents the concrete facts of one write-out
 (project, colleagues, numbers), picks a deliverable per task (a script, a report, a repo,
 ...) with checks from the fixed vocabulary the scripted agent understands, and sometimes a seed
@@ -13,12 +13,13 @@ import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-PHRASES_PATH = Path(__file__).resolve().parents[2] / "prompts" / "scripted_writer.yaml"
+from ise_core.simulate.prompting import PROMPTS_DIR
+
+PHRASES_PATH = PROMPTS_DIR / "scripted_writer.yaml"
 _STEM_STOPWORDS = frozenset(
     {"a", "an", "the", "and", "my", "of", "up", "to", "for", "from", "with", "into", "by", "in"}
 )

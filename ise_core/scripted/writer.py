@@ -27,8 +27,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ise_core.llm.scripted import ScriptedCall, register
-from ise_core.llm.scripted.writer_plan import (
+from ise_core.records import Message
+from ise_core.scripted import ScriptedCall, register
+from ise_core.scripted.writer_plan import (
     Artifact,
     Draft,
     invent_slots,
@@ -37,7 +38,6 @@ from ise_core.llm.scripted.writer_plan import (
     plan_artifacts,
     task_phrase,
 )
-from ise_core.records import Message
 
 _FENCE = re.compile(r"```(?:json)?[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
 _SENTENCE_END = re.compile(r"\.(\s|$)")

@@ -1,8 +1,10 @@
 """Scripted ``user`` role: a deterministic program standing in for the role-locked simulator.
 
-It is a program, not a model. It reads the same conversation a model would (its system
-prompt, its own earlier JSON turns, the agent's replies as shown to the person) and is handed
-the intent through ``context["intent"]`` so it need not parse its own prompt. What it does:
+It is a program, not a model. It reads the same conversation a model would (its own earlier
+JSON turns, the agent's replies as shown to the person) and is handed the intent in its
+``EpisodeBrief`` so it need not parse its own prompt. A retry after a correction (invalid
+JSON, role drift) is known from the ``attempt`` option, not from the correction's wording.
+What it does:
 
 1. opens with the intent's request;
 2. reveals the hidden details in order, one per turn (two per turn only when there are more
@@ -14,7 +16,7 @@ the intent through ``context["intent"]`` so it need not parse its own prompt. Wh
    reports a failure, asks for one fix;
 5. completes, with ``is_success`` false if the agent's last reply still reports a failure.
 
-The number of user turns is planned per intent from ``context["shape"]["user_turns"]``
+The number of user turns is planned per intent from ``brief.shape.user_turns``
 (default ``[6, 10]``) and the detail count, so the shapes of scripted episodes come from this
 program and its parameters, not from a model. Every phrase is chosen to stay within the role
 lock (the drift detector never fires on them).
@@ -30,8 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ise_core.llm.scripted import ScriptedCall, register
 from ise_core.records import Message, canonical_json
+from ise_core.scripted import EpisodeBrief, ScriptedCall, register
+from ise_core.simulate.prompting import observed_reply
 
 REGISTER_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shorthand", ("lowercase", "shorthand", "slack", "texting", "gen-z", "abbreviation")),
@@ -206,8 +209,8 @@ def pick_register(style: str) -> str:
     return "plain"
 
 
-def _stable_rng(context: dict[str, Any], intent_id: str) -> random.Random:
-    payload = f"{context.get('seed', 0)}:{intent_id}:user-plan"
+def _stable_rng(seed: int, intent_id: str) -> random.Random:
+    payload = f"{seed}:{intent_id}:user-plan"
     return random.Random(int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big"))
 
 
@@ -242,16 +245,6 @@ def _detail_text(detail: str, register_name: str) -> tuple[str, str]:
     return lower, text
 
 
-def _agent_reply(messages: Sequence[Message]) -> str:
-    """The agent's reply inside the last observation message (the header and hint removed)."""
-    text = messages[-1].content or "" if messages else ""
-    lines = text.splitlines()
-    if lines and lines[0].startswith("The assistant replied"):
-        lines = lines[1:]
-    lines = [line for line in lines if not line.startswith("[Write your next message")]
-    return "\n".join(lines).strip()
-
-
 def _own_turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
     turns = []
     for message in messages:
@@ -271,23 +264,6 @@ def _turn(query: str, reason: str, completed: bool = False, success: bool | None
     return Message(role="assistant", content=canonical_json(payload))
 
 
-_CORRECTIONS = ("[Your last message broke your role", "[Your last answer could not be used")
-
-
-def _strip_corrections(messages: Sequence[Message]) -> tuple[list[Message], bool]:
-    """The conversation without trailing correction exchanges, and whether there were any."""
-    clean = list(messages)
-    corrected = False
-    while (
-        len(clean) >= 2
-        and clean[-1].role == "user"
-        and (clean[-1].content or "").startswith(_CORRECTIONS)
-    ):
-        clean = clean[:-2]
-        corrected = True
-    return clean, corrected
-
-
 def _scrub(query: str) -> str:
     """Drop the sentences the role-drift detector flags (used after a drift correction)."""
     from ise_core.simulate.drift import detect_role_drift
@@ -299,36 +275,34 @@ def _scrub(query: str) -> str:
 
 @register("user")
 def scripted_user(call: ScriptedCall) -> Message:
-    messages, corrected = _strip_corrections(call.messages)
-    reply = _scripted_turn(call, messages)
-    if not corrected:
+    # A retry of this turn follows one correction exchange (the rejected answer and the
+    # correction) per earlier attempt; the turn is planned on the conversation before them.
+    corrections = 2 * call.attempt
+    messages = list(call.messages[: len(call.messages) - corrections])
+    reply = _scripted_turn(call.need_brief("user"), call.rng, messages)
+    if not corrections:
         return reply
     data = json.loads(reply.content or "{}")
     data["query"] = _scrub(str(data.get("query", "")))
     return Message(role="assistant", content=canonical_json(data))
 
 
-def _scripted_turn(call: ScriptedCall, messages: Sequence[Message]) -> Message:
-    intent: dict[str, Any] = dict(call.context.get("intent") or {})
-    persona = dict(intent.get("persona") or {})
-    register_name = pick_register(str(persona.get("communication_style", "")))
+def _scripted_turn(brief: EpisodeBrief, rng: random.Random, messages: Sequence[Message]) -> Message:
+    intent = brief.intent
+    register_name = pick_register(intent.persona.communication_style)
     table = PHRASES[register_name]
-    turn_range = (call.context.get("shape") or {}).get("user_turns", (6, 10))
     plan = plan_turns(
-        list(intent.get("hidden_details") or []),
-        turn_range,
-        _stable_rng(call.context, str(intent.get("id", ""))),
+        list(intent.hidden_details), brief.shape.user_turns, _stable_rng(brief.seed, intent.id)
     )
     previous = _own_turns(messages)
     index = len(previous)
-    rng = call.rng
     if index == 0:
-        request = str(intent.get("request") or "I need some help with a task.")
+        request = intent.request or "I need some help with a task."
         if register_name == "shorthand":
             request = request[:1].lower() + request[1:]
         return _turn(request, "opening request")
 
-    reply = _agent_reply(messages)
+    reply = observed_reply(messages[-1].content or "") if messages else ""
     reported = _REPORTED_ERROR.search(reply)
     still_failing = bool(_STILL_FAILING.search(reply))
     asked_fix = any(t.get("reason") == "verification reported a failure" for t in previous)
