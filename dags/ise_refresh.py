@@ -31,6 +31,9 @@ PARAMS_VARIABLE = "ise_params"
 PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAMS"), PROJECT_DIR)
 SETTINGS = pipeline.load_settings(PARAMS_PATH)
 AIRFLOW = SETTINGS.airflow
+# Episodes in flight, and the mapped tasks and pool slots that hold them: one plan, from
+# llm.max_concurrency and this machine (ise_core.capacity), shared with `ise simulate`.
+PLAN = pipeline.concurrency_plan(SETTINGS)
 OUTPUTS = pipeline.output_paths(SETTINGS)
 
 # Published when the stage's gate passes, so a consumer (e.g. a training DAG scheduled on
@@ -58,7 +61,8 @@ Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedul
 2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
    mapping against `[core] max_map_length`.
 3. **simulate** runs one mapped instance per intent (or batch), named by intent id, in pool
-   `{AIRFLOW.pool}`, at most {AIRFLOW.max_active_tis_per_dag} at once; each episode runs its
+   `{AIRFLOW.pool}` ({PLAN.pool_slots} slots), at most {PLAN.active_tasks} at once, each running
+   up to {PLAN.per_task} episodes at once ({PLAN.why}); each episode runs its
    tool calls in a live workspace. Re-running an instance skips finished episodes.
 4. **collect** gathers kept episodes (tolerates {AIRFLOW.tolerate_failed_share:.0%} failed
    instances) → `{OUTPUTS["trajectories"]}`; **gate_trajectories** checks turn counts.
@@ -188,7 +192,7 @@ def ise_refresh() -> None:
 
     @task(
         pool=AIRFLOW.pool,
-        max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
+        max_active_tis_per_dag=PLAN.active_tasks,
         # The intent id(s) name each instance: from its argument while it runs, then the
         # label the task sets (short for a batch).
         map_index_template=(

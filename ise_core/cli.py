@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ise_core.cli_llm",
         "ise_core.cli_view",
         "ise_core.cli_eval",
+        "ise_core.cli_estimate",
     ):
         _register(module, sub)
     return parser

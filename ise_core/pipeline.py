@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ise_core.capacity import ConcurrencyPlan, concurrency_plan
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, deep_merge, load_settings
 from ise_core.errors import (
@@ -32,6 +33,7 @@ from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, stage
 
 __all__ = [
     "BudgetExceeded",
+    "ConcurrencyPlan",
     "ConfigError",
     "EpisodesFailed",
     "GateFailed",
@@ -44,6 +46,7 @@ __all__ = [
     "check_failed_share",
     "check_map_length",
     "check_simulation",
+    "concurrency_plan",
     "list_intent_ids",
     "load_run_settings",
     "load_settings",

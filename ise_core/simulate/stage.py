@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.atomic import remove_stale_temp_files
+from ise_core.capacity import episodes_in_flight, longest_first
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
@@ -279,7 +280,7 @@ async def simulate_async(
         params_fingerprint=store.fingerprint,
         episodes_dir=str(store.folder),
     )
-    todo = [intent for intent in selected if not store.is_done(intent)]
+    todo = longest_first([intent for intent in selected if not store.is_done(intent)])
     report.n_skipped = len(selected) - len(todo)
     accountant: Any = None
     if chat_factory is None or workspace_factory is None:
@@ -291,7 +292,7 @@ async def simulate_async(
 
         reaped = await asyncio.to_thread(reap, settings.workspace, settings.base_dir)
         report.reaped = len(reaped.directories)
-    limit = max(1, concurrency or settings.simulate.concurrency)
+    limit, _ = episodes_in_flight(settings, concurrency)
     # Workspace calls run in threads: give every concurrent episode room for its tool call
     # and its bookkeeping instead of the small default pool.
     asyncio.get_running_loop().set_default_executor(

@@ -72,7 +72,11 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     simulate = dag.get_task("simulate")
     assert isinstance(simulate, MappedOperator)
     assert simulate.pool == "ise_llm"
-    assert simulate.max_active_tis_per_dag == 4
+    # From the one concurrency plan: the scripted default runs 2 episodes per core.
+    from ise_core import pipeline
+
+    plan = pipeline.concurrency_plan(pipeline.load_settings(REPO / "params.yaml"))
+    assert simulate.max_active_tis_per_dag == plan.active_tasks == plan.episodes
     # Named by the intent id(s): from the argument while running, then the task's own label.
     import jinja2
 
