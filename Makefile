@@ -16,7 +16,7 @@ install:            ## install system packages and .venv from requirements.lock 
 run: install        ## the whole pipeline on params.yaml: intents → simulate → collect → export, with gates
 	$(VENV)/ise run
 
-test: install       ## the whole test suite
+test: install llama-server       ## the whole test suite
 	$(VENV)/python -m pytest
 
 lint: install       ## ruff + mypy on ise_core

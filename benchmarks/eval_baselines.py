@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, machine_info, now_iso
+from ise_core.catalog import Catalog
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.stage import EvalRequest, eval_stage, select_tasks
 from ise_core.intents.stage import intents_stage
 from ise_core.records import write_json
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ise-eval-baselines-") as folder:
         settings = project(Path(folder), args.tasks, args.k, args.time_limit)
         intents_stage(settings, log=lambda _: None)
-        print(f"{len(select_tasks(settings))} eval tasks in {tasks_path(settings)}")
+        print(f"{len(select_tasks(settings))} eval tasks in {Catalog.of(settings).eval_tasks}")
         for model in ("scripted", "scripted:careless"):
             request = EvalRequest(model=model, run=model.replace(":", "-"))
             rows.append(evaluate(settings, request, None))

@@ -29,33 +29,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, machine_info, now_iso
-from ise_core.config import deep_merge, load_raw
 from ise_core.llm.local_server import LocalModelServer
 from ise_core.records import write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def project_params(project: Path, server: LocalModelServer, intents: int, limit: int) -> Path:
-    """params.local.yaml, pointed at ``server``, sized, and kept inside ``project``."""
-    base = load_raw(ROOT / "params.local.yaml")
-    override = {
-        "intents": {"count": intents, "taxonomy": str(ROOT / "ise_core/taxonomy"),
-                    "out_dir": "data/intents"},
-        "llm": {"base_url": server.base_url, "max_concurrency": limit, "cache_dir": ".cache/llm"},
-        "workspace": {"backend": "local", "root": str(project / "sandboxes"),
-                      "template": str(ROOT / "ise_core/workspace/template")},
-        "simulate": {"concurrency": limit, "out_dir": "data/trajectories"},
-        "export": {"out_dir": "data/sft"},
-    }  # fmt: skip
-    path = project / "params.yaml"
-    path.write_text(yaml.safe_dump(deep_merge(base, override)), encoding="utf-8")
-    return path
+from tests.realmodel.project import local_model_params
 
 
 class SlotSampler:
@@ -132,7 +111,7 @@ def run_config(slots: int, limit: int, intents: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ise-real-") as tmp:
         project = Path(tmp)
         with LocalModelServer(context=8192 * slots, slots=slots) as server:
-            params = project_params(project, server, intents, limit)
+            params = local_model_params(project, server, intents=intents, concurrency=limit)
             ise(params, "intents")
             with SlotSampler(server.root_url) as sampler:
                 wall = ise(params, "simulate")

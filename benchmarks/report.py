@@ -424,6 +424,34 @@ def viewer_scale(data: dict[str, Any]) -> tuple[str, list[Row]]:
     return note, rows
 
 
+def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    runs = data.get("runs") or []
+    episodes = runs[0].get("episodes") if runs else None
+    note = (
+        f"llama-server with SmolLM2-135M-Instruct, {episodes} intents per configuration "
+        f"(user and agent on the server); load {_load(_get(data, 'machine', 'load_average'))} "
+        "at the start"
+    )
+    rows: list[Row] = []
+    for run in runs:
+        label = f"{run.get('server_slots')} slots, llm.max_concurrency {run.get('max_concurrency')}"
+        rows.append((f"{label}: episodes/hour", _fmt(run.get("episodes_per_hour")), "-", "-"))
+        tokens = (
+            f"{_fmt(run.get('completion_tokens_per_s'))} / {_fmt(run.get('total_tokens_per_s'))}"
+        )
+        rows.append((f"{label}: completion / total tokens/s", tokens, "-", "-"))
+        rows.append(
+            (
+                f"{label}: kept share, busy slots, stop reasons",
+                f"{_fmt(run.get('kept_share'))}, {_fmt(run.get('mean_busy_slots'))}, "
+                f"{run.get('stop_reasons')}",
+                "-",
+                "-",
+            )
+        )
+    return note, rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
     ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
     ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
@@ -436,6 +464,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]
         "Tokens-per-minute limiter: a large request in a small stream",
         limiter_fairness,
     ),
+    ("real_model", "A real model on this machine (llama-server)", real_model),
 ]
 
 

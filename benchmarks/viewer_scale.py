@@ -101,28 +101,26 @@ def _personas() -> list[dict[str, Any]]:
 def synthesize(params: Path, count: int) -> Iterator[Any]:
     """Write ``count`` episodes (and their intents and timings) into the project of
     ``params``, built from its source episodes; yields each Trajectory as it is written."""
-    from ise_core.catalog import intent_hash
+    from ise_core.catalog import Catalog, intent_hash
     from ise_core.config import load_settings
     from ise_core.records import Intent, Trajectory, read_jsonl
 
-    settings = load_settings(params)
-    out = settings.path(settings.simulate.out_dir)
-    intents_path = settings.path(settings.intents.out_dir) / "intents.jsonl"
-    source_intents = {i.id: i for i in read_jsonl(intents_path, Intent)}
+    files = Catalog.of(load_settings(params))
+    episodes, timings = files.episodes_dir, files.timing_dir
+    source_intents = {i.id: i for i in read_jsonl(files.intents, Intent)}
     sources = [
         (
             source_intents[p.stem],
             json.loads(p.read_text(encoding="utf-8")),
-            json.loads((out / "timing" / p.name).read_text(encoding="utf-8")),
+            json.loads((timings / p.name).read_text(encoding="utf-8")),
         )
-        for p in sorted((out / "episodes").glob("*.json"))
+        for p in sorted(episodes.glob("*.json"))
     ]
-    shutil.rmtree(out / "episodes")
-    shutil.rmtree(out / "timing")
-    (out / "episodes").mkdir()
-    (out / "timing").mkdir()
+    for folder in (episodes, timings):
+        shutil.rmtree(folder)
+        folder.mkdir()
     personas = _personas()
-    with intents_path.open("w", encoding="utf-8") as intents_file:
+    with files.intents.open("w", encoding="utf-8") as intents_file:
         for i in range(count):
             intent, episode, timing = sources[i % len(sources)]
             persona = personas[(i * 7) % len(personas)]
@@ -147,8 +145,8 @@ def synthesize(params: Path, count: int) -> Iterator[Any]:
                 metadata=metadata,
             )
             text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            (out / "episodes" / f"{new_id}.json").write_text(text, encoding="utf-8")
-            (out / "timing" / f"{new_id}.json").write_text(json.dumps(timing), encoding="utf-8")
+            (episodes / f"{new_id}.json").write_text(text, encoding="utf-8")
+            (timings / f"{new_id}.json").write_text(json.dumps(timing), encoding="utf-8")
             intents_file.write(new_intent.model_dump_json() + "\n")
             if i and i % 10_000 == 0:
                 log(f"synthesized {i:,} episodes")
@@ -157,6 +155,7 @@ def synthesize(params: Path, count: int) -> Iterator[Any]:
 
 def build_root(folder: Path, count: int, run_collect: bool) -> tuple[Path, dict[str, Any]]:
     """The synthesized project; returns its params and how long each part took."""
+    from ise_core.catalog import Catalog
     from ise_core.config import load_settings
     from ise_core.simulate.episode_index import write_index
 
@@ -164,7 +163,7 @@ def build_root(folder: Path, count: int, run_collect: bool) -> tuple[Path, dict[
     params = source_run(folder / "project")
     timings: dict[str, Any] = {"source_run_s": round(time.perf_counter() - started, 1)}
     settings = load_settings(params)
-    out = settings.path(settings.simulate.out_dir)
+    files = Catalog.of(settings)
     started = time.perf_counter()
     if run_collect:
         for _ in synthesize(params, count):
@@ -176,9 +175,9 @@ def build_root(folder: Path, count: int, run_collect: bool) -> tuple[Path, dict[
         collect_stage(settings)
         timings["collect_s"] = round(time.perf_counter() - started, 1)
     else:
-        write_index(out, synthesize(params, count))
+        write_index(files.episode_index, synthesize(params, count))
         timings["synthesize_and_index_s"] = round(time.perf_counter() - started, 1)
-    size = sum(p.stat().st_size for p in (out / "episodes").iterdir())
+    size = sum(p.stat().st_size for p in files.episodes_dir.iterdir())
     timings["episode_files_gib"] = round(size / 2**30, 2)
     log(f"data root ready: {count:,} episodes, {timings}")
     return params, timings
@@ -243,11 +242,11 @@ def list_queries(rows: Sequence[dict[str, Any]], count: int, rng: random.Random)
 
 
 def measure(params: Path, requests: int, seed: int) -> dict[str, Any]:
+    from ise_core.catalog import Catalog
     from ise_core.config import load_settings
-    from ise_core.simulate.episode_index import INDEX_FILE, read_index
+    from ise_core.simulate.episode_index import read_index
 
-    settings = load_settings(params)
-    rows = read_index(settings.path(settings.simulate.out_dir) / INDEX_FILE)
+    rows = read_index(Catalog.of(load_settings(params)).episode_index)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server_log = params.parent / "ise-view.log"

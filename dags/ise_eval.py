@@ -20,6 +20,7 @@ from airflow.sdk import Asset, Variable, chain, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from ise_core import pipeline
+from ise_core.catalog import Catalog
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PARAMS_VARIABLE = "ise_params"
@@ -27,15 +28,16 @@ PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAM
 SETTINGS = pipeline.load_settings(PARAMS_PATH)
 AIRFLOW = SETTINGS.airflow
 OUTPUTS = pipeline.output_paths(SETTINGS)
+FILES = Catalog.of(SETTINGS)
 
 # The same Asset ise_refresh publishes (an Asset is its name and URI).
 SFT_ASSET = Asset(name="ise_sft", uri=OUTPUTS["sft"].as_uri(), group="ise")
-EVAL_ASSET = Asset(name="ise_eval", uri=OUTPUTS["eval"].as_uri(), group="ise")
+EVAL_ASSET = Asset(name="ise_eval", uri=FILES.eval_metrics.as_uri(), group="ise")
 
 DOC_MD = f"""
 ### ISE eval
 
-Runs when `ise_sft` is updated (or by hand): every task of `{OUTPUTS["eval_tasks"]}` is tried
+Runs when `ise_sft` is updated (or by hand): every task of `{FILES.eval_tasks}` is tried
 `eval.k` times by the agent under test, each try a clean episode and one with injected tool
 faults, in fresh sandboxes.
 

@@ -9,6 +9,9 @@ gates, the CLI and the DAG ask it instead of joining folder and file names thems
                          trajectories.jsonl stats.json timing.json gate_result.json
     data/sft/            train.jsonl valid.jsonl sharegpt/ parquet/ plots/
                          stats.json README.md gate_result.json
+    data/eval/           tasks.jsonl (stage 1's held-out tasks) history.jsonl (one line a run)
+    data/eval/<run>/     tasks/<task_id>.json episodes/<task_id>/t<i>-<mode>.json
+                         results.jsonl metrics.json plots/ gate_result.json
     data/estimate/       estimate.json, and the pilot's intents/ and trajectories/
                          (`ise estimate`: a run record, in no dataset version)
 
@@ -47,7 +50,43 @@ FORMAT_FILES: dict[str, tuple[str, str]] = {
     "sharegpt": ("sharegpt/train.jsonl", "sharegpt/valid.jsonl"),
     "parquet": ("parquet/train.parquet", "parquet/valid.parquet"),
 }
+# The episode index's file name, inside the trajectories folder of any data root.
+EPISODE_INDEX = "episode_index.jsonl"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class EvalRunFiles:
+    """The files of one ``ise eval`` run, ``<eval.out_dir>/<run>/``, and the runs' history."""
+
+    root: Path
+    task_results_dir: Path  # one file per task with its tries: the unit of resume
+    episodes_dir: Path
+    results: Path
+    metrics: Path
+    plots_dir: Path
+    gate_result: Path
+    history: Path
+
+    @classmethod
+    def at(cls, eval_dir: Path, run: str) -> EvalRunFiles:
+        root = eval_dir / run
+        return cls(
+            root=root,
+            task_results_dir=root / "tasks",
+            episodes_dir=root / "episodes",
+            results=root / "results.jsonl",
+            metrics=root / "metrics.json",
+            plots_dir=root / "plots",
+            gate_result=root / "gate_result.json",
+            history=eval_dir / "history.jsonl",
+        )
+
+    def task_file(self, task_id: str) -> Path:
+        return self.task_results_dir / f"{task_id}.json"
+
+    def episode_file(self, task_id: str, index: int, mode: str) -> Path:
+        return self.episodes_dir / task_id / f"t{index}-{mode}.json"
 
 
 @dataclass(frozen=True)
@@ -75,6 +114,7 @@ class Catalog:
     timing_dir: Path
     data_root_marker: Path  # a run record: which data folder the run planned in
     trajectories: Path
+    episode_index: Path  # one row per current episode, for the viewer's list
     trajectories_stats: Path
     trajectories_timing: Path
     trajectories_gate_result: Path
@@ -89,11 +129,23 @@ class Catalog:
     plots_dir: Path
     sft_gate_result: Path
 
+    eval_dir: Path
+    eval_history: Path
+    # the run named by eval.run (``ise eval --run`` names another: ``eval_run(name)``)
+    eval_task_results_dir: Path
+    eval_episodes_dir: Path
+    eval_results: Path
+    eval_metrics: Path
+    eval_plots_dir: Path
+    eval_gate_result: Path
+
     @classmethod
     def of(cls, settings: Settings) -> Catalog:
         intents = settings.path(settings.intents.out_dir)
         trajectories = settings.path(settings.simulate.out_dir)
         sft = settings.path(settings.export.out_dir)
+        eval_dir = settings.path(settings.eval.out_dir)
+        run = EvalRunFiles.at(eval_dir, settings.eval.run)
         return cls(
             taxonomy_dir=settings.path(settings.intents.taxonomy),
             embedding_cache_dir=settings.path(settings.embedding.cache_dir),
@@ -108,12 +160,13 @@ class Catalog:
             intents_timing=intents / "timing.json",
             vendi_curve=intents / "vendi_curve.png",
             intents_gate_result=intents / "gate_result.json",
-            eval_tasks=settings.path(settings.eval.out_dir) / "tasks.jsonl",
+            eval_tasks=eval_dir / "tasks.jsonl",
             trajectories_dir=trajectories,
             episodes_dir=trajectories / "episodes",
             timing_dir=trajectories / "timing",
             data_root_marker=trajectories / "timing" / "data-root.json",
             trajectories=trajectories / "trajectories.jsonl",
+            episode_index=trajectories / EPISODE_INDEX,
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",
             trajectories_gate_result=trajectories / "gate_result.json",
@@ -126,7 +179,19 @@ class Catalog:
             card=sft / "README.md",
             plots_dir=sft / "plots",
             sft_gate_result=sft / "gate_result.json",
+            eval_dir=eval_dir,
+            eval_history=run.history,
+            eval_task_results_dir=run.task_results_dir,
+            eval_episodes_dir=run.episodes_dir,
+            eval_results=run.results,
+            eval_metrics=run.metrics,
+            eval_plots_dir=run.plots_dir,
+            eval_gate_result=run.gate_result,
         )
+
+    def eval_run(self, run: str) -> EvalRunFiles:
+        """The files of the eval run called ``run`` (a folder name under eval.out_dir)."""
+        return EvalRunFiles.at(self.eval_dir, run)
 
     def path(self, name: str) -> Path:
         """The path called ``name`` (a field of this catalog); for the stage table's outputs."""
@@ -286,4 +351,11 @@ class EpisodeStore:
         return current, stale
 
 
-__all__ = ["FORMAT_FILES", "Catalog", "EpisodeStore", "intent_hash", "load_episode"]
+__all__ = [
+    "FORMAT_FILES",
+    "Catalog",
+    "EpisodeStore",
+    "EvalRunFiles",
+    "intent_hash",
+    "load_episode",
+]

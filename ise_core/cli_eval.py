@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _metrics_of(settings: Any, name: str) -> dict[str, Any]:
     """A run's metrics.json: by run name under eval.out_dir, or a path to the file or folder."""
-    from ise_core.evaluation.paths import RunPaths
+    from ise_core.catalog import Catalog
     from ise_core.records import read_json
 
     candidate = Path(name)
@@ -63,7 +63,7 @@ def _metrics_of(settings: Any, name: str) -> dict[str, Any]:
     elif (candidate / "metrics.json").is_file():
         path = candidate / "metrics.json"
     else:
-        path = RunPaths.of(settings, name).metrics
+        path = Catalog.of(settings).eval_run(name).metrics
     if not path.is_file():
         raise InputError(f"{path}: no eval metrics for run {name!r} (run `ise eval --run {name}`)")
     data = read_json(path)

@@ -51,8 +51,12 @@ async def _check(chat: Any) -> ProbeOutcome:
 
 def _print_context(chat: Any) -> None:
     from ise_core.llm.context import discover_context_window
+    from ise_core.llm.openai_chat import PLACEHOLDER_KEY
 
-    window = chat.context_window or discover_context_window(chat.base_url, chat.model)
+    key = chat._api_key()
+    window = chat.context_window or discover_context_window(
+        chat.base_url, chat.model, None if key == PLACEHOLDER_KEY else key
+    )
     source = "llm.context_window" if chat.context_window else "reported by the server"
     if window:
         print(f"context window: {window} tokens ({source})")

@@ -361,6 +361,10 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # Who writes the user's opening turn: "request" sends the intent's written request as the
+    # first user message (the simulator plays the follow-ups); "generated" asks the user
+    # simulator to write the opening too. The scripted user opens with the request itself.
+    first_turn: Literal["request", "generated"] = "request"
     scripted: ScriptedShapeSettings = ScriptedShapeSettings()
 
     @model_validator(mode="after")
@@ -385,6 +389,16 @@ class ExportSettings(Block):
     # Written into the dataset card's YAML header.
     license: str = Field("apache-2.0", min_length=1)
     pretty_name: str = Field("ISE multi-turn tool-use trajectories", min_length=1)
+    # The assistant's reasoning (reasoning_content, <think> blocks split from the content):
+    # "keep" exports it beside the content, "drop" leaves it out of every format.
+    reasoning: Literal["keep", "drop"] = "keep"
+    # "seen": each reply is exported with the context its request had, compacted outputs
+    # cut as they were sent (an episode compacted n ways becomes n lines, see
+    # ise_core.export.seen); "full": every episode as one line with the full record.
+    context: Literal["seen", "full"] = "seen"
+    # "drop": leave out conversations with any tool call read from reply text instead of the
+    # API's tool_calls (in the prompted mode every call is, so nothing is left).
+    text_tool_calls: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _openai_always(self) -> ExportSettings:
@@ -664,6 +678,11 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "llm.tool_calling": "native",
     "llm.context_window": None,
     "llm.constrained_output": False,
+    "export.reasoning": "keep",
+    "export.context": "seen",  # an episode never compacted is exported as before
+    "export.text_tool_calls": "keep",
+    # the scripted user's episodes are unchanged by it (it always opened with the request)
+    "simulate.first_turn": "request",
     **{f"llm.roles.{role}.tool_calling": None for role in ("writer", "user", "agent")},
     **{f"llm.roles.{role}.constrained_output": None for role in ("writer", "user", "agent")},
     "llm.roles.judge": None,  # no judge

@@ -29,7 +29,7 @@ from ise_core.errors import (
     InputError,
     ISEError,
 )
-from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, stage
+from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, small_values, stage
 
 __all__ = [
     "BudgetExceeded",
@@ -59,6 +59,7 @@ __all__ = [
     "resolve_params_path",
     "run_gate",
     "run_stage",
+    "small_values",
     "unfinished_episodes",
 ]
 
@@ -261,14 +262,9 @@ def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
 
 def output_paths(settings: Settings) -> dict[str, Path]:
     """Per gate, the file its stage publishes when the gate passes (what a downstream
-    consumer watches): the first output of the stage in the table; and the eval task set and
-    the eval run's metrics."""
-    from ise_core.evaluation.paths import RunPaths
-
+    consumer watches): the first output of the stage in the table."""
     files = Catalog.of(settings)
-    outputs = {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
-    outputs.update(eval_tasks=files.eval_tasks, eval=RunPaths.of(settings).metrics)
-    return outputs
+    return {s.gate.name: files.path(s.outputs[0]) for s in STAGES if s.gate is not None}
 
 
 # --- one data root for every worker ---------------------------------------------------------

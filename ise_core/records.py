@@ -199,6 +199,8 @@ class StopReason(StrEnum):
     TIME_LIMIT = "time_limit"  # the episode ran episode_time_limit_s (checked between steps)
     USER_ERROR = "user_error"  # the user simulator's output stayed invalid after retries
     ROLE_DRIFT = "role_drift"  # the user simulator kept drifting into the assistant's role
+    # a request stayed over the model's context window after compaction and one retry
+    CONTEXT_OVERFLOW = "context_overflow"
     LLM_ERROR = "llm_error"  # an LLM request failed for good (status failed)
     WORKSPACE_ERROR = "workspace_error"  # the sandbox failed for good (status failed)
     ERROR = "error"  # anything else failed (status failed)

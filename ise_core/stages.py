@@ -17,7 +17,9 @@ Each ``Stage`` says, once:
 - ``outputs``: the catalog entries it writes (``ise_core.catalog.Catalog``), the first being
   the file a downstream consumer watches.
 
-Adding a stage means adding one entry here and its entry point.
+Adding a stage means adding one entry here, its entry point and its ``dvc.yaml`` stage (the
+consistency test says what is missing); the CLI and the DAG pick it up from the table (the DAG
+needs a line of its own only for a stage that is more than one plain task).
 """
 
 from __future__ import annotations
@@ -60,14 +62,18 @@ class StageResult:
     @classmethod
     def of(cls, stage: str, stats: Mapping[str, Any], shown: Sequence[str]) -> StageResult:
         """From a stats dict: its scalar entries, and the ``shown`` ones as the summary."""
-        values = {
-            str(key): value
-            for key, value in stats.items()
-            if isinstance(value, bool | int | float | str)
-            and not (isinstance(value, str) and len(value) >= 200)
-        }
         line = ", ".join(f"{key}={_short(stats[key])}" for key in shown if key in stats)
-        return cls(stage, values, line)
+        return cls(stage, small_values(stats), line)
+
+
+def small_values(stats: Mapping[str, Any]) -> dict[str, Scalar]:
+    """The scalar entries of a stats dict (counts, rates, short names): what fits an XCom."""
+    return {
+        str(key): value
+        for key, value in stats.items()
+        if isinstance(value, bool | int | float | str)
+        and not (isinstance(value, str) and len(value) >= 200)
+    }
 
 
 def _short(value: Any) -> str:
@@ -139,6 +145,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "simulate.require_checks",
     "simulate.show_workspace_files",
     "simulate.workspace_listing_limit",
+    "simulate.first_turn",
     "llm.provider",
     "llm.base_url",
     "llm.model",
@@ -195,7 +202,7 @@ STAGES: tuple[Stage, ...] = (
         fingerprint_keys=_EPISODE_KEYS,
         scripted_keys=_SCRIPTED_KEYS,
         scripted_roles=("user", "agent"),
-        outputs=("trajectories", "trajectories_stats"),
+        outputs=("trajectories", "episode_index", "trajectories_stats"),
         help="gather kept episodes into trajectories.jsonl + stats",
     ),
     Stage(
@@ -273,5 +280,6 @@ __all__ = [
     "gate_of",
     "run_all",
     "run_gate",
+    "small_values",
     "stage",
 ]

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ise_core.atomic import atomic_write_text
+from ise_core.catalog import EvalRunFiles
 from ise_core.errors import InputError
-from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.scoring import TaskOutcome, TryOutcome, breakdown
 from ise_core.evaluation.tasks import EvalTask, task_set_hash
 from ise_core.records import (
@@ -34,7 +34,7 @@ from ise_core.records import (
 
 
 def load_rows(
-    paths: RunPaths, tasks: Sequence[EvalTask], fp: str
+    paths: EvalRunFiles, tasks: Sequence[EvalTask], fp: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Every try row of ``tasks`` made with fingerprint ``fp``, and the ids without one."""
     rows: list[dict[str, Any]] = []
@@ -127,7 +127,7 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 PLOT_COLUMNS = ("score", "completion", "robustness", "safety", "pass_rate", "n_tasks")
 
 
-def write_plots(paths: RunPaths, metrics: dict[str, Any]) -> None:
+def write_plots(paths: EvalRunFiles, metrics: dict[str, Any]) -> None:
     by_domain = metrics.get("by_domain") or {}
     atomic_write_text(
         paths.plots_dir / "score_by_domain.csv",
@@ -147,7 +147,7 @@ def write_plots(paths: RunPaths, metrics: dict[str, Any]) -> None:
     )
 
 
-def append_history(paths: RunPaths, run: str, metrics: dict[str, Any]) -> dict[str, Any]:
+def append_history(paths: EvalRunFiles, run: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """Add this run's headline figures to history.jsonl; returns the entry."""
     overall = metrics.get("overall") or {}
     entry = {
@@ -169,7 +169,7 @@ def append_history(paths: RunPaths, run: str, metrics: dict[str, Any]) -> dict[s
     return entry
 
 
-def read_history(paths: RunPaths) -> list[dict[str, Any]]:
+def read_history(paths: EvalRunFiles) -> list[dict[str, Any]]:
     import json
 
     if not paths.history.exists():
@@ -186,7 +186,7 @@ def read_history(paths: RunPaths) -> list[dict[str, Any]]:
 
 
 def write_outputs(
-    paths: RunPaths,
+    paths: EvalRunFiles,
     tasks: Sequence[EvalTask],
     rows: Sequence[dict[str, Any]],
     *,

@@ -34,12 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ise_core.catalog import EvalRunFiles
 from ise_core.config import Settings, fingerprint
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.evaluation.agent import AgentUnderTest
 from ise_core.evaluation.faults import FaultyWorkspace
 from ise_core.evaluation.judge import Judge, Verdict
-from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.safety import (
     SafetyRules,
     Violation,
@@ -54,29 +54,24 @@ from ise_core.llm.base import Chat
 from ise_core.records import FixtureFile, Trajectory, canonical_json, read_json, text_hash
 from ise_core.records import write_json as write_json_file
 from ise_core.simulate.episode import run_episode
+from ise_core.stages import stage
 from ise_core.workspace.base import Workspace
 
 MODES = ("clean", "faults")
-# The settings that change what an eval try does (with the agent, user and judge resolved).
+# The settings that change what an eval try does (with the agent, user and judge resolved):
+# what shapes an episode in the stage table (the simulate stage's keys, the scripted shape
+# included) except the llm block, which the agent/user/judge resolution covers, and
+# require_checks, which eval scores itself; plus the eval block's own keys.
+_EPISODE = stage("simulate")
 EVAL_KEYS: tuple[str, ...] = (
-    "seed",
-    "simulate.max_turns",
-    "simulate.max_steps_per_turn",
-    "simulate.user_retries",
-    "simulate.drift_retries",
-    "simulate.episode_token_budget",
-    "simulate.episode_time_limit_s",
-    "simulate.show_workspace_files",
-    "simulate.workspace_listing_limit",
-    "simulate.scripted",
+    *(
+        key
+        for key in _EPISODE.fingerprint_keys + _EPISODE.scripted_keys
+        if not key.startswith("llm.") and key != "simulate.require_checks"
+    ),
     "eval.k",
     "eval.faults",
     "eval.safety.forbidden_commands",
-    "workspace.backend",
-    "workspace.template",
-    "workspace.call_timeout_s",
-    "workspace.output_limit",
-    "workspace.network_allowlist",
 )
 
 ChatFactory = Callable[[str, EvalTask, int], Chat]  # (role, task, try) -> chat
@@ -105,7 +100,7 @@ class EvalContext:
 
     settings: Settings
     agent: AgentUnderTest
-    paths: RunPaths
+    paths: EvalRunFiles
     fingerprint: str
     chat_for: ChatFactory
     workspace_for: WorkspaceFactory
@@ -367,7 +362,7 @@ __all__ = [
     "MODES",
     "EpisodeOutcome",
     "EvalContext",
-    "RunPaths",
+    "EvalRunFiles",
     "RunReport",
     "rules_for",
     "run_fingerprint",

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import freeze_tasks, write_tasks
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
 from ise_core.intents.embed import embed_texts
@@ -156,7 +156,7 @@ def freeze_split(settings: Settings, split: EvalSplit) -> Path | None:
     """Write the eval intents as frozen tasks to ``tasks.jsonl`` (nothing without a split)."""
     if not split_enabled(settings):
         return None
-    path = tasks_path(settings)
+    path = Catalog.of(settings).eval_tasks
     tasks = freeze_tasks(
         split.eval, secret_path=settings.eval.safety.secret_path, seed=settings.seed
     )
@@ -170,5 +170,4 @@ __all__ = [
     "held_out_ids",
     "split_enabled",
     "split_eval",
-    "tasks_path",
 ]

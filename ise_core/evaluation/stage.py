@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.errors import ConfigError, InputError
 from ise_core.evaluation.agent import AgentUnderTest, resolve_agent
 from ise_core.evaluation.judge import build_judge
-from ise_core.evaluation.paths import RunPaths, tasks_path
 from ise_core.evaluation.results import append_history, load_rows, write_outputs
 from ise_core.evaluation.runner import (
     ChatFactory,
@@ -68,15 +68,14 @@ class EvalRequest:
 
 
 def select_tasks(settings: Settings, only: Sequence[str] | None = None) -> list[EvalTask]:
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     if not only:
         return tasks
     known = {task.id for task in tasks}
     unknown = [task_id for task_id in only if task_id not in known]
     if unknown:
-        raise InputError(
-            f"--only: unknown eval task id(s) {', '.join(unknown)} (not in {tasks_path(settings)})"
-        )
+        where = Catalog.of(settings).eval_tasks
+        raise InputError(f"--only: unknown eval task id(s) {', '.join(unknown)} (not in {where})")
     wanted = set(only)
     return [task for task in tasks if task.id in wanted]
 
@@ -137,7 +136,7 @@ def build_context(
     return EvalContext(
         settings=settings,
         agent=agent,
-        paths=RunPaths.of(settings),
+        paths=Catalog.of(settings).eval_run(settings.eval.run),
         fingerprint=run_fingerprint(settings, agent, judge),
         chat_for=chat_factory or chat_for,
         workspace_for=workspace_factory or workspace_for,
@@ -186,7 +185,8 @@ def finish_eval(ctx: EvalContext, tasks: Sequence[EvalTask], log: Log = _stderr)
             f"over {overall['n_tasks']} tasks x {ctx.settings.eval.k} tries -> {ctx.paths.metrics}"
         )
     else:
-        log(f"no eval tasks in {tasks_path(ctx.settings)}: set eval.fraction or eval.count")
+        where = Catalog.of(ctx.settings).eval_tasks
+        log(f"no eval tasks in {where}: set eval.fraction or eval.count")
     return metrics
 
 
@@ -214,7 +214,7 @@ def eval_stage(
     )
     if tasks:  # a configuration error (an unset key variable) before any sandbox starts
         ctx.chat_for("agent", tasks[0], 0)
-    for folder in (ctx.paths.tasks_dir, ctx.paths.episodes_dir):
+    for folder in (ctx.paths.task_results_dir, ctx.paths.episodes_dir):
         folder.mkdir(parents=True, exist_ok=True)  # outputs even of an empty task set
     report = run_eval_tasks(ctx, tasks, concurrency=concurrency, progress=progress)
     log(report.summary())

@@ -5,9 +5,13 @@ The OpenAI layout is the contract (``train.jsonl`` / ``valid.jsonl``)::
     {"messages": [system, user, assistant(tool_calls), tool, ...],
      "tools": [...], "final_output": "...", "metadata": {...}}
 
-Assistant ``tool_calls`` carry ``function.arguments`` as a JSON *string*; tool messages carry
-``tool_call_id``, ``name``, ``content`` and ``success``. ShareGPT and Parquet are derived from
-the OpenAI record, so all formats hold the same (redacted) text.
+Assistant ``tool_calls`` carry ``function.arguments`` as a JSON *string* (calls the model
+wrote as text are stored the same way); tool messages carry ``tool_call_id``, ``name``,
+``content`` and ``success``. An episode whose requests were compacted is exported as the
+model saw it, in parts (ise_core.export.seen), with ``"weight": 0`` on the replies a part
+does not train. ShareGPT and Parquet are derived from the OpenAI record, so all formats hold
+the same (redacted) text; ShareGPT has no per-turn weight, so there every reply of a part is
+a training turn.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ise_core.export.seen import context_parts, part_final_output, part_messages, part_metadata
 from ise_core.records import Message, Trajectory, normalize_text
 
 # Metadata copied from the trajectory when present, in this order (then any other keys).
@@ -37,15 +42,16 @@ METADATA_ORDER = (
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
 
 
-def export_message(message: Message) -> dict[str, Any]:
-    """One message in the export layout (OpenAI fields, no empty optionals)."""
+def export_message(message: Message, *, reasoning: bool = True) -> dict[str, Any]:
+    """One message in the export layout (OpenAI fields, no empty optionals); ``reasoning``
+    False leaves ``reasoning_content`` out (export.reasoning: drop)."""
     out: dict[str, Any] = {"role": message.role}
     if message.content is not None or message.role != "assistant" or not message.tool_calls:
         out["content"] = message.content or ""
     else:
         # An assistant turn that only calls tools has null content in the OpenAI layout.
         out["content"] = None
-    if message.reasoning_content:
+    if message.reasoning_content and reasoning:
         out["reasoning_content"] = message.reasoning_content
     if message.tool_calls:
         out["tool_calls"] = [
@@ -73,8 +79,55 @@ def first_user_request(messages: Sequence[Message] | Sequence[dict[str, Any]]) -
     return ""
 
 
-def to_openai_record(trajectory: Trajectory) -> dict[str, Any]:
-    """A kept trajectory as one SFT line in ISE's OpenAI layout."""
+def to_openai_record(trajectory: Trajectory, *, reasoning: bool = True) -> dict[str, Any]:
+    """A kept trajectory as one SFT line in ISE's OpenAI layout, holding the full record
+    (``reasoning``: see ``export_message``)."""
+    return {
+        "messages": [export_message(m, reasoning=reasoning) for m in trajectory.messages],
+        "tools": list(trajectory.tools),
+        "final_output": trajectory.final_output,
+        "metadata": export_metadata(trajectory),
+    }
+
+
+def to_openai_records(
+    trajectory: Trajectory, *, reasoning: bool = True, context: str = "seen"
+) -> list[dict[str, Any]]:
+    """A kept trajectory as SFT lines: one line, or with ``context`` "seen" one line per part
+    of an episode whose requests were compacted (ise_core.export.seen)."""
+    parts = context_parts(trajectory) if context == "seen" else []
+    if not parts:
+        return [to_openai_record(trajectory, reasoning=reasoning)]
+    records = []
+    for index, part in enumerate(parts):
+        messages = part_messages(trajectory, part)
+        exported = [export_message(m, reasoning=reasoning) for m in messages]
+        for position, message in enumerate(exported):
+            if message["role"] == "assistant" and position not in part.trained:
+                message["weight"] = 0  # trained in the part whose context it saw
+        last = index == len(parts) - 1
+        metadata = export_metadata(trajectory)
+        metadata["context_part"] = part_metadata(part, index, len(parts))
+        records.append(
+            {
+                "messages": exported,
+                "tools": list(trajectory.tools),
+                "final_output": trajectory.final_output if last else part_final_output(messages),
+                "metadata": metadata,
+            }
+        )
+    return records
+
+
+def is_last_part(record: dict[str, Any]) -> bool:
+    """Whether an exported line ends its conversation (every line of an episode exported
+    whole; the last part of one exported as the model saw it)."""
+    part = record.get("metadata", {}).get("context_part")
+    return not isinstance(part, dict) or part.get("index") == part.get("count")
+
+
+def export_metadata(trajectory: Trajectory) -> dict[str, Any]:
+    """The exported line's metadata: identity, the known keys in order, then the rest."""
     source = dict(trajectory.metadata)
     metadata: dict[str, Any] = {
         "intent_id": trajectory.intent_id,
@@ -87,12 +140,7 @@ def to_openai_record(trajectory: Trajectory) -> dict[str, Any]:
     for key in sorted(source):
         metadata.setdefault(key, source[key])
     metadata["normalized_request"] = normalize_text(first_user_request(trajectory.messages))
-    return {
-        "messages": [export_message(m) for m in trajectory.messages],
-        "tools": list(trajectory.tools),
-        "final_output": trajectory.final_output,
-        "metadata": metadata,
-    }
+    return metadata
 
 
 def _sharegpt_call(call: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +236,7 @@ def parquet_bytes(records: Sequence[dict[str, Any]]) -> bytes:
             ("tool_call_id", pa.string()),
             ("name", pa.string()),
             ("success", pa.bool_()),
+            ("weight", pa.int64()),  # 0 on a reply trained in another part (export.seen)
         ]
     )
     schema = pa.schema(

@@ -27,7 +27,7 @@ from ise_core.export.card import PUBLISHED, render_card
 from ise_core.export.formats import (
     jsonl_text,
     parquet_bytes,
-    to_openai_record,
+    to_openai_records,
     to_sharegpt_record,
 )
 from ise_core.export.plots import cooccurrence_png, histogram_png, vendi_curve_png
@@ -39,6 +39,7 @@ from ise_core.export.statistics import (
     sft_statistics,
 )
 from ise_core.records import Trajectory, read_json, read_jsonl, write_json
+from ise_core.simulate.metrics import episode_count
 from ise_core.stages import StageOptions, StageResult, stage
 
 
@@ -175,10 +176,31 @@ def _write_formats(
     return written
 
 
-def build_records(trajectories: Sequence[Trajectory], redactor: Redactor) -> list[dict[str, Any]]:
-    """Kept trajectories as redacted OpenAI-layout records, ordered by intent and session."""
+def exported_trajectories(
+    trajectories: Sequence[Trajectory], text_tool_calls: str = "keep"
+) -> list[Trajectory]:
+    """The kept trajectories the export holds, ordered by intent and session; with
+    ``text_tool_calls`` "drop", none whose agent wrote a tool call as text."""
     kept = sorted((t for t in trajectories if t.kept), key=lambda t: (t.intent_id, t.session_id))
-    return [redactor.value(to_openai_record(t)) for t in kept]
+    if text_tool_calls == "drop":
+        kept = [t for t in kept if not episode_count(t, "text_tool_calls")]
+    return kept
+
+
+def build_records(
+    trajectories: Sequence[Trajectory],
+    redactor: Redactor,
+    *,
+    reasoning: bool = True,
+    context: str = "seen",
+) -> list[dict[str, Any]]:
+    """Trajectories as redacted OpenAI-layout records (one per trajectory, or per part of a
+    compacted one with ``context`` "seen"), in the given order."""
+    return [
+        redactor.value(record)
+        for t in trajectories
+        for record in to_openai_records(t, reasoning=reasoning, context=context)
+    ]
 
 
 def run_export(settings: Settings, options: StageOptions) -> StageResult:
@@ -197,7 +219,13 @@ def export_stage(settings: Settings) -> dict[str, Any]:
         project_dir=settings.base_dir.resolve(),
         sandbox_root=files.sandbox_root.resolve(),
     )
-    records = build_records(trajectories, redactor)
+    exported = exported_trajectories(trajectories, settings.export.text_tool_calls)
+    records = build_records(
+        exported,
+        redactor,
+        reasoning=settings.export.reasoning == "keep",
+        context=settings.export.context,
+    )
     train_ids, _ = split_by_intent(
         [r["metadata"]["intent_id"] for r in records],
         settings.export.valid_fraction,
@@ -209,7 +237,9 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     formats = list(settings.export.formats)
     written = _write_formats(files, formats, train, valid)
     stats = sft_statistics(train, valid, formats, stage("export").fingerprint(settings))
-    stats["n_skipped_not_kept"] = len(trajectories) - len(records)
+    kept = sum(1 for t in trajectories if t.kept)
+    stats["n_skipped_not_kept"] = len(trajectories) - kept
+    stats["n_dropped_text_tool_calls"] = kept - len(exported)
     stats["redactions"] = redactor.summary()  # the records only, before the card is redacted
     intents_stats = _optional_json(files.intents_stats)
     traj_stats = _optional_json(files.trajectories_stats)

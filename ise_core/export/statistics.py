@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ise_core.export.formats import is_last_part
 from ise_core.simulate.metrics import conversation_metrics, share_between
 
 CHARS_PER_TOKEN = 4
@@ -117,28 +118,36 @@ def sft_statistics(
 ) -> dict[str, Any]:
     """The contents of ``data/sft/stats.json`` for one export."""
     records = [*train, *valid]
-    measures = [conversation_measures(r) for r in records]
+    every = [conversation_measures(r) for r in records]
+    train_tokens = sum(m["estimated_tokens"] for m in every[: len(train)])
+    valid_tokens = sum(m["estimated_tokens"] for m in every[len(train) :])
+    # Shapes count each conversation once: a compacted episode exported part by part
+    # (ise_core.export.seen) is counted by its last part, which runs to its end.
+    whole = [(r, m) for r, m in zip(records, every, strict=True) if is_last_part(r)]
+    conversations = [r for r, _ in whole]
+    measures = [m for _, m in whole]
     user_turns = [m["user_turns"] for m in measures]
-    train_tokens = sum(m["estimated_tokens"] for m in measures[: len(train)])
-    valid_tokens = sum(m["estimated_tokens"] for m in measures[len(train) :])
     n_errors = sum(m["tool_errors"] for m in measures)
     n_recovered = sum(m["recovered_errors"] for m in measures)
     stats: dict[str, Any] = {
         "n_train": len(train),
         "n_valid": len(valid),
         "n_total": len(records),
+        "n_conversations": len(conversations),
         "n_intents": len({r["metadata"].get("intent_id") for r in records}),
         "formats": list(formats),
         "format": "openai",
         "tokens": {
-            "recorded": recorded_usage(records),
+            "recorded": recorded_usage(conversations),
             "estimated_text": {
                 "method": f"characters / {CHARS_PER_TOKEN}",
                 "train": train_tokens,
                 "valid": valid_tokens,
                 "total": train_tokens + valid_tokens,
-                "mean_per_conversation": round((train_tokens + valid_tokens) / len(records), 1)
-                if records
+                "mean_per_conversation": round(
+                    (train_tokens + valid_tokens) / len(conversations), 1
+                )
+                if conversations
                 else 0.0,
             },
         },
@@ -147,10 +156,12 @@ def sft_statistics(
         "recovered_errors_total": n_recovered,
         "recovery_rate": round(n_recovered / n_errors, 4) if n_errors else None,
         "stop_reasons": dict(
-            sorted(Counter(str(r["metadata"].get("stop_reason", "")) for r in records).items())
+            sorted(
+                Counter(str(r["metadata"].get("stop_reason", "")) for r in conversations).items()
+            )
         ),
-        "domains": _label_counts(records, "domains"),
-        "complexity": _label_counts(records, "complexity"),
+        "domains": _label_counts(conversations, "domains"),
+        "complexity": _label_counts(conversations, "complexity"),
         "tool_usage": dict(sorted(Counter(t for m in measures for t in m["tools"]).items())),
         "tool_cooccurrence": tool_cooccurrence(m["tools"] for m in measures),
         "params_fingerprint": params_fingerprint,

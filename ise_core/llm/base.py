@@ -65,6 +65,22 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     # Tool calls read from the reply text rather than the API's tool_calls (ise_core.llm.dialect).
     text_tool_calls: int = 0
+    # Positions (in the messages passed to ``complete``) of the older tool outputs cut to fit
+    # the context window for this request (ise_core.llm.context.compact); the caller's
+    # messages are unchanged, only the request was shortened.
+    compacted: list[int] = []
+
+    @property
+    def compactions(self) -> int:
+        """How many tool outputs this request had cut."""
+        return len(self.compacted)
+
+
+def opens_with_request(chat: Chat) -> bool:
+    """Whether ``chat`` is a program that opens the conversation with the intent's request by
+    itself (the scripted user, ise_core.scripted.user). Under ``simulate.first_turn: request``
+    such a seat still speaks its own opening; any other seat is not asked for one."""
+    return bool(getattr(chat, "opens_with_request", False))
 
 
 @runtime_checkable

@@ -48,10 +48,12 @@ def server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-def _get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+def _get_json(url: str, body: dict[str, Any] | None = None, key: str | None = None) -> Any:
     data = json.dumps(body).encode("utf-8") if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
         return json.loads(response.read().decode("utf-8"))
 
@@ -81,16 +83,17 @@ def _models_window(listing: Any, model: str) -> int | None:
     return None
 
 
-def discover_context_window(base_url: str, model: str) -> int | None:
-    """The served context window per request, or None when the server does not say."""
+def discover_context_window(base_url: str, model: str, key: str | None = None) -> int | None:
+    """The served context window per request, or None when the server does not say.
+    ``key`` is sent as a bearer token (servers started with an API key check it here too)."""
     try:
-        window = _props_window(_get_json(f"{server_root(base_url)}/props"))
+        window = _props_window(_get_json(f"{server_root(base_url)}/props", key=key))
     except (OSError, ValueError, urllib.error.URLError):
         window = None
     if window:
         return window
     try:
-        return _models_window(_get_json(f"{base_url.rstrip('/')}/models"), model)
+        return _models_window(_get_json(f"{base_url.rstrip('/')}/models", key=key), model)
     except (OSError, ValueError, urllib.error.URLError):
         return None
 
@@ -171,17 +174,51 @@ def request_tokens(
     return total
 
 
+# --- per endpoint, decided once ------------------------------------------------------------------
+
+_WINDOWS: dict[tuple[str, str], int | None] = {}
+_COUNTERS: dict[str, TokenCounter] = {}
+
+
+def endpoint_window(base_url: str, model: str, key: str | None = None) -> int | None:
+    """``discover_context_window`` asked once per endpoint and model in this process."""
+    entry = (base_url, model)
+    if entry not in _WINDOWS:
+        _WINDOWS[entry] = discover_context_window(base_url, model, key)
+    return _WINDOWS[entry]
+
+
+def endpoint_counter(base_url: str) -> TokenCounter:
+    """The server's tokenizer where it has one (llama.cpp), else characters / 4."""
+    if base_url not in _COUNTERS:
+        available = ServerTokenizer.available(base_url)
+        _COUNTERS[base_url] = ServerTokenizer(base_url) if available else CharEstimate()
+    return _COUNTERS[base_url]
+
+
+def reply_budget(window: int, max_tokens: int | None) -> int:
+    """Prompt tokens a request may hold: the window less the reply and a margin for the
+    estimate's error (5%, at least 32 tokens)."""
+    margin = max(32, window // 20)
+    return max(0, window - int(max_tokens or 0) - margin)
+
+
 # --- compaction --------------------------------------------------------------------------------
 
 
 @dataclass
 class Compaction:
-    """The conversation as it will be sent, and how many tool outputs were cut to get there."""
+    """The conversation as it will be sent, and which tool outputs were cut to get there
+    (``cut``: their positions in the conversation, each cut by ``cut_output``)."""
 
     messages: list[Message]
-    compacted: int
+    cut: list[int]
     tokens: int
     fits: bool
+
+    @property
+    def compacted(self) -> int:
+        return len(self.cut)
 
 
 def cut_output(text: str, head: int = KEEP_HEAD, tail: int = KEEP_TAIL) -> str:
@@ -206,20 +243,32 @@ def compact(
     current = list(messages)
     tokens = count(current)
     if tokens <= budget:
-        return Compaction(current, 0, tokens, True)
+        return Compaction(current, [], tokens, True)
     tool_positions = [i for i, m in enumerate(current) if m.role == "tool" and m.content]
-    compacted = 0
+    cut: list[int] = []
     for position in tool_positions[:-1]:
         original = current[position].content or ""
         shorter = cut_output(original)
         if shorter == original:
             continue
         current[position] = current[position].model_copy(update={"content": shorter})
-        compacted += 1
+        cut.append(position)
         tokens = count(current)
         if tokens <= budget:
-            return Compaction(current, compacted, tokens, True)
-    return Compaction(current, compacted, tokens, tokens <= budget)
+            return Compaction(current, cut, tokens, True)
+    return Compaction(current, cut, tokens, tokens <= budget)
+
+
+def apply_cuts(messages: Sequence[Message], cut: Sequence[int]) -> list[Message]:
+    """``messages`` with the tool outputs at the positions ``cut`` cut as ``compact`` cuts
+    them: what a model was sent, rebuilt from the full record (ise_core.export)."""
+    positions = set(cut)
+    return [
+        m.model_copy(update={"content": cut_output(m.content)})
+        if i in positions and m.role == "tool" and m.content
+        else m
+        for i, m in enumerate(messages)
+    ]
 
 
 __all__ = [
@@ -228,10 +277,14 @@ __all__ = [
     "Compaction",
     "ServerTokenizer",
     "TokenCounter",
+    "apply_cuts",
     "compact",
     "cut_output",
     "discover_context_window",
+    "endpoint_counter",
+    "endpoint_window",
     "is_context_overflow",
+    "reply_budget",
     "request_tokens",
     "server_root",
 ]

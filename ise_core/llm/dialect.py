@@ -82,13 +82,13 @@ def repetition(text: str | None) -> str | None:
 
 
 def _recover_calls(
-    message: Message, content: str, problem: Problem | None, offered: set[str]
+    message: Message, content: str, problem: Problem | None, offered: set[str], seed: str
 ) -> tuple[Message, Problem | None, int]:
     """Calls written in ``content`` as tool_calls (or a constrained answer as plain text)."""
     answer = unwrap_answer(content)
     if answer != content:  # {"answer": "..."}: the constrained form of a final reply
         return message.model_copy(update={"content": answer}), problem, 0
-    found = parse_text_tool_calls(content)
+    found = parse_text_tool_calls(content, seed)
     if not found.calls:
         return message, problem, 0
     message = message.model_copy(update={"content": found.content, "tool_calls": found.calls})
@@ -114,16 +114,18 @@ def refine_reply(
     *,
     finish_reason: str | None,
     offered: set[str],
+    seed: str = "",
 ) -> Refined:
     """Reasoning split, text-call recovery and run-on checks for one parsed reply.
 
-    ``offered`` are the tool names the request offered (empty: no tools, no recovery).
+    ``offered`` are the tool names the request offered (empty: no tools, no recovery);
+    ``seed`` tells requests apart for the ids of recovered calls (see parse_text_tool_calls).
     """
     content, reasoning = split_reasoning(message.content, message.reasoning_content)
     message = message.model_copy(update={"content": content, "reasoning_content": reasoning})
     recovered = 0
     if offered and not message.tool_calls and content:
-        message, problem, recovered = _recover_calls(message, content, problem, offered)
+        message, problem, recovered = _recover_calls(message, content, problem, offered, seed)
     looped = repetition(message.content) or repetition(message.reasoning_content)
     if finish_reason == "length" and (problem is None or problem[0] == "empty"):
         problem = ("truncated", "the reply was cut off at max_tokens before it ended")

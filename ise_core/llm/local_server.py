@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model-server: {exc}", file=sys.stderr)
         return 2
     print(f"llama-server on {server.base_url}, model {server.model_name} (log: {server.log_path})")
-    print("Point the pipeline at it (see README, 'A real model on this machine'):")
-    print(f"  llm: {{provider: openai, base_url: {server.base_url}, model: {server.model_name}}}")
+    print("params.local.yaml holds the pipeline settings for this model (its llm.base_url is")
+    print("http://127.0.0.1:8081/v1, the default port): ise llm check --params params.local.yaml")
     print("Ctrl-C stops it.", flush=True)
     while server.process is not None and server.process.poll() is None:
         if signal.sigtimedwait(stops, 1.0) is not None:

@@ -35,7 +35,14 @@ from ise_core.errors import ConfigError, ContextOverflow, LLMError
 from ise_core.llm.adaptive import is_overload
 from ise_core.llm.base import ChatResult, Limiter
 from ise_core.llm.cache import ResponseCache, request_key
-from ise_core.llm.context import is_context_overflow
+from ise_core.llm.context import (
+    compact,
+    endpoint_counter,
+    endpoint_window,
+    is_context_overflow,
+    reply_budget,
+    request_tokens,
+)
 from ise_core.llm.dialect import refine_reply
 from ise_core.llm.limits import (
     LimitSettings,
@@ -54,7 +61,7 @@ from ise_core.llm.replies import (
     worth_caching,
 )
 from ise_core.llm.toolcalls import step_schema, to_prompted
-from ise_core.records import Message, canonical_json
+from ise_core.records import Message, canonical_json, text_hash
 
 if TYPE_CHECKING:
     from ise_core.config import LLMSettings, RoleName
@@ -70,6 +77,14 @@ LOCAL_OPTIONS = ("episode", "attempt", "timeout")
 PLACEHOLDER_KEY = "no-key-set"
 # Tokens-per-minute reservation for a reply when max_tokens is not set.
 DEFAULT_COMPLETION_ESTIMATE = 512
+
+
+def _request_seed(body: dict[str, Any]) -> str:
+    """Tells an episode's requests apart (their message count only grows) for the ids of
+    calls read from text; cheap, and the same on a replay."""
+    messages = body.get("messages") or []
+    last = messages[-1].get("content") if messages else ""
+    return f"{len(messages)}:{text_hash(str(last or ''))[:12]}"
 
 
 def _reply_schema(role: str) -> dict[str, Any] | None:
@@ -463,6 +478,60 @@ class OpenAIChat(OpenAIEndpoint):
             from ise_core.llm.probe import resolve_auto
 
             self.tool_calling = await resolve_auto(self)
+        messages, cut = await self._fit(messages, tools, options)
+        try:
+            return await self._complete(messages, tools, options, started, episode, attempt,
+                                        cut)  # fmt: skip
+        except ContextOverflow:
+            # The server counted more than the estimate: cut harder, once, then give up.
+            messages, more = await self._fit(messages, tools, options, tighten=0.6)
+            if not more:
+                raise
+            return await self._complete(messages, tools, options, started, episode, attempt,
+                                        sorted({*cut, *more}))  # fmt: skip
+
+    async def _fit(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        options: dict[str, Any],
+        tighten: float | None = None,
+    ) -> tuple[Sequence[Message], list[int]]:
+        """``messages`` with older tool outputs compacted when the request would not fit the
+        context window (known from llm.context_window or the server), and the positions cut;
+        else as they are. ``tighten`` (after the server refused the request as too long): cut
+        until the request is at most that share of its current estimate."""
+        if not any(m.role == "tool" for m in messages):
+            return messages, []
+        key = self._api_key()
+        window = self.context_window or await asyncio.to_thread(
+            endpoint_window, self.base_url, self.model, None if key == PLACEHOLDER_KEY else key
+        )
+        if not window:
+            return messages, []
+        max_tokens = options.get("max_tokens", self.sampling.get("max_tokens"))
+        budget = reply_budget(window, max_tokens)
+        counter = await asyncio.to_thread(endpoint_counter, self.base_url)
+
+        def count(candidate: Sequence[Message]) -> int:
+            return request_tokens(candidate, tools, counter)
+
+        if tighten is not None:
+            budget = min(budget, int(await asyncio.to_thread(count, messages) * tighten))
+
+        result = await asyncio.to_thread(compact, messages, budget, count)
+        return result.messages, result.cut
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        options: dict[str, Any],
+        started: float,
+        episode: str | None,
+        attempt: int,
+        cut: list[int],
+    ) -> ChatResult:
         body = self.request_body(messages, tools, options)
         cache = self.cache if self.cache is not None and self.cache.readable else None
         key = request_key(self.base_url, body, attempt) if cache is not None else None
@@ -488,7 +557,15 @@ class OpenAIChat(OpenAIEndpoint):
                 # milliseconds on a busy disk, and on the event loop that stall would hold
                 # back every other request in flight (measured: a third of the loop's time).
                 await asyncio.to_thread(cache.put, key, stored, model=self.model)
-        return self._result(stored, tools, cached, retries, started, episode)
+        try:
+            result = self._result(
+                stored, tools, cached, retries, started, episode, seed=_request_seed(body)
+            )
+        except MalformedResponse as bad:
+            if cut and bad.result is not None:
+                bad.result = bad.result.model_copy(update={"compacted": cut})
+            raise
+        return result.model_copy(update={"compacted": cut}) if cut else result
 
     def _result(
         self,
@@ -498,12 +575,13 @@ class OpenAIChat(OpenAIEndpoint):
         retries: int,
         started: float,
         episode: str | None,
+        seed: str = "",
     ) -> ChatResult:
         usage = reply_usage(stored)
         offered = tool_names(tools)
         message, problem = parse_reply(stored, offered)
         refined = refine_reply(
-            message, problem, finish_reason=stored.get("finish_reason"), offered=offered
+            message, problem, finish_reason=stored.get("finish_reason"), offered=offered, seed=seed
         )
         message, problem = refined.message, refined.problem
         result = ChatResult(

@@ -14,9 +14,10 @@ A call object is ``{"name": N, "arguments": {...}}`` (``parameters`` is accepted
 ``{"tool_call": {...}}`` / ``{"tool_calls": [...]}``. Several calls in one reply are kept in
 order. JSON that is not call-shaped (``{"name": "Ada", "age": 3}`` in an answer) stays text.
 
-Text that *looks* like a call but does not parse (a ``<tool_call>`` block or a
-``{"name": ...`` object with broken JSON, arguments that are not an object) is never dropped:
-it becomes a ``ToolCall`` whose arguments are the raw text, so running it yields an
+Text that *looks* like a call but does not parse (a ``<tool_call>`` block, or an object opening
+with ``"name": ..., "arguments":`` whose JSON is broken, or arguments that are not an object)
+is never dropped: it becomes a ``ToolCall`` whose arguments hold the raw text under
+``unparsed_text`` (still a JSON object, as the export requires), so running it yields an
 ``Error: ...`` observation the model sees, and it is listed in ``problems``.
 
 ``render_tools_prompt`` is the other half of the ``prompted`` mode: the tool schemas and the
@@ -41,10 +42,16 @@ _FENCED = re.compile(
     r"```[ \t]*(json|tool_call|tool_code|tool|jsonc|javascript|js)?[ \t]*\n?(.*?)```",
     re.DOTALL | re.IGNORECASE,
 )
-# Call-like text: a JSON key "name" (or "function") near the start of an object.
-_CALL_LIKE = re.compile(r"\{\s*\"(?:name|function|tool_call|tool_calls)\"\s*:", re.IGNORECASE)
+# Call-like text: an object opening with a tool name followed by its arguments, or with a
+# "function" / "tool_call(s)" key. A bare {"name": ...} is not enough: data has names too.
+_CALL_LIKE = re.compile(
+    r"\{\s*\"name\"\s*:\s*\"[^\"]{1,64}\"\s*,\s*\"(?:arguments|parameters)\"\s*:"
+    r"|\{\s*\"(?:function|tool_call|tool_calls)\"\s*:",
+    re.IGNORECASE,
+)
 _NAME = re.compile(r"\"name\"\s*:\s*\"([^\"]{1,64})\"")
 UNPARSED_NAME = "unparsed_tool_call"
+UNPARSED_KEY = "unparsed_text"
 RAW_LIMIT = 600
 
 
@@ -137,6 +144,7 @@ class _Reader:
         text, problem = _arguments_text(arguments)
         if problem:
             self.problems.append(f"tool call {name!r}: {problem}")
+            text = json.dumps({UNPARSED_KEY: text[:RAW_LIMIT]}, ensure_ascii=False)
         call = ToolCall(id="", function=FunctionCall(name=name, arguments=text))
         self.found.append((position, call))
 
@@ -144,8 +152,9 @@ class _Reader:
         name_match = _NAME.search(raw)
         name = name_match.group(1) if name_match else UNPARSED_NAME
         self.problems.append(f"a tool call could not be read ({why}): {raw[:160]!r}")
-        # Raw text as arguments: running it reports "arguments are not valid JSON" to the model.
-        arguments = raw[:RAW_LIMIT] if raw.strip() else "<empty tool call>"
+        # Arguments stay a JSON object (the export's contract) holding the raw text under a key
+        # no tool has: running the call answers the model with an argument error.
+        arguments = json.dumps({UNPARSED_KEY: raw[:RAW_LIMIT]}, ensure_ascii=False)
         call = ToolCall(id="", function=FunctionCall(name=name, arguments=arguments))
         self.found.append((position, call))
 
@@ -202,11 +211,14 @@ def _bare_objects(text: str) -> list[tuple[int, int, Any | None, str]]:
         index = end
 
 
-def parse_text_tool_calls(text: str | None) -> TextCalls:
-    """The tool calls written in ``text``, the text without them, and what did not parse."""
+def parse_text_tool_calls(text: str | None, seed: str = "") -> TextCalls:
+    """The tool calls written in ``text``, the text without them, and what did not parse.
+
+    Call ids are derived from ``seed`` (e.g. a hash of the request) and the text, so they are
+    stable on a replay and distinct when the same text answers two different requests."""
     if not text or not text.strip():
         return TextCalls(content=text if text else None)
-    reader = _Reader(text)
+    reader = _Reader(f"{seed}\n{text}")
     spans: list[tuple[int, int]] = []
     for match in _TAGGED.finditer(text):
         reader.try_block(match.start(), match.group(1), tagged=True)
@@ -348,6 +360,7 @@ def to_prompted(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) ->
 
 __all__ = [
     "ANSWER_KEY",
+    "UNPARSED_KEY",
     "UNPARSED_NAME",
     "TextCalls",
     "call_as_text",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.errors import InputError
-from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.results import read_history
 from ise_core.evaluation.runner import MODES
 from ise_core.quality.runner import Expect, GateReport, Table, read_raw_jsonl, run_gate
@@ -81,7 +81,7 @@ def gate_eval(settings: Settings, run: str | None = None) -> GateReport:
     import pandas as pd
 
     name = run or settings.eval.run
-    paths = RunPaths.of(settings, name)
+    paths = Catalog.of(settings).eval_run(name)
     if not paths.metrics.is_file():
         raise InputError(f"{paths.metrics}: no eval run {name!r} to check (run `ise eval` first)")
     metrics = read_json(paths.metrics)

@@ -9,7 +9,7 @@ from (train and valid must not share an intent; no request may be exported twice
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,12 +34,19 @@ class SFTMetadata(BaseModel):
     session_id: str = Field(min_length=1)
 
 
+class SFTMessage(Message):
+    """An exported message: ``weight`` 0 marks a reply this line does not train (one part
+    of an episode exported as the model saw it, ise_core.export.seen)."""
+
+    weight: Literal[0, 1] | None = None
+
+
 class SFTLine(BaseModel):
     """The schema of one exported line (OpenAI layout)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[Message] = Field(min_length=2)
+    messages: list[SFTMessage] = Field(min_length=2)
     tools: list[dict[str, Any]]
     final_output: str
     metadata: SFTMetadata
@@ -112,8 +119,16 @@ def _conversation_row(split: str, source: str, lineno: int, data: dict[str, Any]
         "empty_content": empty_content_count(messages),
         "bad_arguments": bad_arguments_count(messages),
         "intent_id": str(metadata.get("intent_id", "")),
-        "normalized_request": normalize_text(first_user if isinstance(first_user, str) else ""),
+        "normalized_request": _request_key(first_user, metadata.get("context_part")),
     }
+
+
+def _request_key(first_user: Any, part: Any) -> str:
+    """The normalised opening request; the later parts of one episode (exported as the
+    model saw it) share their first part's request, so they are told apart by number."""
+    request = normalize_text(first_user if isinstance(first_user, str) else "")
+    index = part.get("index") if isinstance(part, dict) else None
+    return f"{request} (part {index})" if isinstance(index, int) and index > 1 else request
 
 
 def gate_sft(settings: Settings) -> GateReport:

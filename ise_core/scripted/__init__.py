@@ -114,6 +114,8 @@ class ScriptedChat:
         self.seed = seed
         self.brief = brief
         self.name = f"scripted:{role}"
+        # The user program's first turn is the request (ise_core.llm.base.opens_with_request).
+        self.opens_with_request = role == "user"
 
     def _rng_for(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None

@@ -18,6 +18,14 @@ with ``success: false`` that the model sees on its next step:
 A reply the LLM client itself rejects as malformed (``MalformedResponse``) is used as far as it
 could be read (its tool calls then go through the checks above); a reply with nothing usable is
 asked for again, counting as a step.
+
+A request the model's context window cannot hold even after the client compacted it and
+tried once more (``ContextOverflow``) ends the turn, and the episode, with stop reason
+``context_overflow``; what the turn did until then is kept.
+
+What the model saw: when the client compacted a request (ise_core.llm.context), the reply
+that request produced is recorded in ``AgentTurn.views`` with the positions of the tool
+outputs that were cut, so the export can rebuild that context from the full record.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ise_core.errors import BackendError
+from ise_core.errors import BackendError, ContextOverflow
 from ise_core.llm.base import Chat, ChatResult, Usage
 from ise_core.llm.replies import MalformedResponse, tool_names
 from ise_core.records import Message, StopReason, ToolCall
@@ -100,6 +108,12 @@ class AgentTurn:
     malformed_replies: int = 0
     llm_seconds: float = 0.0
     tool_seconds: float = 0.0
+    text_tool_calls: int = 0  # calls read from reply text (ise_core.llm.dialect)
+    compactions: int = 0  # requests sent with older tool outputs cut to fit the window
+    # (position of a reply in the conversation, positions of the tool outputs cut when the
+    # request that produced it was sent), for each reply of a compacted request.
+    views: list[tuple[int, list[int]]] = field(default_factory=list)
+    problem: str = ""  # why the turn ended the episode (context_overflow), else ""
 
 
 async def _complete(
@@ -152,16 +166,25 @@ async def run_agent_turn(
             turn.stop_reason = reason
             return turn
         call_options = {**base_options, "attempt": turn.malformed_replies}
-        result, malformed = await _complete(agent, history, tools, call_options)
+        try:
+            result, malformed = await _complete(agent, history, tools, call_options)
+        except ContextOverflow as exc:
+            turn.stop_reason, turn.problem = StopReason.CONTEXT_OVERFLOW, str(exc)
+            return turn
         turn.steps += 1
         if result is not None:
             turn.usage = turn.usage + result.usage
             turn.llm_seconds += result.latency_s
+            turn.compactions += bool(result.compacted)
         if malformed:
             turn.malformed_replies += 1
         message = result.message if result is not None else Message(role="assistant")
         if malformed and not message.tool_calls:
             continue  # nothing usable: ask again (counts as a step)
+        if result is not None:
+            turn.text_tool_calls += result.text_tool_calls
+            if result.compacted:
+                turn.views.append((len(history), list(result.compacted)))
         reply = Message(
             role="assistant",
             content=message.content,

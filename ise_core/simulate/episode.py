@@ -2,8 +2,10 @@
 
 ``Orchestrator.run()`` is ``initialize`` (open the workspace, the agent's system message) →
 ``step`` until a stop reason is set → ``finalize`` (checks, status, typed metadata). One step
-is one user turn and, unless the user stopped, one agent turn. The user speaks first; an
-episode ends with one ``StopReason`` (ise_core.records):
+is one user turn and, unless the user stopped, one agent turn. The user speaks first: with
+``simulate.first_turn: request`` (the default) its opening is the intent's written request,
+sent as written; with ``generated`` the user simulator writes it. An episode ends with one
+``StopReason`` (ise_core.records):
 
 ``completed``      the user returned ``completed: true`` (its closing remark is not sent)
 ``empty_query``    the user returned an empty ``query`` without completing
@@ -12,6 +14,8 @@ episode ends with one ``StopReason`` (ise_core.records):
 ``time_limit``     the episode ran for ``episode_time_limit_s`` seconds (checked between steps)
 ``user_error``     the user simulator's output stayed invalid after its retries
 ``role_drift``     the user simulator kept drifting into the assistant's role after regenerations
+``context_overflow`` a request stayed over the model's context window after the client
+                   compacted it and tried once more (the episode is rejected, not failed)
 ``llm_error`` / ``workspace_error`` / ``error``
                    something failed for good; the episode's status is then ``failed``
 
@@ -36,8 +40,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
-from ise_core.errors import BackendError, BudgetExceeded, LLMError
-from ise_core.llm.base import Chat, Usage
+from ise_core.errors import BackendError, BudgetExceeded, ContextOverflow, LLMError
+from ise_core.llm.base import Chat, Usage, opens_with_request
 from ise_core.records import (
     CheckResult,
     Complexity,
@@ -106,6 +110,16 @@ class AgentStats(_Model):
     malformed_replies: int = 0
 
 
+class ContextView(_Model):
+    """What the model saw for one reply whose request was compacted: ``reply`` is the
+    assistant message's position in the episode's ``messages``, ``cut`` the positions of the
+    tool outputs that request sent cut to head and tail (ise_core.llm.context.apply_cuts
+    rebuilds them from the full record)."""
+
+    reply: int
+    cut: list[int]
+
+
 class EpisodeMetadata(_Model):
     """``Trajectory.metadata`` of a simulated episode: the intent's coordinates, the
     conversation's shape (ise_core.simulate.metrics), checks, usage and who played whom."""
@@ -132,10 +146,24 @@ class EpisodeMetadata(_Model):
     agent: AgentStats
     intent_hash: str
     error: str | None = None  # only on failed or stopped-by-error episodes
+    # Agent tool calls read from reply text rather than the API's tool_calls (every call in
+    # the prompted mode); stored as proper tool_calls in ``messages``.
+    text_tool_calls: int = 0
+    # Agent requests sent with older tool outputs cut to fit the context window, and what
+    # each reply of such a request saw. ``messages`` always keep the full outputs.
+    compactions: int = 0
+    compacted_context: list[ContextView] = []
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the trajectory (no ``error`` key when there is none)."""
-        return self.model_dump(mode="json", exclude={"error"} if self.error is None else None)
+        """The JSON form stored in the trajectory. ``error``, ``text_tool_calls``,
+        ``compactions`` and ``compacted_context`` appear only when set: an episode without
+        them reads as it did before they existed."""
+        unset = {
+            name
+            for name in ("error", "text_tool_calls", "compactions", "compacted_context")
+            if not getattr(self, name)
+        }
+        return self.model_dump(mode="json", exclude=unset)
 
 
 @dataclass
@@ -150,6 +178,8 @@ class EpisodeResult:
 
 
 def _failure_reason(exc: BaseException) -> StopReason:
+    if isinstance(exc, ContextOverflow):
+        return StopReason.CONTEXT_OVERFLOW
     if isinstance(exc, LLMError):
         return StopReason.LLM_ERROR
     if isinstance(exc, BackendError):
@@ -172,6 +202,9 @@ class EpisodeState:
     agent: AgentStats = field(default_factory=AgentStats)
     agent_llm_s: float = 0.0
     tool_s: float = 0.0
+    text_tool_calls: int = 0
+    compactions: int = 0
+    views: list[ContextView] = field(default_factory=list)
     stop: StopReason | None = None
     completed: bool = False
     is_success: bool | None = None
@@ -211,15 +244,19 @@ class Orchestrator:
         self.settings = settings
         self.session_id = session_id or intent.id
         self.params_fingerprint = params_fingerprint
+        # simulate.first_turn: request sends the intent's request as written, unless the user
+        # seat is a program that opens with it by itself (the scripted user).
+        written = settings.first_turn == "request" and not opens_with_request(user)
         self.simulator = UserSimulator(
             chat=user,
             system_prompt=user_system_prompt(
-                intent, show_workspace_files=settings.show_workspace_files
+                intent, show_workspace_files=settings.show_workspace_files, opening_sent=written
             ),
             persona_name=intent.persona.name,
             user_retries=settings.user_retries,
             drift_retries=settings.drift_retries,
             episode_tag=intent.id,
+            opening=intent.request.strip() if written else None,
         )
         self.state = EpisodeState()
 
@@ -360,11 +397,15 @@ class Orchestrator:
         state.agent.steps += turn.steps
         state.agent.malformed_replies += turn.malformed_replies
         state.agent.step_limit_hits += turn.stop_reason == TurnEnd.MAX_STEPS
+        state.text_tool_calls += turn.text_tool_calls
+        state.compactions += turn.compactions
+        state.views += [ContextView(reply=reply, cut=cut) for reply, cut in turn.views]
         state.agent_reply = turn.reply
         if turn.reply:
             state.final_output = turn.reply
         if not isinstance(turn.stop_reason, TurnEnd):
             state.stop = turn.stop_reason
+            state.error = turn.problem
 
     def metadata(self, user: UserSimulatorSummary, passed: int) -> EpisodeMetadata:
         state, intent = self.state, self.intent
@@ -396,6 +437,9 @@ class Orchestrator:
             agent=state.agent,
             intent_hash=intent_hash(intent),
             error=state.error[:2000] or None,
+            text_tool_calls=state.text_tool_calls,
+            compactions=state.compactions,
+            compacted_context=state.views,
         )
 
 
@@ -424,6 +468,7 @@ async def run_episode(
 
 __all__ = [
     "AgentStats",
+    "ContextView",
     "EpisodeMetadata",
     "EpisodeResult",
     "EpisodeState",

@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ise_core.catalog import EPISODE_INDEX
 from ise_core.errors import InputError
 from ise_core.records import Trajectory, read_json, validate_record, write_jsonl
 from ise_core.simulate.metrics import conversation_metrics
 
-INDEX_FILE = "episode_index.jsonl"
+INDEX_FILE = EPISODE_INDEX  # the name inside any data root's trajectories folder
 SHAPE_KEYS = ("user_turns", "dialogue_turns", "tool_calls", "tool_errors", "recovered_errors")
 REQUEST_PREVIEW = 240  # characters of the opening request kept for the list
 
@@ -89,10 +90,10 @@ def index_row(episode: Trajectory) -> dict[str, Any]:
     }
 
 
-def write_index(folder: Path, episodes: Iterable[Trajectory]) -> Path:
-    """Write ``folder/episode_index.jsonl`` (atomically), one row per episode by intent id."""
+def write_index(path: Path, episodes: Iterable[Trajectory]) -> Path:
+    """Write the index at ``path`` (``Catalog.episode_index``) atomically, one row per
+    episode by intent id."""
     rows = sorted((index_row(e) for e in episodes), key=lambda row: row["id"])
-    path = folder / INDEX_FILE
     write_jsonl(path, rows)
     return path
 

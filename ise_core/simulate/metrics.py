@@ -121,6 +121,24 @@ def _drift_counts(episodes: Sequence[Trajectory]) -> tuple[int, int]:
     )
 
 
+def episode_count(episode: Trajectory, key: str) -> int:
+    """An integer the simulator recorded in the episode's metadata only when non-zero
+    (``text_tool_calls``, ``compactions``); 0 when absent."""
+    value = episode.metadata.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _recorded_counts(episodes: Sequence[Trajectory], key: str) -> dict[str, int]:
+    """A per-episode count over all episodes: its total, the episodes with any, and the kept
+    episodes with any (what ``export.text_tool_calls: drop`` would leave out)."""
+    counts = [(episode_count(e, key), e.kept) for e in episodes]
+    return {
+        "total": sum(n for n, _ in counts),
+        "episodes": sum(1 for n, _ in counts if n),
+        "kept_episodes": sum(1 for n, kept in counts if n and kept),
+    }
+
+
 def _checks_pass_rate(episodes: Sequence[Trajectory]) -> float:
     checked = [e for e in episodes if e.status != "failed"]
     total = sum(len(e.checks) for e in checked)
@@ -169,6 +187,9 @@ def trajectory_stats(
         "role_drift_events": drift_events,
         "user_generations": generations,
         "stop_reasons": dict(sorted(Counter(e.stop_reason for e in episodes).items())),
+        # tool calls read from reply text; requests compacted to fit the context window
+        "text_tool_calls": _recorded_counts(episodes, "text_tool_calls"),
+        "compactions": _recorded_counts(episodes, "compactions"),
         "checks_pass_rate": _checks_pass_rate(episodes),
         "tool_usage": dict(sorted(tool_usage.items())),
         "complexity": dict(
@@ -182,6 +203,7 @@ def trajectory_stats(
 
 __all__ = [
     "conversation_metrics",
+    "episode_count",
     "share_between",
     "summarize",
     "trajectory_stats",

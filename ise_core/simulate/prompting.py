@@ -70,8 +70,16 @@ def _bullets(items: Sequence[str], *, numbered: bool = False, empty: str = "(non
     return "\n".join(f"- {item}" for item in items)
 
 
-def user_system_prompt(intent: Intent, *, show_workspace_files: bool = False) -> str:
-    """The role-locked user simulator's system prompt for ``intent`` and its persona."""
+# How the prompt speaks of the opening request: to be written, or already sent as written.
+OPENING_TO_WRITE = "send it first, in your own words or as written"
+OPENING_SENT = "already sent as your first message; do not repeat it"
+
+
+def user_system_prompt(
+    intent: Intent, *, show_workspace_files: bool = False, opening_sent: bool = False
+) -> str:
+    """The role-locked user simulator's system prompt for ``intent`` and its persona.
+    ``opening_sent``: the request went out as the first message (simulate.first_turn)."""
     persona = intent.persona
     note = (
         "After each reply you also see a short listing of the files in the workspace, as you "
@@ -89,6 +97,7 @@ def user_system_prompt(intent: Intent, *, show_workspace_files: bool = False) ->
         work_context=persona.work_context,
         communication_style=persona.communication_style,
         request=intent.request.strip(),
+        opening_note=OPENING_SENT if opening_sent else OPENING_TO_WRITE,
         goal=intent.goal.strip(),
         hidden_details=_bullets(intent.hidden_details, numbered=True),
         success_criteria=_bullets(intent.success_criteria),

@@ -41,7 +41,7 @@ from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
 from ise_core.simulate.metrics import summarize, trajectory_stats
-from ise_core.stages import StageOptions, StageResult
+from ise_core.stages import StageOptions, StageResult, small_values
 from ise_core.workspace.base import Workspace
 
 ChatFactory = Callable[[str, Intent], Chat]
@@ -93,8 +93,7 @@ class SimulateReport:
         return f"{', '.join(parts)} in {self.elapsed_s:.1f}s -> {self.episodes_dir}"
 
     def result(self) -> StageResult:
-        values = StageResult.of("simulate", self.as_dict(), ()).values
-        return StageResult("simulate", values, self.summary())
+        return StageResult("simulate", small_values(self.as_dict()), self.summary())
 
 
 def run_simulate(settings: Settings, options: StageOptions) -> StageResult:
@@ -354,7 +353,7 @@ def collect_stage(settings: Settings) -> dict[str, Any]:
     current, stale = store.current(intents)
     kept = [e for e in current if e.kept]
     write_jsonl(files.trajectories, kept)
-    write_index(files.trajectories_dir, current)  # what the viewer's episode list reads
+    write_index(files.episode_index, current)  # what the viewer's episode list reads
     ids = [e.intent_id for e in current]
     stats = trajectory_stats(
         current,

@@ -13,6 +13,10 @@ Each turn must be one JSON object ``{completed, query, reason, is_success}``:
 
 Correction exchanges are not kept in the simulator's history, so a later turn sees only the
 clean conversation. Every generated candidate counts towards the drift rate's denominator.
+
+The opening turn is either generated like the others or, when ``opening`` is set (the
+intent's written request, ``simulate.first_turn: request``), taken as written: it is recorded
+in the simulator's history as its own first turn, and nothing is generated for it.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ise_core.errors import UserTurnError, validation_problems
+from ise_core.errors import ContextOverflow, UserTurnError, validation_problems
 from ise_core.llm.base import Chat, Usage
 from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message, StopReason, canonical_json
 from ise_core.simulate.drift import detect_role_drift
 from ise_core.simulate.prompting import render_prompt
 
+OPENING_REASON = "the intent's written request"
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -81,7 +86,8 @@ class UserStep:
     """What one call of ``UserSimulator.next_turn`` produced."""
 
     turn: UserTurn | None
-    stop_reason: StopReason | None = None  # USER_ERROR or ROLE_DRIFT when it gave up
+    # USER_ERROR, ROLE_DRIFT or CONTEXT_OVERFLOW when it gave up
+    stop_reason: StopReason | None = None
     problem: str = ""
 
 
@@ -107,6 +113,7 @@ class UserSimulator:
     user_retries: int = 2
     drift_retries: int = 2
     episode_tag: str = ""
+    opening: str | None = None  # the opening query as written; None: generate it
     history: list[Message] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     llm_seconds: float = 0.0
@@ -149,6 +156,8 @@ class UserSimulator:
         self, agent_reply: str | None = None, workspace_files: list[str] | None = None
     ) -> UserStep:
         """The person's next turn; ``agent_reply`` is None only for the opening turn."""
+        if agent_reply is None and self.opening is not None:
+            return self._written_opening(self.opening)
         if agent_reply is None:
             prompt = render_prompt("user_kickoff")
         else:
@@ -159,7 +168,11 @@ class UserSimulator:
         json_retries = drift_retries = 0
         attempt = 0
         while True:
-            text = await self._complete(self.history + corrections, attempt)
+            try:
+                text = await self._complete(self.history + corrections, attempt)
+            except ContextOverflow as exc:
+                # The person's side of the conversation no longer fits the model's window.
+                return UserStep(None, StopReason.CONTEXT_OVERFLOW, str(exc))
             attempt += 1
             self.generations += 1
             try:
@@ -200,17 +213,20 @@ class UserSimulator:
                     ),
                 ]
                 continue
-            self.history.append(
-                Message(role="assistant", content=canonical_json(turn.model_dump()))
-            )
-            self.turns.append(
-                {
-                    "completed": turn.completed,
-                    "is_success": turn.is_success,
-                    "reason": turn.reason,
-                }
-            )
-            return UserStep(turn)
+            return self._accept(turn)
+
+    def _accept(self, turn: UserTurn) -> UserStep:
+        self.history.append(Message(role="assistant", content=canonical_json(turn.model_dump())))
+        self.turns.append(
+            {"completed": turn.completed, "is_success": turn.is_success, "reason": turn.reason}
+        )
+        return UserStep(turn)
+
+    def _written_opening(self, request: str) -> UserStep:
+        """The opening as written: the simulator's history shows it as the person's own first
+        message (answering the kickoff), so its follow-ups continue from it."""
+        self.history.append(Message(role="user", content=render_prompt("user_kickoff")))
+        return self._accept(UserTurn(completed=False, query=request, reason=OPENING_REASON))
 
     def summary(self) -> UserSimulatorSummary:
         """What the simulator did so far, for the episode's metadata."""

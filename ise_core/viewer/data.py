@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ise_core.config import Settings, load_settings
+from ise_core.catalog import Catalog
+from ise_core.config import Settings, load_settings, settings_from_dict
 from ise_core.errors import ConfigError, InputError, NotInRoot
 from ise_core.records import Trajectory, read_json, validate_record
-from ise_core.simulate.episode_index import INDEX_FILE, read_index, rows_from_episodes
+from ise_core.simulate.episode_index import read_index, rows_from_episodes
 from ise_core.viewer.listing import EpisodeIndex
 
 StageFolder = Literal["intents", "trajectories", "episodes", "timing", "sft", "plots", "eval"]
+CATALOG_FOLDERS: tuple[StageFolder, ...] = ("intents", "trajectories", "sft", "plots")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
@@ -60,53 +62,82 @@ def _dvc_caches(folder: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DataRoot:
-    """The stage folders of one dataset version; ``name`` is how pages refer to it."""
+    """The files of one dataset version (its ``Catalog``); ``name`` is how pages refer to it."""
 
     name: str
-    intents: Path
-    trajectories: Path
-    sft: Path
-    eval: Path | None = None  # the eval task set, history and one folder per eval run
+    files: Catalog
+    eval: Path  # the eval task set, history and one folder per eval run
 
     @classmethod
     def from_settings(cls, name: str, settings: Settings) -> DataRoot:
-        return cls(
-            name=name,
-            intents=settings.path(settings.intents.out_dir),
-            trajectories=settings.path(settings.simulate.out_dir),
-            sft=settings.path(settings.export.out_dir),
-            eval=settings.path(settings.eval.out_dir),
-        )
+        if not ROOT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"data root name {name!r}: expected letters, digits, '-' or '_' (at most 40)"
+            )
+        return cls(name, Catalog.of(settings), settings.path(settings.eval.out_dir))
 
     @classmethod
     def from_path(cls, name: str, path: Path) -> DataRoot:
         """A params file, a project folder holding params.yaml, or a data folder holding
         ``intents/``, ``trajectories/`` and ``sft/`` (e.g. a second checkout's ``data/``)."""
-        if not ROOT_NAME.fullmatch(name):
-            raise ConfigError(
-                f"data root name {name!r}: expected letters, digits, '-' or '_' (at most 40)"
-            )
         path = path.expanduser()
         if path.is_file():
             return cls.from_settings(name, load_settings(path))
         if (path / "params.yaml").is_file() and not (path / "trajectories").is_dir():
             return cls.from_settings(name, load_settings(path / "params.yaml"))
         if path.is_dir():
-            return cls(name, path / "intents", path / "trajectories", path / "sft", path / "eval")
+            folders = {"intents": "intents", "simulate": "trajectories", "export": "sft"}
+            blocks = {block: {"out_dir": str(path / sub)} for block, sub in folders.items()}
+            blocks["eval"] = {"out_dir": str(path / "eval")}
+            return cls.from_settings(name, settings_from_dict(blocks, f"data folder {path}"))
         raise ConfigError(
             f"{path}: not found (expected a params file, a project folder with params.yaml, "
             "or a data folder with intents/, trajectories/ and sft/)"
         )
 
+    @property
+    def intents(self) -> Path:
+        return self.files.intents_dir
+
+    @property
+    def trajectories(self) -> Path:
+        return self.files.trajectories_dir
+
+    @property
+    def sft(self) -> Path:
+        return self.files.sft_dir
+
+    def catalogued(self, name: str) -> Path:
+        """The catalog's file called ``name`` (e.g. ``trajectories_stats``), found through
+        ``file`` like any other: by its stage folder and its file name."""
+        path = self.files.path(name)
+        stage = next(s for s in CATALOG_FOLDERS if path.parent == self.folder(s))
+        return self.file(stage, path.name)
+
+    def stats(self, stage: str) -> dict[str, Any] | None:
+        """A stage's stats.json (intents, trajectories, sft), or None."""
+        return self._catalogued_json(f"{stage}_stats")
+
+    def gate_result(self, stage: str) -> dict[str, Any] | None:
+        """A gate's gate_result.json (intents, trajectories, sft), or None."""
+        return self._catalogued_json(f"{stage}_gate_result")
+
+    def _catalogued_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            value = read_json(self.catalogued(name))
+        except (NotInRoot, InputError, KeyError):
+            return None
+        return value if isinstance(value, dict) else None
+
     def folder(self, stage: StageFolder) -> Path:
         return {
-            "intents": self.intents,
-            "trajectories": self.trajectories,
-            "episodes": self.trajectories / "episodes",
-            "timing": self.trajectories / "timing",
-            "sft": self.sft,
-            "plots": self.sft / "plots",
-            "eval": self.eval or self.sft.parent / "eval",
+            "intents": self.files.intents_dir,
+            "trajectories": self.files.trajectories_dir,
+            "episodes": self.files.episodes_dir,
+            "timing": self.files.timing_dir,
+            "sft": self.files.sft_dir,
+            "plots": self.files.plots_dir,
+            "eval": self.eval,
         }[stage]
 
     def file(self, stage: StageFolder, name: str) -> Path:
@@ -195,7 +226,7 @@ def episode_index(root: DataRoot) -> EpisodeIndex:
     """The root's episode index: from the index file collect wrote or, for a root collected
     before the index existed, from scanning the episode files once (``from_file`` False)."""
     try:
-        path = root.file("trajectories", INDEX_FILE)
+        path = root.catalogued("episode_index")
     except NotInRoot:
         folder = root.folder("episodes")
         if not folder.is_dir():
@@ -224,7 +255,7 @@ def _intent_offsets(path: Path) -> dict[str, int]:
 def intent_record(root: DataRoot, intent_id: str) -> dict[str, Any] | None:
     """The intent's line of ``intents.jsonl`` as a dict, or None when it is not there."""
     try:
-        path = root.file("intents", "intents.jsonl")
+        path = root.catalogued("intents")
     except NotInRoot:
         return None
     offset = CACHE.get(path, _intent_offsets).get(intent_id)

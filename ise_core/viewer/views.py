@@ -156,7 +156,7 @@ class GateView:
 def gate_view(root: DataRoot, stage: str) -> GateView:
     from ise_core.quality.runner import result_rows
 
-    result = root.optional_json(stage, "gate_result.json")  # type: ignore[arg-type]
+    result = root.gate_result(stage)
     if result is None:
         return GateView(stage, present=False)
     rows = result_rows(result)
@@ -172,15 +172,14 @@ def plots(root: DataRoot) -> list[tuple[str, str, str]]:
     names = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
     for name in names:
         found.append((name[:-4].replace("_", " "), "plots", name))
-    if "vendi_curve.png" not in names and (root.intents / "vendi_curve.png").is_file():
-        found.append(("vendi curve", "intents", "vendi_curve.png"))
+    curve = root.files.vendi_curve
+    if curve.name not in names and curve.is_file():
+        found.append(("vendi curve", "intents", curve.name))
     return found
 
 
 def overview(root: DataRoot) -> dict[str, Any]:
-    intents = root.optional_json("intents", "stats.json")
-    trajectories = root.optional_json("trajectories", "stats.json")
-    sft = root.optional_json("sft", "stats.json")
+    intents, trajectories, sft = (root.stats(stage) for stage in GATE_STAGES)
     return {
         "funnel": funnel(intents, trajectories, sft),
         "published": published_rows(intents, trajectories, sft),
@@ -378,10 +377,7 @@ def _delta(a: Any, b: Any) -> str:
 
 def compare(a: DataRoot, b: DataRoot, limit: int = 500) -> dict[str, Any]:
     """Stats side by side and the intents whose status differs between ``a`` and ``b``."""
-    stats = {
-        root.name: {stage: root.optional_json(stage, "stats.json") for stage in GATE_STAGES}  # type: ignore[arg-type]
-        for root in (a, b)
-    }
+    stats = {root.name: {stage: root.stats(stage) for stage in GATE_STAGES} for root in (a, b)}
     metrics = []
     for label, stage, path in COMPARED:
         va, vb = _get(stats[a.name][stage], *path), _get(stats[b.name][stage], *path)

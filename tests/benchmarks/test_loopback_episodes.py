@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no l
 
 def test_three_turn_episodes_cost_exactly_the_announced_requests(tmp_path: Path) -> None:
     responder = BothRoles(user_turns=3, tool_calls_per_turn=2, tag_episodes=True)
-    assert responder.requests_per_episode == 4 + 3 * 3
+    assert responder.requests_per_episode == 3 + 3 * 3
     with FakeOpenAIServer(responder) as server:
         settings = settings_from_dict(
             {
@@ -48,6 +48,8 @@ def test_three_turn_episodes_cost_exactly_the_announced_requests(tmp_path: Path)
             make_intent("it-000001", checks=[check], style="terse"),
             make_intent("it-000002", checks=[check], style="chatty and warm"),
         ]
+        # The opening is each intent's request: different requests, different agent requests.
+        intents[1] = intents[1].model_copy(update={"request": "Some greeting files, please."})
         write_intents(settings, intents)
         report = simulate_stage(settings, progress=False)
         served = server.stats()

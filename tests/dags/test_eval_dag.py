@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ise_core.evaluation.paths import RunPaths, tasks_path
+from ise_core.catalog import Catalog
 from ise_core.evaluation.tasks import write_tasks
 from ise_core.pipeline import load_settings
 from tests.dags.airflow_env import REPO, airflow_project, run_dag_test, states, tiny_params
@@ -42,7 +42,7 @@ def test_dag_test_evaluates_every_task_and_gates_the_score(airflow_db: Path) -> 
     )
     settings = load_settings(params)
     tasks = [input_task(), *written_tasks(settings, 1)]
-    write_tasks(tasks_path(settings), tasks)
+    write_tasks(Catalog.of(settings).eval_tasks, tasks)
 
     result, log = run_dag_test(params, conf={"model": "scripted"}, dag_file=DAG_FILE)
     assert result["state"] == "success", log[-6000:]
@@ -50,14 +50,14 @@ def test_dag_test_evaluates_every_task_and_gates_the_score(airflow_db: Path) -> 
     assert by_task["evaluate"] == ["success", "success"]  # one mapped instance per task
     named = sorted(r["rendered_map_index"] for r in result["tis"] if r["task_id"] == "evaluate")
     assert named == sorted(t.id for t in tasks)
-    metrics = json.loads(RunPaths.of(settings).metrics.read_text())
+    metrics = json.loads(Catalog.of(settings).eval_run(settings.eval.run).metrics.read_text())
     assert metrics["agent"]["label"] == "scripted" and metrics["overall"]["n_tasks"] == 2
 
     # The careless program on the same tasks: its score drops, and with no margin the gate fails.
     result, log = run_dag_test(params, conf={"model": "scripted:careless"}, dag_file=DAG_FILE)
     by_task = states(result)
     assert by_task["finish"] == ["success"], log[-6000:]
-    careless = json.loads(RunPaths.of(settings).metrics.read_text())
+    careless = json.loads(Catalog.of(settings).eval_run(settings.eval.run).metrics.read_text())
     assert careless["overall"]["score"] < metrics["overall"]["score"]
     assert by_task["gate_eval"] == ["failed"] and result["state"] == "failed"
     assert "score at most 0.0 below the previous run's" in log

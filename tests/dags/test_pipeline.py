@@ -180,6 +180,7 @@ def test_stage_results_keep_only_scalars() -> None:
         ("n_kept", "rate"),
     )
     assert result.values == {"n_kept": 3, "rate": 0.5, "model": "m"}
+    assert pipeline.small_values({"n": 1, "curve": [1]}) == {"n": 1}  # for the DAGs' XComs
     assert result.summary == "n_kept=3, rate=0.5"
 
 

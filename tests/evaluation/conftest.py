@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import EvalTask, freeze_tasks, write_tasks
 from ise_core.intents.render import render_intents
 from ise_core.intents.sample import EVAL_STREAM, sample_intents
@@ -77,5 +77,5 @@ def input_task() -> EvalTask:
 
 def project_with(tmp_path: Path, tasks: list[EvalTask], **eval_block: Any) -> Settings:
     settings = eval_settings(tmp_path, **eval_block)
-    write_tasks(tasks_path(settings), tasks)
+    write_tasks(Catalog.of(settings).eval_tasks, tasks)
     return settings

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ise_core.catalog import Catalog
 from ise_core.cli import main
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.tasks import write_tasks
 from tests.evaluation.conftest import eval_settings, input_task, sandbox_or_fail
 
@@ -20,7 +20,7 @@ def params_file(root: Path, with_tasks: bool = True) -> Path:
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     if with_tasks:
-        write_tasks(tasks_path(settings), [input_task()])
+        write_tasks(Catalog.of(settings).eval_tasks, [input_task()])
     return path
 
 
@@ -46,7 +46,7 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     params = str(params_file(tmp_path, with_tasks=False))
     assert main(["eval", "--params", params, "--model", "scripted"]) == 2
     assert "eval task file not found" in capsys.readouterr().err
-    write_tasks(tasks_path(eval_settings(tmp_path)), [input_task()])
+    write_tasks(Catalog.of(eval_settings(tmp_path)).eval_tasks, [input_task()])
     assert main(["eval", "--params", params, "--model", "gpt-9"]) == 2
     assert "--model gpt-9: no endpoint to reach it" in capsys.readouterr().err
     assert main(["eval", "--params", params, "--model", "scripted:sloppy"]) == 2
@@ -68,7 +68,7 @@ def test_an_empty_task_set_is_a_quiet_no_op(
     """Without an eval split `ise intents` freezes no task: `ise eval` says so, writes empty
     outputs (a pipeline's eval stage still has them) and leaves no history line."""
     params = str(params_file(tmp_path, with_tasks=False))
-    write_tasks(tasks_path(eval_settings(tmp_path)), [])
+    write_tasks(Catalog.of(eval_settings(tmp_path)).eval_tasks, [])
     assert main(["eval", "--params", params, "--model", "scripted"]) == 0
     assert "eval: no tasks" in capsys.readouterr().out
     run = tmp_path / "data" / "eval" / "latest"

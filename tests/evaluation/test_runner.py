@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from ise_core.catalog import Catalog
 from ise_core.config import RoleSettings, Settings
 from ise_core.evaluation.agent import resolve_agent
-from ise_core.evaluation.paths import RunPaths
 from ise_core.evaluation.stage import EvalRequest, default_factories, eval_stage
 from ise_core.evaluation.tasks import EvalTask
 from ise_core.llm.base import Chat, ChatResult
@@ -28,7 +28,7 @@ def quiet(_: str) -> None:
 
 
 def rows_of(settings: Settings, run: str) -> list[dict[str, Any]]:
-    path = RunPaths.of(settings, run).results
+    path = Catalog.of(settings).eval_run(run).results
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
@@ -60,14 +60,14 @@ def test_scripted_baselines_are_ordered_and_every_try_is_recorded(
                 assert episode["status"] in ("kept", "rejected") and episode["checks_total"] > 0
             assert row["episodes"]["clean"]["injected_faults"] == []
         assert sum(len(r["episodes"]["faults"]["injected_faults"]) for r in rows) > 0
-    metrics = json.loads(RunPaths.of(settings, "careless").metrics.read_text())
+    metrics = json.loads(Catalog.of(settings).eval_run("careless").metrics.read_text())
     assert set(metrics["by_complexity"]) <= {"simple", "medium", "complex"}
     assert (
         metrics["by_domain"]
         and metrics["by_task_type"]
         and len(metrics["by_task"]) == len(generated_tasks)
     )
-    plot = RunPaths.of(settings, "careless").plots_dir / "pass_at_k.csv"
+    plot = Catalog.of(settings).eval_run("careless").plots_dir / "pass_at_k.csv"
     assert plot.read_text().splitlines()[0] == "k,pass_at_k,pass_hat_k"
 
 
@@ -175,7 +175,7 @@ def test_a_rerun_resumes_and_the_gate_compares_with_the_previous_run(tmp_path: P
     sandbox_or_fail()
     settings = project_with(tmp_path, [input_task()], k=1)
     first = eval_stage(settings, EvalRequest(model="scripted"), progress=False, log=quiet)
-    task_file = RunPaths.of(settings).task_file(input_task().id)
+    task_file = Catalog.of(settings).eval_run(settings.eval.run).task_file(input_task().id)
     stamp = task_file.stat().st_mtime_ns
     again = eval_stage(settings, EvalRequest(model="scripted"), progress=False, log=quiet)
     assert again["report"]["n_skipped"] == 1 and task_file.stat().st_mtime_ns == stamp
@@ -185,7 +185,7 @@ def test_a_rerun_resumes_and_the_gate_compares_with_the_previous_run(tmp_path: P
     eval_stage(settings, EvalRequest(model="scripted:careless"), progress=False, log=quiet)
     settings.eval.gate.max_score_drop = 0.0
     report = gate_eval(settings)
-    metrics = json.loads(RunPaths.of(settings).metrics.read_text())
+    metrics = json.loads(Catalog.of(settings).eval_run(settings.eval.run).metrics.read_text())
     if metrics["overall"]["score"] < first["overall"]["score"]:
         assert not report.passed and "below the previous run" in report.text
     else:  # the careless agent was lucky on this one task

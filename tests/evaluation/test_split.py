@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ise_core.catalog import Catalog
 from ise_core.config import Settings, settings_from_dict
-from ise_core.evaluation.paths import tasks_path
 from ise_core.evaluation.split import held_out_ids
 from ise_core.evaluation.tasks import load_tasks
 from ise_core.intents.embed import embed_texts
@@ -99,7 +99,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[I
 
 def test_no_split_by_default(baseline: tuple[Settings, list[Intent]]) -> None:
     settings, _ = baseline
-    assert not tasks_path(settings).exists()
+    assert not Catalog.of(settings).eval_tasks.exists()
     stats = json.loads(settings.path("data/intents/stats.json").read_text())
     assert "eval_split" not in stats
 
@@ -111,7 +111,7 @@ def test_a_held_out_share_leaves_intents_jsonl(
     settings = project(tmp_path, fraction=0.25)
     stats = intents_stage(settings, log=lambda _: None)
     kept = read_jsonl(intents_file(settings), Intent)
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     assert len(tasks) == 2 and len(kept) == len(training) - 2
     assert {t.id for t in tasks} | {i.id for i in kept} == {i.id for i in training}
     assert not {t.id for t in tasks} & {i.id for i in kept}
@@ -126,7 +126,7 @@ def test_extra_eval_intents_leave_the_training_intents_byte_identical(
     settings = project(tmp_path, count=6, seed=11)
     stats = intents_stage(settings, writer=CopyingWriter(training), log=lambda _: None)
     assert sha(intents_file(settings)) == sha(intents_file(base_settings))
-    tasks = load_tasks(tasks_path(settings))
+    tasks = load_tasks(Catalog.of(settings).eval_tasks)
     ids = [t.id for t in tasks]
     assert all(i.startswith("ev-") for i in ids)
     # the exact and the near copy of a training request are gone, the other four are kept
@@ -161,7 +161,7 @@ def test_eval_tasks_never_reach_train_or_valid(tmp_path: Path) -> None:
         simulate_stage(settings, progress=False)
         collect_stage(settings)
         export_stage(settings)
-        tasks = load_tasks(tasks_path(settings))
+        tasks = load_tasks(Catalog.of(settings).eval_tasks)
         assert tasks, mode
         rows = []
         for split in ("train", "valid"):

@@ -6,12 +6,16 @@ It answers from the request alone (no state between requests), so any number of 
 share one server:
 
 - a request whose system prompt carries the user simulator's role lock gets the next user
-  turn as JSON: ``user_turns`` requests ("Put 'hello 42' in greetings/hi.txt please.") and
-  then ``completed: true``; with ``tag_episodes`` the text also carries a tag drawn from the
-  simulator's system prompt, so no two episodes send the same agent request (otherwise the
-  response cache would answer most of them, unlike a real run);
+  turn as JSON: up to ``user_turns`` turns ("Put 'hello 42' in greetings/hi.txt please."),
+  the simulator's own first turn included, and then ``completed: true``. With
+  ``written_opening`` (``simulate.first_turn: request``, the default) that first turn is the
+  intent's request, which the simulator records without asking; with ``tag_episodes`` the
+  text also carries a tag drawn from the simulator's system prompt, so no two episodes send
+  the same agent request (otherwise the response cache would answer most of them, unlike a
+  real run);
 - any other request is the agent's: it reads the path and text from the latest user
-  message, writes the file with the ``write`` tool, reads it back with ``exec cat``
+  message (turn k's defaults when it does not say, as the intent's request does not),
+  writes the file with the ``write`` tool, reads it back with ``exec cat``
   (``tool_calls_per_turn - 1`` times), then answers with the file's content.
 
 One episode therefore costs ``requests_per_episode`` requests, and ``user_turns`` x
@@ -76,6 +80,7 @@ class BothRoles:
     user_turns: int = 1
     tool_calls_per_turn: int = 2
     tag_episodes: bool = False
+    written_opening: bool = True  # the first user message is the intent's request
     turns_by_details: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -90,7 +95,8 @@ class BothRoles:
         return self.requests_for(self.user_turns)
 
     def requests_for(self, turns: int) -> int:
-        return (turns + 1) + turns * (self.tool_calls_per_turn + 1)
+        user_requests = turns + (0 if self.written_opening else 1)
+        return user_requests + turns * (self.tool_calls_per_turn + 1)
 
     def turns_of(self, system_prompt: str) -> int:
         """The user turns of the episode whose simulator has this system prompt."""

@@ -133,3 +133,54 @@ def test_compaction_does_nothing_when_it_fits_and_never_cuts_twice() -> None:
     assert once.startswith("a" * 600) and once.endswith("a" * 400)
     assert MARKER.format(cut=4000) in once
     assert cut_output(once) == once
+
+
+# --- through the client --------------------------------------------------------------------------
+
+
+def tool_conversation(sizes: list[int]) -> list[Message]:
+    return conversation(sizes)
+
+
+def test_the_client_compacts_what_it_sends_and_leaves_the_record_whole() -> None:
+    import asyncio
+
+    from ise_core.llm.openai_chat import OpenAIChat
+    from tests.fakes import FakeOpenAIServer
+
+    messages = tool_conversation([16_000, 16_000, 4_000])
+    with FakeOpenAIServer() as server:
+        chat = OpenAIChat("agent", model="m", base_url=server.base_url, context_window=4096,
+                          sampling={"max_tokens": 256})  # fmt: skip
+        result = asyncio.run(chat.complete(messages))
+        sent = server.bodies[0]["messages"]
+    assert result.compactions == 2
+    tool_texts = [m["content"] for m in sent if m["role"] == "tool"]
+    assert all("omitted to fit the context window" in t for t in tool_texts[:2])
+    assert tool_texts[2] == "2" * 4_000
+    assert len(messages[3].content or "") == 16_000  # the caller's conversation is untouched
+
+
+def test_a_servers_overflow_is_compacted_once_then_raised() -> None:
+    import asyncio
+
+    from ise_core.errors import ContextOverflow
+    from ise_core.llm.openai_chat import OpenAIChat
+    from tests.fakes import FakeOpenAIServer
+    from tests.fakes.openai_server import Reply, completion
+
+    def small_server(request: dict[str, Any]) -> Any:
+        size = len(json.dumps(request["messages"]))
+        if size > 20_000:
+            message = f"request ({size // 4} tokens) exceeds the available context size (5000)"
+            return Reply(400, {"error": {"code": 400, "message": message}})
+        return completion(request, content="ok")
+
+    # The window is said to be big, so the first request goes out whole and meets the 400.
+    with FakeOpenAIServer(small_server) as server:
+        chat = OpenAIChat("agent", model="m", base_url=server.base_url, context_window=16_000,
+                          sampling={"max_tokens": 256})  # fmt: skip
+        result = asyncio.run(chat.complete(tool_conversation([12_000, 12_000, 3_000])))
+        assert result.compactions >= 1 and server.requests == 2
+        with pytest.raises(ContextOverflow):  # the newest output alone is too big: no cure
+            asyncio.run(chat.complete(tool_conversation([100, 30_000])))

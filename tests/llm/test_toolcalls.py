@@ -11,6 +11,7 @@ import json
 import pytest
 
 from ise_core.llm.toolcalls import (
+    UNPARSED_KEY,
     UNPARSED_NAME,
     call_as_text,
     parse_text_tool_calls,
@@ -112,10 +113,10 @@ def test_call_like_text_that_does_not_parse_is_reported_never_dropped(text: str,
     assert len(found.calls) == 1 and found.problems
     call = found.calls[0]
     assert call.function.name == name
-    # The raw text is kept as the call's arguments, so running it tells the model why.
-    with pytest.raises((json.JSONDecodeError, AssertionError)):
-        parsed = json.loads(call.function.arguments)
-        assert isinstance(parsed, dict)
+    # The raw text is kept inside a JSON object (the export's contract) under a key no tool
+    # has, so running the call answers the model with an argument error.
+    arguments = json.loads(call.function.arguments)
+    assert list(arguments) == [UNPARSED_KEY] and arguments[UNPARSED_KEY]
 
 
 def test_empty_and_none_text() -> None:
@@ -151,3 +152,21 @@ def test_to_prompted_writes_calls_and_results_as_text_turns() -> None:
     assert (out[3].content or "").count("<tool_response") == 2  # merged: roles alternate
     no_system = to_prompted([Message(role="user", content="hi")], [EXEC])
     assert [m.role for m in no_system] == ["system", "user"]
+
+
+def test_data_with_name_keys_is_not_a_call_even_when_cut_off() -> None:
+    # An answer showing a file's (truncated) JSON records: names, but no tool call.
+    listing = (
+        "Here is what I found in `orders.json`:\n```json\n[\n    {\n        \"name\": "
+        '"clean-address-list-1",\n        "amount": "213"\n    },\n    {\n        "name": '
+        '"x"\n...\n```'
+    )
+    found = parse_text_tool_calls(listing)
+    assert found.calls == [] and found.problems == [] and found.content == listing
+
+
+def test_the_same_text_answering_two_requests_gets_two_ids() -> None:
+    text = '{"name": "exec", "arguments": {"command": "ls"}}'
+    first = parse_text_tool_calls(text, seed="3:abc").calls[0].id
+    assert first == parse_text_tool_calls(text, seed="3:abc").calls[0].id  # stable on replay
+    assert first != parse_text_tool_calls(text, seed="5:def").calls[0].id

@@ -1,8 +1,9 @@
 """A real model server for the tests in this folder: llama.cpp's llama-server on 127.0.0.1.
 
-The server is built once per machine (scripts/llama_server.sh, cached under .cache/; CI builds
-it before the suite) and started once per test session with the bundled SmolLM2-135M-Instruct.
-When it cannot be built or started the tests fail with the reason: they never skip.
+The server is built once per machine (scripts/llama_server.sh, cached under .cache/; `make test`
+and CI build it before the suite) and started once per test session with the bundled
+SmolLM2-135M-Instruct. When it is not built or cannot start, the tests fail with the reason:
+they never skip.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from pathlib import Path
 import pytest
 
 from ise_core.errors import BackendError
-from ise_core.llm.local_server import LocalModelServer
+from ise_core.llm.local_server import LocalModelServer, llama_server_binary
 
 
 def start_server(log_dir: Path, **options: int) -> LocalModelServer:
-    server = LocalModelServer(log_path=log_dir / "llama-server.log", **options)  # type: ignore[arg-type]
+    try:
+        # Not built here: a build inside a test would run into the test's timeout. `make test`
+        # and .ci/run build it first (make llama-server).
+        binary = llama_server_binary(build=False)
+    except BackendError as exc:
+        pytest.fail(f"{exc}; build it with `make llama-server`", pytrace=False)
+    server = LocalModelServer(binary=binary, log_path=log_dir / "llama-server.log", **options)  # type: ignore[arg-type]
     try:
         return server.start()
     except BackendError as exc:

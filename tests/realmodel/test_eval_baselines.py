@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ise_core.evaluation.paths import RunPaths
+from ise_core.catalog import Catalog
 from ise_core.evaluation.stage import EvalRequest, eval_stage
 from ise_core.llm.local_server import LocalModelServer
 from tests.evaluation.conftest import (
@@ -49,7 +49,7 @@ def test_scripted_above_careless_above_a_small_real_model(
     assert scores["scripted"] > scores["careless"] > scores["real"], scores
     assert scores["real"] <= 0.2, scores
 
-    results = RunPaths.of(settings, "real").results.read_text(encoding="utf-8")
+    results = Catalog.of(settings).eval_run("real").results.read_text(encoding="utf-8")
     rows = [json.loads(line) for line in results.splitlines() if line]
     assert len(rows) == len(tasks)
     for row in rows:

@@ -105,3 +105,26 @@ def test_the_servers_overflow_400_is_context_overflow(
     with pytest.raises(ContextOverflow) as caught:
         asyncio.run(chat.complete([Message(role="user", content=f"Summarise: {words}")]))
     assert caught.value.status == 400 and "context" in str(caught.value)
+
+
+def test_a_long_conversation_is_compacted_to_fit_the_servers_window(
+    small_context_server: LocalModelServer,
+) -> None:
+    from ise_core.records import FunctionCall, ToolCall
+
+    messages = [
+        Message(role="system", content="You help with files."),
+        Message(role="user", content="Show me the log, then the config."),
+    ]
+    for index, size in enumerate((6000, 300)):
+        call = ToolCall(id=f"c{index}", function=FunctionCall(name="exec", arguments="{}"))
+        messages.append(Message(role="assistant", tool_calls=[call]))
+        text = " ".join(f"line{i}" for i in range(size // 6))
+        messages.append(Message(role="tool", tool_call_id=f"c{index}", name="exec", content=text))
+    chat = chat_on(small_context_server)  # no llm.context_window: /props says 1024
+    try:
+        result = asyncio.run(chat.complete(messages, max_tokens=16))
+    except MalformedResponse as cut:  # cut at 16 tokens is fine: the request fitted
+        assert cut.result is not None
+        result = cut.result
+    assert result.compactions == 1 and result.usage.prompt_tokens <= 1024

@@ -95,7 +95,8 @@ def make_settings(tmp_path: Path, **simulate: Any) -> Settings:
             "root": str(tmp_path / "sandboxes"),
             "call_timeout_s": 20,
         },
-        "simulate": {"concurrency": 2, **simulate},
+        # The fake users below script every turn, their opening included.
+        "simulate": {"concurrency": 2, "first_turn": "generated", **simulate},
     }
     return settings_from_dict(data, "test params", base_dir=tmp_path)
 

@@ -61,6 +61,8 @@ def test_an_episode_runs_end_to_end_over_http(tmp_path: Path) -> None:
     assert episode["checks"][0]["passed"] is True
     assert all(episode["metadata"]["llm"][role] for role in ("user", "agent"))
     assert episode["metadata"]["token_usage"]["total_tokens"] > 0
-    assert stats["requests"] >= 6  # 2 user turns + 3 agent steps + the retried 429
+    assert episode["messages"][1]["content"] == intent.request  # simulate.first_turn: request
+    # 1 user turn (the closing) + 3 agent steps + the retried 429
+    assert stats["requests"] == both_roles.requests_per_episode + 1 == 5
     collected = collect_stage(settings)
     assert collected["n_kept"] == 1 and collected["llm_usage"]["total_tokens"] > 0

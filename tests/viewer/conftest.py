@@ -132,7 +132,7 @@ def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) ->
     """A copy of the project's data as an earlier dataset version would differ: two
     episodes with another outcome, one missing, and its own statistics."""
     from ise_core.catalog import load_episode
-    from ise_core.simulate.episode_index import write_index
+    from ise_core.simulate.episode_index import INDEX_FILE, write_index
 
     data = tmp_path_factory.mktemp("older-version") / "data"
     shutil.copytree(project.root / "data", data)
@@ -145,7 +145,7 @@ def older_version(project: Project, tmp_path_factory: pytest.TempPathFactory) ->
         episode["stop_reason"] = "completed" if kept else "max_turns"
         write_json(path, episode)
     paths[-1].unlink()
-    write_index(data / "trajectories", [load_episode(p) for p in paths[:-1]])
+    write_index(data / "trajectories" / INDEX_FILE, [load_episode(p) for p in paths[:-1]])
     stats = json.loads((data / "trajectories" / "stats.json").read_text(encoding="utf-8"))
     stats["n_episodes"] -= 1
     write_json(data / "trajectories" / "stats.json", stats)
