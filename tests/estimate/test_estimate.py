@@ -104,7 +104,8 @@ def _write_intents(settings: Settings) -> None:
 
     files = Catalog.of(settings)
     samples = sample_intents(load_taxonomy(files.taxonomy_dir), settings.intents, settings.seed)
-    outcome = asyncio.run(render_intents(samples, ScriptedChat("writer", settings.seed), max_attempts=3))
+    writer = ScriptedChat("writer", settings.seed)
+    outcome = asyncio.run(render_intents(samples, writer, max_attempts=3))
     write_jsonl(files.intents, outcome.intents)
 
 
@@ -129,7 +130,8 @@ def test_a_pilot_projects_the_full_run_within_a_quarter(
         measured = simulate_stage(full, progress=False)
         reset_limiters()
         # The pilot's work is not lost: the piloted run answers those episodes from the cache.
-        pilot_ids = [intent.id for intent in read_jsonl(Catalog.of(piloted).intents, Intent)][:PILOT]
+        intents = read_jsonl(Catalog.of(piloted).intents, Intent)
+        pilot_ids = [intent.id for intent in intents][:PILOT]
         served_before = server.requests
         simulate_stage(piloted, only=pilot_ids, progress=False)
         sent_for_pilot_ids = server.requests - served_before

@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     by_details: tuple[int, ...] = ()
     if args.mix:
         by_details = (args.user_turns,) * args.long_from + (args.long_turns,)
-    responder = BothRoles(args.user_turns, args.tool_calls, not args.same_requests, by_details)
+    responder = BothRoles(
+        args.user_turns, args.tool_calls, not args.same_requests, turns_by_details=by_details
+    )
     server = FakeOpenAIServer(responder, latency_s=args.latency).start()
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
