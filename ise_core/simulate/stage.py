@@ -65,6 +65,8 @@ class SimulateReport:
     params_fingerprint: str = ""
     episodes_dir: str = ""
     elapsed_s: float = 0.0
+    episodes_at_once: int = 0
+    episodes_at_once_from: str = ""  # why that many (ise_core.capacity.episodes_in_flight)
     failed_ids: list[str] = field(default_factory=list)
     # The endpoints' limiters after the run: in flight, latency, the adaptive cap's moves.
     limits: list[dict[str, Any]] = field(default_factory=list)
@@ -83,6 +85,8 @@ class SimulateReport:
         ]
         if self.n_not_started:
             parts.append(f"{self.n_not_started} not started")
+        if self.n_run:
+            parts.append(f"{self.episodes_at_once} at once ({self.episodes_at_once_from})")
         if self.budget_exhausted:
             parts.append("LLM budget exhausted: re-run with a larger llm.budget to continue")
         if self.reaped:
@@ -291,7 +295,8 @@ async def simulate_async(
 
         reaped = await asyncio.to_thread(reap, settings.workspace, settings.base_dir)
         report.reaped = len(reaped.directories)
-    limit, _ = episodes_in_flight(settings, concurrency)
+    limit, report.episodes_at_once_from = episodes_in_flight(settings, concurrency)
+    report.episodes_at_once = limit
     # Workspace calls run in threads: give every concurrent episode room for its tool call
     # and its bookkeeping instead of the small default pool.
     asyncio.get_running_loop().set_default_executor(
