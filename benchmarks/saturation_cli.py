@@ -83,8 +83,9 @@ SHAPES = {
     "published": Shape(8, 3, 0.95),
     "mix": Shape(3, 3, None, ("--mix", "--long-turns", "8", "--long-from", "8")),
 }
-# Episodes at once: the default (None: from llm.max_concurrency), then the old explicit flags.
-CONFIGS: dict[str, int | None] = {"default": None, "4": 4, "16": 16}
+# Episodes at once: the default (None: from llm.max_concurrency), then the old explicit flags
+# (`--configs` also takes any other number).
+CONFIGS = ("default", "4", "16")
 
 
 def workload_ceiling(requests: Sequence[int], at_once: int, limit: int) -> float:
@@ -114,7 +115,7 @@ def measure(
     args: argparse.Namespace, scratch: Path, shape_name: str, config: str
 ) -> dict[str, Any]:
     """One ``ise simulate`` run of ``shape_name`` with ``config``'s episodes at once."""
-    shape, flag = SHAPES[shape_name], CONFIGS[config]
+    shape, flag = SHAPES[shape_name], None if config == "default" else int(config)
     project = scratch / shape_name / config / "project"
     server = LoopbackServer(
         latency_s=args.latency,
@@ -194,11 +195,12 @@ def table(runs: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _names(text: str, known: Sequence[str], flag: str) -> list[str]:
+def _names(text: str, known: Sequence[str], flag: str, numbers: bool = False) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
+    unknown = [n for n in names if n not in known and not (numbers and n.isdigit() and int(n))]
     if unknown or not names:
-        raise SystemExit(f"{flag}: expected a comma-separated list of {', '.join(known)}")
+        also = " or episode counts" if numbers else ""
+        raise SystemExit(f"{flag}: expected a comma-separated list of {', '.join(known)}{also}")
     return names
 
 
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.3, help="server seconds per reply")
     parser.add_argument("--limit", type=int, default=16, help="llm.max_concurrency (C)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="default and/or flags")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="default and/or --concurrency values"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.shapes = _names(args.shapes, list(SHAPES), "--shapes")
-    args.configs = _names(args.configs, list(CONFIGS), "--configs")
+    args.configs = _names(args.configs, CONFIGS, "--configs", numbers=True)
 
     started = time.perf_counter()
     load_before = load_average()

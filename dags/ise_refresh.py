@@ -56,6 +56,8 @@ DOC_MD = f"""
 
 Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedule}`:
 
+0. **estimate** (with `airflow.estimate_pilot`, now {AIRFLOW.estimate_pilot}) runs a pilot of
+   that many intents and fails the run when the projected spend exceeds `llm.budget`.
 1. **intents** samples and writes out intents, de-duplicates them, scores diversity →
    `{OUTPUTS["intents"]}`; **gate_intents** checks the dedup and coverage statistics.
 2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
@@ -234,6 +236,12 @@ def ise_refresh() -> None:
             )
             return pipeline.run_stage("collect", settings)
 
+    @task(pool=AIRFLOW.pool)
+    def estimate() -> dict[str, Any]:
+        """`ise estimate`: a pilot projects the run; fails the run when it exceeds llm.budget."""
+        with _run_settings() as settings:
+            return pipeline.run_estimate(settings, AIRFLOW.estimate_pilot or 1)
+
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
@@ -252,7 +260,7 @@ def ise_refresh() -> None:
         "simulate": simulate_tasks,
         "collect": lambda entry: collect(),
     }
-    steps: list[Any] = []
+    steps: list[Any] = [estimate()] if AIRFLOW.estimate_pilot else []
     for entry in STAGES:
         made = special.get(entry.name, stage_task)(entry)
         steps += made if isinstance(made, list) else [made]

@@ -18,8 +18,9 @@ itself, so there the DAG runs only as many tasks as keep the endpoint's capacity
 episodes per task <= max_concurrency) and the endpoint is never sent more than it serves;
 ``llm.limiter: redis`` shares one cap, and the DAG runs the full ``episodes``.
 
-Episodes start longest first (``longest_first``): the run's end then drains short episodes,
-not one long episode started last while the other slots sit idle.
+Episodes start longest first (``longest_first``, in ``ise simulate`` and in the order of the
+DAG's mapped instances): the run's end then drains short episodes, not one long episode
+started last while the other slots sit idle.
 
 Importing this module costs nothing beyond the settings (the DAG file imports it at parse
 time).

@@ -37,15 +37,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from ise_core.catalog import Catalog
-    from ise_core.estimate import check_budget, estimate_stage, report_lines
+    from ise_core.pipeline import run_estimate
 
     if args.pilot < 1:
         raise ConfigError(f"--pilot: expected a number of intents of at least 1, got {args.pilot}")
-    settings = load_settings(Path(args.params))
-    estimate = estimate_stage(settings, pilot=args.pilot)
-    for line in report_lines(estimate):
-        print(line)
-    print(f"-> {Catalog.of(settings).estimate}")
-    check_budget(estimate)  # BudgetExceeded: exit 1 with the reason
+    run_estimate(load_settings(Path(args.params)), args.pilot)  # BudgetExceeded: exit 1
     return 0

@@ -477,6 +477,9 @@ class AirflowSettings(Block):
     # Share of mapped simulation instances that may fail while the run still collects
     # (0 = collect only when every instance succeeded).
     tolerate_failed_share: float = Field(0.0, ge=0, le=1)
+    # Intents in an `ise estimate` pilot run as the DAG's first task, which fails the run when
+    # the projected spend exceeds llm.budget; null: no estimate task.
+    estimate_pilot: int | None = Field(None, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _schedule_shape(self) -> AirflowSettings:

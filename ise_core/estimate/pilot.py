@@ -18,6 +18,7 @@ from typing import Any
 
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
+from ise_core.errors import EpisodesFailed
 from ise_core.llm.base import Usage
 from ise_core.records import Intent, read_json, write_jsonl
 
@@ -83,9 +84,10 @@ async def _write_out(settings: Settings, n: int) -> tuple[list[Intent], list[Usa
 
 
 def _episode(store: EpisodeStore, intent: Intent) -> PilotEpisode | None:
-    path = store.path(intent.id)
-    if not path.exists():
+    """The pilot episode of ``intent`` when it finished with these params (kept or not)."""
+    if not store.is_done(intent):
         return None
+    path = store.path(intent.id)
     trajectory = store.load(path)
     timing_path = store.timing_path(intent.id)
     timing = read_json(timing_path) if timing_path.exists() else {}
@@ -158,6 +160,12 @@ def run_pilot(settings: Settings, n: int, *, progress: bool = True) -> Pilot:
         simulate_stage(scratch, progress=progress)
     store = EpisodeStore.of(scratch)
     episodes = [e for e in (_episode(store, intent) for intent in intents) if e is not None]
+    if intents and not episodes:
+        raise EpisodesFailed(
+            f"ise estimate: none of the pilot's {len(intents)} episodes finished, so there is "
+            f"nothing to project from; `ise llm check` probes the endpoint "
+            f"(the pilot's files: {store.folder})"
+        )
     latency, source = _latency(episodes, before, _answered(endpoint_stats()))
     return Pilot(
         writer=[(u.prompt_tokens, u.completion_tokens) for u in usages],

@@ -125,6 +125,9 @@ print(json.dumps({
     "collect_rule": getattr(dag.get_task("collect").trigger_rule, "value", None),
     "retries": dag.get_task("simulate").retries,
     "pool": dag.get_task("simulate").pool,
+    "roots": sorted(task.task_id for task in dag.roots),
+    "after_estimate": sorted(dag.get_task("estimate").downstream_task_ids)
+    if "estimate" in dag.task_ids else None,
 }))
 """
 
@@ -165,6 +168,13 @@ def test_schedule_retries_pool_and_tolerance_come_from_params(tmp_path: Path) ->
     assert result["retries"] == 5
     assert result["pool"] == "llm_small"
     assert result["collect_rule"] == "all_done"
+    assert result["roots"] == ["intents"] and result["after_estimate"] is None
+
+
+def test_an_estimate_pilot_adds_the_estimate_task_first(tmp_path: Path) -> None:
+    result = _parse(tiny_params(tmp_path, airflow={"estimate_pilot": 5}))
+    assert result["roots"] == ["estimate"]
+    assert result["after_estimate"] == ["intents"]
 
 
 def test_bad_params_are_an_import_error_naming_the_key(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import yaml
 
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, load_settings
-from ise_core.errors import BudgetExceeded
+from ise_core.errors import BudgetExceeded, EpisodesFailed
 from ise_core.estimate import check_budget, estimate_stage, report_lines
 from ise_core.estimate.projection import EpisodeProfile, mean_range, replay_schedule
 from ise_core.llm.limits import reset_limiters
@@ -183,3 +183,18 @@ def test_the_command_checks_its_arguments(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--pilot: expected a number of intents of at least 1, got 0" in done.stderr
+
+
+@pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
+def test_a_pilot_that_finishes_no_episode_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with FakeOpenAIServer(BothRoles(), latency_s=0.0) as server:
+        base_url = server.base_url
+    # The server is gone: every request is refused.
+    settings = _project(tmp_path / "p", base_url)
+    settings.llm.max_retries = 0
+    with pytest.raises(EpisodesFailed, match=r"none of the pilot's 2 episodes finished"):
+        estimate_stage(settings, pilot=2, progress=False)
+    assert not Catalog.of(settings).estimate.exists()
