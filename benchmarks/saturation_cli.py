@@ -158,6 +158,8 @@ def measure(
         "target": target,
         "target_met": None if target is None else saturation >= target,
         "steady_state": rounded(served["mean_in_flight"] / args.limit, 4),
+        # The stage's time outside the server's busy window: start-up and wind-down.
+        "outside_busy_window_s": rounded(run["wall_s"] - served["busy_window_s"]),
         "max_in_flight": served["max_in_flight"],
         "workload_ceiling": rounded(
             workload_ceiling(episode_requests(params), at_once, args.limit), 4
