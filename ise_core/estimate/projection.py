@@ -51,11 +51,28 @@ class Range:
 ZERO = Range(0.0, 0.0, 0.0)
 
 
-def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
-    """The two-sided Student's t quantile for ``df`` degrees of freedom."""
-    from scipy.stats import t
+# Two-sided 90% Student's t quantiles (t at 0.95) for 1 to 30 degrees of freedom: a pilot is
+# small, and the table keeps `ise estimate` free of a statistics library.
+_T90 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782,
+        1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711,
+        1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
 
-    return float(t.ppf(0.5 + confidence / 2, df))
+
+def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student's t quantile for ``df`` degrees of freedom: from the table at
+    90%, else the Cornish-Fisher expansion around the normal quantile (within 0.001 from 30
+    degrees of freedom on, within a few percent at 3 or fewer)."""
+    if df < 1:
+        raise ValueError("t_quantile needs at least one degree of freedom")
+    if confidence == 0.90 and df <= len(_T90):
+        return _T90[df - 1]
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
 
 
 def mean_range(values: Sequence[float], confidence: float = CONFIDENCE) -> Range:

@@ -23,7 +23,12 @@ from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, load_settings
 from ise_core.errors import BudgetExceeded, EpisodesFailed
 from ise_core.estimate import check_budget, estimate_stage, report_lines
-from ise_core.estimate.projection import EpisodeProfile, mean_range, replay_schedule
+from ise_core.estimate.projection import (
+    EpisodeProfile,
+    mean_range,
+    replay_schedule,
+    t_quantile,
+)
 from ise_core.llm.limits import reset_limiters
 from ise_core.records import Intent, read_jsonl, write_jsonl
 from ise_core.simulate.stage import collect_stage, simulate_stage
@@ -43,6 +48,15 @@ def test_a_range_is_the_confidence_interval_of_the_mean() -> None:
     assert 3.7 < spread.low < 3.8 and 7.2 < spread.high < 7.3  # t(9) = 1.833
     assert mean_range([4.0]).low == 4.0  # one value: no spread known
     assert mean_range([]).expected == 0.0
+
+
+def test_the_t_quantile_from_the_table_and_beyond_it() -> None:
+    assert t_quantile(1) == 6.314 and t_quantile(9) == 1.833 and t_quantile(30) == 1.697
+    assert t_quantile(31) == pytest.approx(1.6955, abs=5e-4)  # published t tables
+    assert t_quantile(50) == pytest.approx(1.6759, abs=5e-4)
+    assert t_quantile(31, 0.95) == pytest.approx(2.0395, abs=5e-4)
+    with pytest.raises(ValueError):
+        t_quantile(0)
 
 
 def test_the_schedule_replay_is_bound_by_the_endpoint_or_by_the_episodes() -> None:
@@ -186,6 +200,20 @@ def test_the_command_checks_its_arguments(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--pilot: expected a number of intents of at least 1, got 0" in done.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "ise_core.cli", "estimate", "--params", str(tmp_path / "no.yaml")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no.yaml" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("airflow: {estimate_pilot: 0}\n", encoding="utf-8")
+    wrong = subprocess.run(
+        [sys.executable, "-m", "ise_core.cli", "estimate", "--params", str(bad)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "airflow.estimate_pilot" in wrong.stderr
+    assert not (tmp_path / "data").exists()  # nothing half-written
 
 
 @pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
