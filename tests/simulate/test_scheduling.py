@@ -12,8 +12,8 @@ import yaml
 
 from ise_core.capacity import expected_turns, longest_first
 from ise_core.catalog import EpisodeStore
-from ise_core.config import load_settings
-from ise_core.llm.limits import EndpointLimiter, process_limiters
+from ise_core.config import Settings, load_settings
+from ise_core.llm.limits import REQUEST_PRIORITY, EndpointLimiter, SlotGate, process_limiters
 from ise_core.records import Check, Trajectory
 from ise_core.simulate.stage import simulate_stage
 from ise_core.workspace import open_workspace
@@ -58,6 +58,44 @@ def _in_flight() -> int:
     return sum(limiter.in_flight for limiter in process_limiters())
 
 
+def _loopback_settings(tmp_path: Path, base_url: str, max_concurrency: int) -> Settings:
+    params = {
+        "seed": 7,
+        "llm": {"provider": "openai", "base_url": base_url, "model": "fake-model",
+                "cache": "off", "max_concurrency": max_concurrency},
+        "simulate": {"require_checks": False},
+        "workspace": {"backend": "local", "root": str(tmp_path / "sandboxes"),
+                      "template": str(REPO / "ise_core/workspace/template")},
+    }  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return load_settings(tmp_path / "params.yaml")
+
+
+@pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
+def test_each_episodes_requests_wait_at_the_rank_of_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranks: dict[int, int] = {}
+    acquire = SlotGate.acquire
+
+    async def watched(self: SlotGate) -> None:
+        rank = REQUEST_PRIORITY.get()
+        ranks[rank] = ranks.get(rank, 0) + 1
+        await acquire(self)
+
+    monkeypatch.setattr(SlotGate, "acquire", watched)
+    with FakeOpenAIServer(BothRoles(user_turns=1), latency_s=0.02) as server:
+        settings = _loopback_settings(tmp_path, server.base_url, 1)
+        short = make_intent("short", details=["a"])
+        long = make_intent("long", details=["a", "b", "c", "d"])
+        write_intents(settings, [short, long])
+        report = simulate_stage(settings, progress=False)
+    assert report.n_run == 2 and report.episodes_at_once == 2
+    assert report.episodes_at_once_from == "2 x llm.max_concurrency"
+    # Every request of an episode carries its intent's length: -(2 + hidden details).
+    assert set(ranks) == {-expected_turns(short), -expected_turns(long)} == {-3, -6}
+
+
 @pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
 def test_sandbox_tools_and_writes_hold_no_request_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -71,16 +109,7 @@ def test_sandbox_tools_and_writes_hold_no_request_slot(
 
     monkeypatch.setattr(EpisodeStore, "save", watched_save)
     with FakeOpenAIServer(BothRoles(user_turns=2), latency_s=0.05) as server:
-        params = {
-            "seed": 7,
-            "llm": {"provider": "openai", "base_url": server.base_url, "model": "fake-model",
-                    "cache": "off", "max_concurrency": 1},
-            "simulate": {"require_checks": False},
-            "workspace": {"backend": "local", "root": str(tmp_path / "sandboxes"),
-                          "template": str(REPO / "ise_core/workspace/template")},
-        }  # fmt: skip
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-        settings = load_settings(tmp_path / "params.yaml")
+        settings = _loopback_settings(tmp_path, server.base_url, 1)
         intent = make_intent(checks=[Check(kind="file_exists", path="greetings/hi.txt")])
         write_intents(settings, [intent])
 
