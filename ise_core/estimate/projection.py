@@ -7,9 +7,8 @@ what the full run will use, not what one more episode might.
 
 The wall time comes from replaying the run's schedule: ``at_once`` episodes in flight, each a
 chain of requests that take the endpoint's measured latency and share its ``slots``, with the
-episode's other time (sandbox, tools, checks) spread between them; episodes start longest
-first, and a full endpoint serves the longer episode's request first, as ``ise simulate``
-does (ise_core.llm.limits.REQUEST_PRIORITY).
+episode's other time (sandbox, tools, checks) spread between them, first come first served;
+episodes start longest first, as ``ise simulate`` starts them.
 """
 
 from __future__ import annotations
@@ -106,7 +105,6 @@ class EpisodeProfile:
 
 @dataclass
 class _Running:
-    rank: int  # its requests' rank at a full endpoint: the longer episode first
     left: int  # requests still to send
     gap_s: float  # other time after each request
 
@@ -129,15 +127,14 @@ def replay_schedule(
     events: list[tuple[float, int, str, _Running]] = []
     order = itertools.count()
     free = slots if slots is not None else math.inf
-    # As the slot gate serves them: the longer episode's request first, then by arrival.
-    queued: list[tuple[int, int, _Running]] = []
+    queued: deque[_Running] = deque()  # first come first served, as the slot gate serves them
     end = 0.0
 
     def start(now: float) -> None:
         if waiting:
             profile = waiting.popleft()
             steps = max(1, profile.requests)
-            running = _Running(-profile.requests, profile.requests, profile.other_s / steps)
+            running = _Running(profile.requests, profile.other_s / steps)
             kind = "ready" if profile.requests else "done"
             heapq.heappush(events, (now + (0.0 if profile.requests else profile.other_s),
                                     next(order), kind, running))  # fmt: skip
@@ -151,14 +148,14 @@ def replay_schedule(
                 free -= 1
                 heapq.heappush(events, (now + latency_s, next(order), "answered", running))
             else:
-                heapq.heappush(queued, (running.rank, next(order), running))
+                queued.append(running)
         elif kind == "answered":
             running.left -= 1
             at_once_again = running.left > 0 and running.gap_s <= 0
             if at_once_again:  # its next request already waits when this slot frees
-                heapq.heappush(queued, (running.rank, next(order), running))
+                queued.append(running)
             if queued:
-                _, _, first = heapq.heappop(queued)
+                first = queued.popleft()
                 heapq.heappush(events, (now + latency_s, next(order), "answered", first))
             else:
                 free += 1

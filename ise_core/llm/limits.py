@@ -29,10 +29,8 @@ honoured as a lower bound, up to ``MAX_RETRY_AFTER_S``. Other 4xx are not retrie
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import contextvars
-import heapq
-import itertools
 import random
 import threading
 import time
@@ -210,36 +208,22 @@ class TokenBucket:
             self.level = min(self.capacity, self.level - delta)
 
 
-# The rank of the current task's requests at a full slot gate: lower goes first, equal ranks
-# first come first served. `ise simulate` ranks each episode by the turns its intent implies
-# (longer first), so at a full endpoint the long episodes move at full speed while the short
-# ones fill the slots they leave free between requests (sandbox, tools, writes): a run that
-# mixes lengths does not end with its long episodes, slowed by sharing, running alone.
-# Episodes of one length keep first come first served among themselves, so they end together.
-REQUEST_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar(
-    "ise_request_priority", default=0
-)
-
-
 class SlotGate:
-    """A semaphore of one event loop whose size is read at every grant (``cap()``), so a cap
-    that shrinks holds new attempts back until enough have finished, and one that grows lets
-    waiters go at once (``wake``). Waiters are served by ``REQUEST_PRIORITY``, then in order
-    of arrival."""
+    """A first-come-first-served semaphore of one event loop whose size is read at every
+    grant (``cap()``), so a cap that shrinks holds new attempts back until enough have
+    finished, and one that grows lets waiters go at once (``wake``)."""
 
     def __init__(self, cap: Callable[[], int]) -> None:
         self._cap = cap
         self.held = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._arrivals = itertools.count()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> None:
         if self.held < self._cap() and not self._waiters:
             self.held += 1
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (REQUEST_PRIORITY.get(), next(self._arrivals), granted)
-        heapq.heappush(self._waiters, entry)
+        self._waiters.append(granted)
         try:
             await granted
         except asyncio.CancelledError:
@@ -247,8 +231,7 @@ class SlotGate:
                 self.release()  # granted, then cancelled before it could be used
             else:
                 with contextlib.suppress(ValueError):
-                    self._waiters.remove(entry)
-                    heapq.heapify(self._waiters)
+                    self._waiters.remove(granted)
             raise
 
     def release(self) -> None:
@@ -257,7 +240,7 @@ class SlotGate:
 
     def wake(self) -> None:
         while self._waiters and self.held < self._cap():
-            _, _, granted = heapq.heappop(self._waiters)
+            granted = self._waiters.popleft()
             if not granted.done():
                 self.held += 1
                 granted.set_result(None)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.atomic import remove_stale_temp_files
-from ise_core.capacity import episodes_in_flight, expected_turns, longest_first
+from ise_core.capacity import episodes_in_flight, longest_first
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BudgetExceeded, InputError
 from ise_core.llm.base import Chat
-from ise_core.llm.limits import REQUEST_PRIORITY, adaptive_summary, endpoint_stats
+from ise_core.llm.limits import adaptive_summary, endpoint_stats
 from ise_core.records import Intent, read_json, write_json, write_jsonl
 from ise_core.simulate.episode import EpisodeResult, run_episode
 from ise_core.simulate.episode_index import write_index
@@ -190,8 +190,6 @@ class _Simulation:
 
     async def episode(self, intent: Intent) -> None:
         """Simulate and write one intent's episode, unless the run has to stop."""
-        # At a full endpoint the longer episodes' requests go first (this episode's task only).
-        REQUEST_PRIORITY.set(-expected_turns(intent))
         async with self.gate:
             if self.stop.is_set() or (self.accountant is not None and self.accountant.exhausted):
                 self.report.n_not_started += 1

@@ -16,7 +16,6 @@ import yaml
 
 from ise_core.capacity import longest_first
 from ise_core.records import Intent
-
 from tests.dags.airflow_env import (
     BIN,
     REPO,
