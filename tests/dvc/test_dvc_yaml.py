@@ -43,6 +43,7 @@ LOCATION_KEYS = {"out_dir"}
 # The `ise` command line: argument parsing and printing around the stage functions.
 CLI_MODULES = {
     "ise_core/cli.py",
+    "ise_core/cli_estimate.py",
     "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
     "ise_core/cli_view.py",
