@@ -44,7 +44,7 @@ soak: install       ## 500 episodes at concurrency 16: fds, processes, memory, p
 		--baseline 50 --out benchmarks/results/soak.json
 
 # A real model on this machine: llama.cpp's llama-server (built once from source into
-# .cache/llama-server/, about 20 min on 2 cores) serving the bundled SmolLM2-135M-Instruct on
+# .cache/llama-server/, ~5 min on 2 idle cores) serving the bundled SmolLM2-135M-Instruct on
 # 127.0.0.1:$(MODEL_PORT). See README, "A real model on this machine".
 MODEL_PORT ?= 8081
 llama-server:       ## build llama.cpp's llama-server once (cached in .cache/llama-server/)

@@ -408,7 +408,12 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
     )
     rows: list[Row] = []
     for run in runs:
-        label = f"{run.get('server_slots')} slots, llm.max_concurrency {run.get('max_concurrency')}"
+        slots, limit = run.get("server_slots"), run.get("max_concurrency")
+        label = (
+            "scripted program"
+            if run.get("config") == "scripted"
+            else f"{slots} slots, llm.max_concurrency {limit}"
+        )
         rows.append((f"{label}: episodes/hour", _fmt(run.get("episodes_per_hour")), "-", "-"))
         tokens = (
             f"{_fmt(run.get('completion_tokens_per_s'))} / {_fmt(run.get('total_tokens_per_s'))}"
@@ -423,6 +428,10 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
                 "-",
             )
         )
+        calls = " / ".join(
+            str(run.get(key)) for key in ("tool_calls", "tool_calls_ok", "text_tool_calls")
+        )
+        rows.append((f"{label}: tool calls / successful / read from text", calls, "-", "-"))
     return note, rows
 
 

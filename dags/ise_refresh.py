@@ -17,7 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, TriggerRule, Variable, chain, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    TriggerRule,
+    Variable,
+    chain,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from ise_core import pipeline
@@ -35,6 +44,7 @@ AIRFLOW = SETTINGS.airflow
 # llm.max_concurrency and this machine (ise_core.capacity), shared with `ise simulate`.
 PLAN = pipeline.concurrency_plan(SETTINGS)
 OUTPUTS = pipeline.output_paths(SETTINGS)
+CATALOG = pipeline.Catalog.of(SETTINGS)
 
 # Published when the stage's gate passes, so a consumer (e.g. a training DAG scheduled on
 # ASSETS["sft"]) only ever sees validated data.
@@ -70,6 +80,15 @@ Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedul
    instances) → `{OUTPUTS["trajectories"]}`; **gate_trajectories** checks turn counts.
 5. **export** writes the SFT dataset and card → `{OUTPUTS["sft"]}`; **gate_sft** checks it.
 6. **record_lineage** runs `dvc commit` (and `dvc push` with a remote) so `dvc status` is clean.
+
+**Periods** (`refresh.mode: {SETTINGS.refresh.mode}`): a scheduled or backfilled run builds the
+period named by its data interval's start. `grow` adds `refresh.intents_per_period` new intents
+(the same batch on every re-run or backfill of that period), `renew` re-simulates a rolling
+share of the intents, `fixed` rebuilds params.yaml's dataset. **intents** registers the period
+in `{CATALOG.periods}`; **export** holds the published dataset until **gate_sft** passes (a
+failed period puts it back); **record_lineage** adds the period to `{CATALOG.history}`, then
+commits (and, with `refresh.git_tag`, tags `ise-refresh-<period>` in git). Clearing a failed
+run resumes its period.
 
 Each gate publishes its stage's Asset only when it passes. A failed gate stops the run and
 its log shows the failed expectations.
@@ -144,12 +163,32 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+def _run_period(settings: pipeline.Settings, *, say: bool = False) -> str | None:
+    """The refresh period this run builds (its data interval's start), or None for a plain
+    rebuild (refresh.mode fixed, a run with conf, a manual run without a data interval)."""
+    context = get_current_context()
+    if context["dag_run"].conf:
+        return None
+    start = context.get("data_interval_start")
+    return pipeline.period_of_run(settings, start, log=print if say else lambda _: None)
+
+
+# Periods are the schedule's data intervals: a run covers [start, end) and builds the period
+# named by its start (a cron string alone would make point-in-time runs with no interval).
+SCHEDULE: Any = (
+    CronDataIntervalTimetable(pipeline.schedule_cron(SETTINGS), timezone="UTC")
+    if AIRFLOW.schedule not in (None, "@once")
+    else AIRFLOW.schedule
+)
+
+
 @dag(
     dag_id="ise_refresh",
-    schedule=AIRFLOW.schedule,
+    schedule=SCHEDULE,
     start_date=datetime.fromisoformat(AIRFLOW.start_date).replace(tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,  # runs share the output folders
+    catchup=AIRFLOW.catchup,
+    # Periods build on each other and share the output folders: one run at a time, in order.
+    max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["ise", "dataset", "llm"],
     doc_md=DOC_MD,
@@ -164,15 +203,19 @@ def ise_refresh() -> None:
                 conf = get_current_context()["dag_run"].conf or {}
                 if conf and entry is STAGES[0]:
                     print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
-                return pipeline.run_stage(entry.name, settings)
+                period = _run_period(settings, say=entry is STAGES[0])
+                with pipeline.period_step(settings, entry, period, log=print):
+                    return pipeline.run_stage(entry.name, settings)
 
         return run()
 
-    def gate_task(name: str) -> Any:
+    def gate_task(entry: Stage, name: str) -> Any:
         @task(task_id=f"gate_{name}", outlets=[ASSETS[name]])
         def gate() -> str:
             with _run_settings() as settings:
-                return pipeline.run_gate(name, settings)
+                period = _run_period(settings)
+                with pipeline.period_step(settings, entry, period, gate=True, log=print):
+                    return pipeline.run_gate(name, settings)
 
         return gate()
 
@@ -208,7 +251,9 @@ def ise_refresh() -> None:
         context["intent_label"] = pipeline.batch_label(intent_ids)  # type: ignore[typeddict-unknown-key]
         with _run_settings() as settings:
             pipeline.check_data_root(settings, _data_root_token())
-            values = pipeline.run_stage("simulate", settings, only=intent_ids)
+            # SIGTERM (the task killed or its worker stopping) ends it gracefully: no new
+            # episode, running ones abandoned after a short grace, every sandbox closed.
+            values = pipeline.run_stage("simulate", settings, only=intent_ids, stop_on_signals=True)
             pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
             return values
 
@@ -252,7 +297,7 @@ def ise_refresh() -> None:
             )
             return {"committed": False, "pushed": False}
         with _run_settings() as settings:
-            return pipeline.record_lineage(settings.base_dir)
+            return pipeline.record_run_lineage(settings, _run_period(settings))
 
     # The stage table in order, each stage followed by its gate; two stages need more than
     # a plain task (the mapping and its planner; collect's tolerance check).
@@ -265,7 +310,7 @@ def ise_refresh() -> None:
         made = special.get(entry.name, stage_task)(entry)
         steps += made if isinstance(made, list) else [made]
         if entry.gate is not None:
-            steps.append(gate_task(entry.gate.name))
+            steps.append(gate_task(entry, entry.gate.name))
     chain(*steps, record_lineage())
 
 

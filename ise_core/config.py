@@ -142,7 +142,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
 
-
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -283,6 +282,12 @@ class WebSearchSettings(Block):
     cache: Literal["read_write", "read_only", "off"] = "read_write"
     cache_dir: str = ".cache/web_search"
 
+    @field_validator("provider", "cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: take it for what the user wrote.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _provider_needs(self) -> WebSearchSettings:
         if self.provider == "searxng" and not self.base_url:
@@ -361,6 +366,9 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # On SIGTERM or SIGINT: how long running episodes may take to finish (and be written)
+    # before they are abandoned. No new episode starts once the signal came.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=86_400)
     # Who writes the user's opening turn: "request" sends the intent's written request as the
     # first user message (the simulator plays the follow-ups); "generated" asks the user
     # simulator to write the opening too. The scripted user opens with the request itself.
@@ -480,6 +488,8 @@ class AirflowSettings(Block):
     # Intents in an `ise estimate` pilot run as the DAG's first task, which fails the run when
     # the projected spend exceeds llm.budget; null: no estimate task.
     estimate_pilot: int | None = Field(None, ge=1, le=10_000)
+    # Runs for intervals missed while the DAG was paused or off; backfills work either way.
+    catchup: bool = False
 
     @model_validator(mode="after")
     def _schedule_shape(self) -> AirflowSettings:
@@ -490,6 +500,30 @@ class AirflowSettings(Block):
                 f"or a 5-field cron expression (got {value!r})"
             )
         return self
+
+
+RefreshMode = Literal["grow", "renew", "fixed"]
+
+
+class RefreshSettings(Block):
+    """Scheduled refreshes (ise_core/refresh): what each period of ``airflow.schedule`` adds.
+
+    A period is one interval of the schedule, named by its start (``2026-01-04``). Periods
+    are recorded in ``<out_dir>/periods.json`` as they run; the dataset covers every one.
+    """
+
+    # grow: each period adds intents_per_period new intents (sample indices
+    # [intents.count + k*n, intents.count + (k+1)*n) for the k-th interval of the schedule);
+    # renew: each period re-simulates about renew_share of the intents with the current
+    # settings, keeping the old episodes; fixed: no periods, every run rebuilds params.yaml's
+    # dataset.
+    mode: RefreshMode = "grow"
+    intents_per_period: int = Field(50, ge=1, le=10_000_000)
+    renew_share: float = Field(0.25, gt=0, le=1)
+    # After each period: commit dvc.lock, the period list and the statistics to git and tag
+    # the commit ise-refresh-<period> (only in a git repository with no other changes).
+    git_tag: bool = False
+    out_dir: str = "data/refresh"
 
 
 def _default_forbidden() -> list[str]:
@@ -566,6 +600,7 @@ class Settings(Block):
     gates: GatesSettings = GatesSettings()
     airflow: AirflowSettings = AirflowSettings()
     eval: EvalSettings = EvalSettings()
+    refresh: RefreshSettings = RefreshSettings()
     # Where relative paths in the settings are resolved from (the params file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 

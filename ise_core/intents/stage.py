@@ -31,7 +31,9 @@ from ise_core.intents.sample import sample_intents
 from ise_core.intents.taxonomy import Taxonomy, load_taxonomy
 from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
-from ise_core.records import Intent, normalize_text, write_json, write_jsonl
+from ise_core.records import Intent, IntentSample, normalize_text, write_json, write_jsonl
+from ise_core.refresh.history import intents_by_period
+from ise_core.refresh.periods import Ledger
 from ise_core.stages import StageOptions, StageResult, stage
 
 SUMMARY_KEYS = (
@@ -122,6 +124,17 @@ def _deduplicate(
     )
 
 
+def _sample(
+    settings: Settings, files: Catalog, taxonomy: Taxonomy
+) -> tuple[Ledger, list[IntentSample]]:
+    """The base samples [0, intents.count) and the batch of every refresh period so far."""
+    ledger = Ledger.load(files.periods)
+    indices = ledger.sample_indices(settings.intents.count) if ledger else None
+    samples = sample_intents(taxonomy, settings.intents, settings.seed, indices=indices)
+    write_jsonl(files.sampled, samples)
+    return ledger, samples
+
+
 def run_intents(settings: Settings, options: StageOptions) -> StageResult:
     """The stage table's entry point for stage 1."""
     return StageResult.of("intents", intents_stage(settings), SUMMARY_KEYS)
@@ -139,8 +152,7 @@ def intents_stage(
     remove_stale_temp_files(files.intents_dir)  # left by a run that was killed mid-write
     taxonomy = load_taxonomy(files.taxonomy_dir)
 
-    samples = sample_intents(taxonomy, settings.intents, settings.seed)
-    write_jsonl(files.sampled, samples)
+    ledger, samples = _sample(settings, files, taxonomy)
     log(f"sampled {len(samples)} intents from the 4D space")
 
     if writer is None:
@@ -156,7 +168,7 @@ def intents_stage(
         )
     )
     write_jsonl(files.rejected, [r.model_dump() for r in outcome.rejected])
-    written = outcome.intents
+    written = ledger.stamp(outcome.intents)
     log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
 
     dedup = _deduplicate(settings, written, log)
@@ -191,13 +203,19 @@ def intents_stage(
         "embedding_model": settings.embedding.model,
         "embedding_space": dedup.space,
         "dedup_threshold": settings.dedup.threshold,
-        "n_embedded": dedup.n_embedded,
         "coverage": coverage(kept, taxonomy),
         "writer": writer.name,
         "params_fingerprint": stage("intents").fingerprint(settings),
     }
     if split.stats:
         stats["eval_split"] = split.stats
+    if ledger:
+        stats["periods"] = intents_by_period(ledger, samples, kept)
     write_json(files.intents_stats, stats)
-    write_json(files.intents_timing, {"seconds": round(time.perf_counter() - started, 3)})
+    # How much work the run did (embeddings not found in the cache) is a run record, like
+    # its time: a re-run over the same intents writes the very same stats.json.
+    write_json(
+        files.intents_timing,
+        {"seconds": round(time.perf_counter() - started, 3), "n_embedded": dedup.n_embedded},
+    )
     return stats
