@@ -73,7 +73,7 @@ airflow: install    ## Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT) running da
 	@set -euo pipefail; mkdir -p "$(AIRFLOW_HOME)"; \
 	echo "==> airflow db migrate (log: $(AIRFLOW_HOME)/db-migrate.log)"; \
 	$(VENV)/airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1; \
-	read -r pool size < <($(VENV)/python -c 'from ise_core.pipeline import load_settings, resolve_params_path; from pathlib import Path; a = load_settings(resolve_params_path(None, Path.cwd())).airflow; print(a.pool, a.pool_size)'); \
+	read -r pool size < <($(VENV)/python -c 'from ise_core.pipeline import concurrency_plan, load_settings, resolve_params_path; from pathlib import Path; s = load_settings(resolve_params_path(None, Path.cwd())); print(s.airflow.pool, concurrency_plan(s).pool_slots)'); \
 	$(VENV)/airflow pools set "$$pool" "$$size" "LLM-bound ISE tasks" > /dev/null; \
 	echo "==> pool $$pool with $$size slots"; \
 	test -s "$(AIRFLOW_PASSWORDS)" || (umask 077; $(VENV)/python -c 'import json, secrets, sys; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' > "$(AIRFLOW_PASSWORDS)"); \

@@ -40,6 +40,9 @@ PARAMS_VARIABLE = "ise_params"
 PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAMS"), PROJECT_DIR)
 SETTINGS = pipeline.load_settings(PARAMS_PATH)
 AIRFLOW = SETTINGS.airflow
+# Episodes in flight, and the mapped tasks and pool slots that hold them: one plan, from
+# llm.max_concurrency and this machine (ise_core.capacity), shared with `ise simulate`.
+PLAN = pipeline.concurrency_plan(SETTINGS)
 OUTPUTS = pipeline.output_paths(SETTINGS)
 CATALOG = pipeline.Catalog.of(SETTINGS)
 
@@ -63,12 +66,15 @@ DOC_MD = f"""
 
 Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedule}`:
 
+0. **estimate** (with `airflow.estimate_pilot`, now {AIRFLOW.estimate_pilot}) runs a pilot of
+   that many intents and fails the run when the projected spend exceeds `llm.budget`.
 1. **intents** samples and writes out intents, de-duplicates them, scores diversity →
    `{OUTPUTS["intents"]}`; **gate_intents** checks the dedup and coverage statistics.
 2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
    mapping against `[core] max_map_length`.
 3. **simulate** runs one mapped instance per intent (or batch), named by intent id, in pool
-   `{AIRFLOW.pool}`, at most {AIRFLOW.max_active_tis_per_dag} at once; each episode runs its
+   `{AIRFLOW.pool}` ({PLAN.pool_slots} slots), at most {PLAN.active_tasks} at once, each running
+   up to {PLAN.per_task} episodes at once ({PLAN.why}); each episode runs its
    tool calls in a live workspace. Re-running an instance skips finished episodes.
 4. **collect** gathers kept episodes (tolerates {AIRFLOW.tolerate_failed_share:.0%} failed
    instances) → `{OUTPUTS["trajectories"]}`; **gate_trajectories** checks turn counts.
@@ -231,7 +237,7 @@ def ise_refresh() -> None:
 
     @task(
         pool=AIRFLOW.pool,
-        max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
+        max_active_tis_per_dag=PLAN.active_tasks,
         # The intent id(s) name each instance: from its argument while it runs, then the
         # label the task sets (short for a batch).
         map_index_template=(
@@ -275,6 +281,12 @@ def ise_refresh() -> None:
             )
             return pipeline.run_stage("collect", settings)
 
+    @task(pool=AIRFLOW.pool)
+    def estimate() -> dict[str, Any]:
+        """`ise estimate`: a pilot projects the run; fails the run when it exceeds llm.budget."""
+        with _run_settings() as settings:
+            return pipeline.run_estimate(settings, AIRFLOW.estimate_pilot or 1)
+
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
@@ -293,7 +305,7 @@ def ise_refresh() -> None:
         "simulate": simulate_tasks,
         "collect": lambda entry: collect(),
     }
-    steps: list[Any] = []
+    steps: list[Any] = [estimate()] if AIRFLOW.estimate_pilot else []
     for entry in STAGES:
         made = special.get(entry.name, stage_task)(entry)
         steps += made if isinstance(made, list) else [made]

@@ -12,6 +12,8 @@ gates, the CLI and the DAG ask it instead of joining folder and file names thems
     data/eval/           tasks.jsonl (stage 1's held-out tasks) history.jsonl (one line a run)
     data/eval/<run>/     tasks/<task_id>.json episodes/<task_id>/t<i>-<mode>.json
                          results.jsonl metrics.json plots/ gate_result.json
+    data/estimate/       estimate.json, and the pilot's intents/ and trajectories/
+                         (`ise estimate`: a run record, in no dataset version)
 
 ``EpisodeStore`` owns ``episodes/`` and ``timing/``: the path of an intent's episode, loading
 and saving it, and the one answer to "is this episode current?" (made with the current
@@ -117,6 +119,8 @@ class Catalog:
     trajectories_stats: Path
     trajectories_timing: Path
     trajectories_gate_result: Path
+    estimate_dir: Path  # `ise estimate`: the pilot's own intents and episodes, and its figures
+    estimate: Path
 
     sft_dir: Path
     train: Path
@@ -173,6 +177,8 @@ class Catalog:
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",
             trajectories_gate_result=trajectories / "gate_result.json",
+            estimate_dir=trajectories.parent / "estimate",
+            estimate=trajectories.parent / "estimate" / "estimate.json",
             sft_dir=sft,
             train=sft / FORMAT_FILES["openai"][0],
             valid=sft / FORMAT_FILES["openai"][1],

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ise_core.cli_llm",
         "ise_core.cli_view",
         "ise_core.cli_eval",
+        "ise_core.cli_estimate",
         "ise_core.cli_refresh",
     ):
         _register(module, sub)

@@ -328,6 +328,9 @@ class WorkspaceSettings(Block):
     # Sandboxes kept started and reused between episodes (wiped in between); 0: a new
     # sandbox per episode.
     pool_size: int = Field(0, ge=0, le=1024)
+    # Sandboxes this machine may hold at once; null: from its free memory and process limit
+    # (ise_core/capacity.py). Bounds the episodes in flight unless simulate.concurrency is set.
+    max_sandboxes: int | None = Field(None, ge=1, le=100_000)
     web_search: WebSearchSettings = WebSearchSettings()
 
 
@@ -344,7 +347,10 @@ class SimulateSettings(Block):
     max_turns: int = Field(20, ge=1, le=200)
     max_steps_per_turn: int = Field(12, ge=1, le=200)
     intents_per_task: int = Field(1, ge=1)
-    concurrency: int = Field(4, ge=1, le=1024)
+    # Episodes at once; null: enough to keep the endpoint full (2 x llm.max_concurrency,
+    # within what the machine's workspace holds), or 2 per core for the scripted programs
+    # (ise_core/capacity.py).
+    concurrency: int | None = Field(None, ge=1, le=1024)
     out_dir: str = "data/trajectories"
     # Invalid user-simulator JSON is retried this many times, then the episode stops (user_error).
     user_retries: int = Field(2, ge=0, le=20)
@@ -471,14 +477,19 @@ class AirflowSettings(Block):
     retry_delay_s: int = Field(120, ge=1)
     # Retries back off exponentially from retry_delay_s up to this ceiling.
     max_retry_delay_s: int = Field(1800, ge=1)
-    # Mapped simulation instances running at once across all runs of the DAG.
-    max_active_tis_per_dag: int = Field(4, ge=1, le=10_000)
-    # The Airflow pool every LLM-bound task runs in, and the size it is created with.
+    # Mapped simulation instances running at once across all runs of the DAG; null: as many
+    # as keep the run's episodes in flight (ise_core/capacity.py).
+    max_active_tis_per_dag: int | None = Field(None, ge=1, le=10_000)
+    # The Airflow pool every LLM-bound task runs in, and the size it is created with (null:
+    # the simulate tasks that run at once).
     pool: str = Field("ise_llm", min_length=1, max_length=256)
-    pool_size: int = Field(8, ge=1, le=100_000)
+    pool_size: int | None = Field(None, ge=1, le=100_000)
     # Share of mapped simulation instances that may fail while the run still collects
     # (0 = collect only when every instance succeeded).
     tolerate_failed_share: float = Field(0.0, ge=0, le=1)
+    # Intents in an `ise estimate` pilot run as the DAG's first task, which fails the run when
+    # the projected spend exceeds llm.budget; null: no estimate task.
+    estimate_pilot: int | None = Field(None, ge=1, le=10_000)
     # Runs for intervals missed while the DAG was paused or off; backfills work either way.
     catchup: bool = False
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ise_core.capacity import ConcurrencyPlan, concurrency_plan, longest_first
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, deep_merge, load_settings
 from ise_core.errors import (
@@ -45,6 +46,7 @@ from ise_core.stages import (
 __all__ = [
     "BudgetExceeded",
     "Catalog",
+    "ConcurrencyPlan",
     "ConfigError",
     "EpisodesFailed",
     "GateFailed",
@@ -57,6 +59,7 @@ __all__ = [
     "check_failed_share",
     "check_map_length",
     "check_simulation",
+    "concurrency_plan",
     "finish_period",
     "list_intent_ids",
     "load_run_settings",
@@ -71,6 +74,7 @@ __all__ = [
     "record_lineage",
     "record_run_lineage",
     "resolve_params_path",
+    "run_estimate",
     "run_gate",
     "run_stage",
     "schedule_cron",
@@ -166,8 +170,9 @@ def load_run_settings(
 
 
 def list_intent_ids(settings: Settings) -> list[str]:
-    """Ids of the unique intents stage 1 wrote, in file order."""
-    return [intent.id for intent in Catalog.of(settings).load_intents()]
+    """Ids of the unique intents stage 1 wrote, longest episode first (the order ``ise
+    simulate`` starts them, so the DAG's first mapped instances hold the long episodes)."""
+    return [intent.id for intent in longest_first(Catalog.of(settings).load_intents())]
 
 
 def batch_ids(ids: Sequence[str], per_task: int) -> list[list[str]]:
@@ -248,6 +253,25 @@ def run_stage(
         result = stage(name).execute(settings, options)
     _stderr(f"{name}: {result.summary}")
     return result.values
+
+
+def run_estimate(settings: Settings, pilot: int) -> dict[str, Any]:
+    """``ise estimate --pilot N``: the projection's figures (printed too); raises
+    ``BudgetExceeded`` when the projected spend exceeds ``llm.budget``."""
+    from ise_core.estimate import check_budget, estimate_stage, report_lines
+
+    estimate = estimate_stage(settings, pilot=pilot)
+    for line in report_lines(estimate):
+        print(line, flush=True)
+    print(f"-> {Catalog.of(settings).estimate}", flush=True)
+    check_budget(estimate)
+    return {
+        "episodes": estimate.run.episodes,
+        "simulate_tokens": round(estimate.to_spend_tokens.expected),
+        "simulate_wall_s": round(estimate.wall_s.expected, 1),
+        "budget_tokens": estimate.budget_tokens,
+        "budget_cost": estimate.budget_cost,
+    }
 
 
 def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:

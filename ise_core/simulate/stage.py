@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ise_core.atomic import remove_stale_temp_files
+from ise_core.capacity import episodes_in_flight, longest_first
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings
 from ise_core.errors import BackendError, BudgetExceeded, InputError
@@ -72,6 +73,8 @@ class SimulateReport:
     params_fingerprint: str = ""
     episodes_dir: str = ""
     elapsed_s: float = 0.0
+    episodes_at_once: int = 0
+    episodes_at_once_from: str = ""  # why that many (ise_core.capacity.episodes_in_flight)
     failed_ids: list[str] = field(default_factory=list)
     # The endpoints' limiters after the run: in flight, latency, the adaptive cap's moves.
     limits: list[dict[str, Any]] = field(default_factory=list)
@@ -92,6 +95,8 @@ class SimulateReport:
             parts.append(f"{self.n_abandoned} abandoned")
         if self.n_not_started:
             parts.append(f"{self.n_not_started} not started")
+        if self.n_run:
+            parts.append(f"{self.episodes_at_once} at once ({self.episodes_at_once_from})")
         if self.budget_exhausted:
             parts.append("LLM budget exhausted: re-run with a larger llm.budget to continue")
         if self.reaped:
@@ -360,7 +365,7 @@ async def simulate_async(
         params_fingerprint=store.fingerprint,
         episodes_dir=str(store.folder),
     )
-    todo = [intent for intent in selected if not store.is_done(intent)]
+    todo = longest_first([intent for intent in selected if not store.is_done(intent)])
     report.n_skipped = len(selected) - len(todo)
     accountant: Any = None
     pool = _pool_for(settings) if workspace_factory is None and todo else None
@@ -373,7 +378,8 @@ async def simulate_async(
 
         reaped = await asyncio.to_thread(reap, settings.workspace, settings.base_dir)
         report.reaped = len(reaped.directories)
-    limit = max(1, concurrency or settings.simulate.concurrency)
+    limit, report.episodes_at_once_from = episodes_in_flight(settings, concurrency)
+    report.episodes_at_once = limit
     # Workspace calls run in threads: give every concurrent episode room for its tool call
     # and its bookkeeping instead of the small default pool.
     loop = asyncio.get_running_loop()

@@ -75,7 +75,11 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     simulate = dag.get_task("simulate")
     assert isinstance(simulate, MappedOperator)
     assert simulate.pool == "ise_llm"
-    assert simulate.max_active_tis_per_dag == 4
+    # From the one concurrency plan: the scripted default runs 2 episodes per core.
+    from ise_core import pipeline
+
+    plan = pipeline.concurrency_plan(pipeline.load_settings(REPO / "params.yaml"))
+    assert simulate.max_active_tis_per_dag == plan.active_tasks == plan.episodes
     # Named by the intent id(s): from the argument while running, then the task's own label.
     import jinja2
 
@@ -124,6 +128,9 @@ print(json.dumps({
     "collect_rule": getattr(dag.get_task("collect").trigger_rule, "value", None),
     "retries": dag.get_task("simulate").retries,
     "pool": dag.get_task("simulate").pool,
+    "roots": sorted(task.task_id for task in dag.roots),
+    "after_estimate": sorted(dag.get_task("estimate").downstream_task_ids)
+    if "estimate" in dag.task_ids else None,
 }))
 """
 
@@ -164,6 +171,13 @@ def test_schedule_retries_pool_and_tolerance_come_from_params(tmp_path: Path) ->
     assert result["retries"] == 5
     assert result["pool"] == "llm_small"
     assert result["collect_rule"] == "all_done"
+    assert result["roots"] == ["intents"] and result["after_estimate"] is None
+
+
+def test_an_estimate_pilot_adds_the_estimate_task_first(tmp_path: Path) -> None:
+    result = _parse(tiny_params(tmp_path, airflow={"estimate_pilot": 5}))
+    assert result["roots"] == ["estimate"]
+    assert result["after_estimate"] == ["intents"]
 
 
 def test_bad_params_are_an_import_error_naming_the_key(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ise_core.capacity import longest_first
+from ise_core.records import Intent
 from ise_core.stages import STAGE_NAMES
 from tests.dags.airflow_env import (
     BIN,
@@ -109,11 +111,12 @@ def test_whole_dag_matches_the_cli_one_instance_per_intent(
     by_task = states(result)
     assert all(s == ["success"] for t, s in by_task.items() if t != "simulate"), by_task
 
-    # One mapped simulate instance per intent, named by its intent id.
-    ids = [
-        json.loads(line)["id"]
+    # One mapped simulate instance per intent, named by its intent id, longest first.
+    intents = [
+        Intent.model_validate_json(line)
         for line in (dag_project / "data/intents/intents.jsonl").read_text().splitlines()
     ]
+    ids = [intent.id for intent in longest_first(intents)]
     assert len(ids) == 3
     mapped = sorted(
         (row for row in result["tis"] if row["task_id"] == "simulate"),
@@ -176,3 +179,25 @@ def test_bad_run_conf_fails_the_first_task_with_the_key(airflow_db: Path, tmp_pa
     assert "intents.count" in log
     assert "the run's conf was {'intent_count': 0}" in log
     assert not (params.parent / "data").exists()
+
+
+def test_an_estimate_over_the_budget_fails_the_run_before_any_stage(
+    airflow_db: Path, tmp_path: Path
+) -> None:
+    params = tiny_params(
+        airflow_project(),
+        airflow={"estimate_pilot": 2, "retries": 2, "retry_delay_s": 1},
+        llm={"budget": {"tokens": 100}},
+    )
+    result, log = run_dag_test(params)
+    by_task = states(result)
+    assert result["state"] == "failed"
+    assert by_task["estimate"] == ["failed"]  # not retried: a retry cannot change it
+    for task_id in ("intents", *DOWNSTREAM_OF_INTENTS):
+        assert by_task[task_id] == ["upstream_failed"], (task_id, by_task)
+    assert "above llm.budget.tokens=100" in log, log[-5000:]
+    assert "budget to set: llm.budget" in log  # the projection is in the task's log
+    estimate = json.loads((params.parent / "data/estimate/estimate.json").read_text())
+    assert estimate["pilot"]["episodes"] == 2
+    assert estimate["simulate_to_spend"]["tokens"]["expected"] > 100
+    assert not (params.parent / "data/intents/intents.jsonl").exists()
