@@ -181,7 +181,15 @@ STAGES: tuple[Stage, ...] = (
             "eval.safety.secret_path",
         ),
         roles=("writer",),
-        outputs=("intents", "sampled", "duplicates", "rejected", "intents_stats", "vendi_curve"),
+        outputs=(
+            "intents",
+            "sampled",
+            "written",
+            "duplicates",
+            "rejected",
+            "intents_stats",
+            "vendi_curve",
+        ),
         help="sample, write out, de-duplicate and score intents",
     ),
     Stage(
