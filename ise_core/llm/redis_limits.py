@@ -127,8 +127,11 @@ return held
 _RELEASE = """
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
-# KEYS: bucket. ARGV: units per ms, capacity, amount to take (negative: refund/charge only).
-# Returns 0 (taken) or the ms until ``amount`` would be there.
+# KEYS: bucket. ARGV: units per ms, capacity, amount, mode ('take' or 'adjust').
+# 'take' reserves the amount at once, letting the level go below zero, and returns the ms until
+# the refill has paid that debt (0: no wait). A later request queues behind every earlier one's
+# debt, across processes, so a large request is not overtaken by a stream of small ones (as in
+# ise_core.llm.limits.TokenBucket). 'adjust' charges (positive) or refunds (negative) only.
 _BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -142,7 +145,8 @@ local amount = tonumber(ARGV[3])
 local wait = 0
 if mode == 'take' then
   amount = math.min(amount, cap)
-  if level >= amount then level = level - amount else wait = math.ceil((amount - level) / rate) end
+  level = level - amount
+  if level < 0 then wait = math.ceil(-level / rate) end
 else
   level = math.min(cap, level - amount)
 end
@@ -292,18 +296,21 @@ class RedisEndpointLimiter:
         return int(await self._client_scripts()[name](keys=keys, args=args))
 
     async def _take(self, bucket: str, per_minute: int, amount: float) -> float:
-        """Wait until ``amount`` units of a shared bucket are there and take them."""
+        """Take ``amount`` units of a shared bucket in arrival order; returns the seconds waited."""
         rate = per_minute / 60_000.0  # units per ms
         capacity = max(1.0, per_minute * BURST_FRACTION)
-        waited = 0.0
-        while True:
-            wait_ms = await self._script(
-                "bucket", [self.keys[bucket]], [repr(rate), repr(capacity), repr(amount), "take"]
-            )
-            if wait_ms <= 0:
-                return waited
+        args = [repr(rate), repr(capacity)]
+        wait_ms = await self._script("bucket", [self.keys[bucket]], [*args, repr(amount), "take"])
+        if wait_ms <= 0:
+            return 0.0
+        try:
             await asyncio.sleep(wait_ms / 1000)
-            waited += wait_ms / 1000
+        except asyncio.CancelledError:
+            # A cancelled waiter gives its reservation back to those still coming.
+            refund = repr(-min(amount, capacity))
+            self._in_background("bucket", [self.keys[bucket]], [*args, refund, "adjust"])
+            raise
+        return wait_ms / 1000
 
     async def _acquire(self) -> tuple[str, float]:
         """Take one shared slot: (its lease's member, seconds waited).

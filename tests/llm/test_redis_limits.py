@@ -226,6 +226,44 @@ def test_rate_window_is_shared_between_limiters(redis_url: str) -> None:
     assert 6 <= sum(started) <= 7, started
 
 
+def test_a_large_request_is_not_overtaken_by_other_processes_small_ones(redis_url: str) -> None:
+    """Two limiters (two processes' worth) stream 800-token requests for 3 s against a shared
+    600k tokens/minute; a 5,000-token request arrives 0.2 s in. Served in arrival order across
+    processes, it waits for the requests queued ahead of it and its own refill, not for the
+    streams to end, and the endpoint still gets its full rate."""
+    tpm, small, large, workers = 600_000, 800, 5_000, 4
+    per_s = tpm / 60
+    limits = LimitSettings(max_in_flight=64, tokens_per_minute=tpm)
+    granted = 0
+
+    async def stream(limiter: RedisEndpointLimiter, stop: float) -> None:
+        nonlocal granted
+        while time.monotonic() < stop:
+            async with limiter.slot(small):
+                granted += small
+
+    async def big(limiter: RedisEndpointLimiter) -> float:
+        await asyncio.sleep(0.2)
+        asked = time.monotonic()
+        async with limiter.slot(large):
+            return time.monotonic() - asked
+
+    async def go() -> tuple[float, float]:
+        a = RedisEndpointLimiter(redis_url, "http://x/v1", "m", limits)
+        b = RedisEndpointLimiter(redis_url, "http://x/v1", "m", limits)
+        async with a.slot(10**9):  # drain the burst: the figures are the sustained rate
+            pass
+        started = time.monotonic()
+        streams = [stream((a, b)[i % 2], started + 3.0) for i in range(workers)]
+        waited, *_ = await asyncio.gather(big(b), *streams)
+        return waited, (granted + large) / (time.monotonic() - started)
+
+    waited, throughput = asyncio.run(go())
+    bound = (workers * small + large) / per_s
+    assert waited <= bound + 0.3, f"the large request waited {waited:.2f} s (bound {bound} s)"
+    assert 0.85 * per_s <= throughput <= 1.05 * per_s, throughput
+
+
 def test_the_default_stays_in_process() -> None:
     llm = LLMSettings.model_validate(
         {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}

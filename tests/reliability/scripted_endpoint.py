@@ -90,6 +90,9 @@ class ScriptedEndpoint:
         with self._lock:
             found = self._by_opening.get(opening)
         if found is None:
+            # simulate.first_turn: request opens with the intent's request as written.
+            found = next((i for i in self._all_intents() if i.request == opening), None)
+        if found is None:
             raise LookupError(f"no intent opened with {opening[:80]!r}")
         return found
 
