@@ -161,6 +161,16 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "workspace.network_allowlist",
 )
 
+# The embedding settings that decide the vectors; batch size, threads, shard size and the
+# cache and model folders only change how fast they are made (or where they are kept).
+EMBEDDING_KEYS: tuple[str, ...] = (
+    "embedding.provider",
+    "embedding.model",
+    "embedding.backend",
+    "embedding.base_url",
+    "embedding.dimensions",
+)
+
 # The shape of the scripted user's and agent's episodes (programs, not models).
 _SCRIPTED_KEYS: tuple[str, ...] = ("simulate.scripted",)
 
@@ -172,7 +182,7 @@ STAGES: tuple[Stage, ...] = (
         fingerprint_keys=(
             "seed",
             "intents",
-            "embedding",
+            *EMBEDDING_KEYS,
             "dedup",
             "diversity",
             "eval.fraction",
