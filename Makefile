@@ -44,7 +44,7 @@ soak: install       ## 500 episodes at concurrency 16: fds, processes, memory, p
 		--baseline 50 --out benchmarks/results/soak.json
 
 # A real model on this machine: llama.cpp's llama-server (built once from source into
-# .cache/llama-server/, about 20 min on 2 cores) serving the bundled SmolLM2-135M-Instruct on
+# .cache/llama-server/, ~5 min on 2 idle cores) serving the bundled SmolLM2-135M-Instruct on
 # 127.0.0.1:$(MODEL_PORT). See README, "A real model on this machine".
 MODEL_PORT ?= 8081
 llama-server:       ## build llama.cpp's llama-server once (cached in .cache/llama-server/)
@@ -73,7 +73,7 @@ airflow: install    ## Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT) running da
 	@set -euo pipefail; mkdir -p "$(AIRFLOW_HOME)"; \
 	echo "==> airflow db migrate (log: $(AIRFLOW_HOME)/db-migrate.log)"; \
 	$(VENV)/airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1; \
-	read -r pool size < <($(VENV)/python -c 'from ise_core.pipeline import load_settings, resolve_params_path; from pathlib import Path; a = load_settings(resolve_params_path(None, Path.cwd())).airflow; print(a.pool, a.pool_size)'); \
+	read -r pool size < <($(VENV)/python -c 'from ise_core.pipeline import concurrency_plan, load_settings, resolve_params_path; from pathlib import Path; s = load_settings(resolve_params_path(None, Path.cwd())); print(s.airflow.pool, concurrency_plan(s).pool_slots)'); \
 	$(VENV)/airflow pools set "$$pool" "$$size" "LLM-bound ISE tasks" > /dev/null; \
 	echo "==> pool $$pool with $$size slots"; \
 	test -s "$(AIRFLOW_PASSWORDS)" || (umask 077; $(VENV)/python -c 'import json, secrets, sys; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' > "$(AIRFLOW_PASSWORDS)"); \

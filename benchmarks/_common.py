@@ -81,7 +81,14 @@ class LoopbackServer:
     """tests/fakes/both_roles.py in a subprocess; ``report()`` after ``stop()``."""
 
     def __init__(
-        self, *, latency_s: float, user_turns: int, tool_calls: int, limit: int, report: Path
+        self,
+        *,
+        latency_s: float,
+        user_turns: int,
+        tool_calls: int,
+        limit: int,
+        report: Path,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.report_path = report
         self.proc = subprocess.Popen(
@@ -99,6 +106,7 @@ class LoopbackServer:
                 str(limit),
                 "--report",
                 str(report),
+                *extra_args,
             ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -188,12 +196,14 @@ def bench_params(
     *,
     intents: int,
     max_concurrency: int,
-    episodes_at_once: int,
+    episodes_at_once: int | None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """A complete params.yaml in ``project``: scripted writer, user and agent on the loopback
     endpoint, local sandboxes under the project, a fresh response cache (read_write: every
-    request is a miss and is written, as on a first run), gates sized for a fake model."""
+    request is a miss and is written, as on a first run), gates sized for a fake model.
+    ``episodes_at_once`` None leaves ``simulate.concurrency`` at its default (from
+    ``llm.max_concurrency``)."""
     from ise_core.config import deep_merge, settings_from_dict
     from tests.fakes.params import MANUAL_AIRFLOW, PERMISSIVE_GATES
 
@@ -309,18 +319,20 @@ sys.exit(code)
 
 def run_simulate(
     params: Path,
-    concurrency: int,
+    concurrency: int | None,
     *,
     log: Path,
     profile: Path | None = None,
     extra_args: Sequence[str] = (),
     timeout_s: float = 1800,
 ) -> dict[str, Any]:
-    """``ise simulate --params P --concurrency N`` in its own process; its figures."""
+    """``ise simulate --params P [--concurrency N]`` in its own process; its figures."""
     out = log.with_suffix(".figures.json")
     env = dict(os.environ, **{KEY_ENV: "sk-benchmark-not-a-real-key"})
     env["PYTHONPATH"] = str(ROOT)
-    argv = ["simulate", "--params", str(params), "--concurrency", str(concurrency)]
+    argv = ["simulate", "--params", str(params)]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     with log.open("w", encoding="utf-8") as handle:
         done = subprocess.run(
             [sys.executable, "-c", _RUNNER, str(profile or ""), str(out), *argv, *extra_args],

@@ -94,56 +94,30 @@ def _load(value: Any) -> str:
 
 
 def saturation_cli(data: dict[str, Any]) -> tuple[str, list[Row]]:
-    shape = data.get("episode_shape", {})
     note = (
-        f"{data.get('intents')} intents, {shape.get('requests_per_episode')} requests and "
-        f"{shape.get('user_turns', 0) * shape.get('tool_calls_per_turn', 0)} tool calls per "
-        f"episode, latency {data.get('latency_s')} s, C = {data.get('max_concurrency')}, "
-        f"{data.get('episodes_at_once')} episodes at once; load "
+        f"{data.get('intents')} intents a run, latency {data.get('latency_s')} s, C = "
+        f"{data.get('max_concurrency')}; saturation = achieved req/s / (C / latency); each shape "
+        f"with default settings and with the old explicit flags; load "
         f"{_load(data.get('load_average_before'))} (1/5/15 min) at the start, "
         f"{_load(data.get('load_average_after'))} at the end"
     )
+    rows: list[Row] = []
+    for run in data.get("runs") or []:
+        target = run.get("target")
+        rows.append(
+            (
+                f"{run.get('shape')}, {run.get('config')} ({run.get('episodes_at_once')} at "
+                f"once, {run.get('requests_per_episode')} requests an episode; load "
+                f"{_load(run.get('load_average_before'))})",
+                f"{_fmt(run.get('saturation'))} (ceiling {_fmt(run.get('workload_ceiling'))}; "
+                f"{_fmt(run.get('wall_s'), 's')}; "
+                f"{_fmt(run.get('pipeline_cpu_ms_per_request'), 'ms')} CPU a request)",
+                f">= {target}" if target is not None else "-",
+                _met(run.get("target_met")),
+            )
+        )
     ceiling = _get(data, "machine_ceiling", "efficiency")
-    rows: list[Row] = [
-        (
-            "efficiency (achieved req/s / (C / latency))",
-            f"{_fmt(data.get('efficiency'))} ({_fmt(data.get('achieved_rps'))} of "
-            f"{_fmt(data.get('ideal_rps'))} req/s)",
-            ">= 0.9",
-            _met(data.get("target_met")),
-        ),
-        (
-            "steady state: mean requests in flight / C",
-            _fmt(_get(data, "steady_state", "utilisation")),
-            "-",
-            "-",
-        ),
-        (
-            "the workload's ceiling: no overhead at all (end-of-stage drain only)",
-            _fmt(data.get("workload_ceiling")),
-            "-",
-            "-",
-        ),
-        (
-            "bare HTTP client at the same moment (machine ceiling)",
-            _fmt(ceiling),
-            "-",
-            "-",
-        ),
-        ("episodes per hour", _fmt(data.get("episodes_per_hour")), "-", "-"),
-        (
-            "pipeline CPU per model request",
-            _fmt(data.get("pipeline_cpu_ms_per_request"), "ms"),
-            "-",
-            "-",
-        ),
-        (
-            "sandbox CPU per model request",
-            _fmt(data.get("sandbox_cpu_ms_per_request"), "ms"),
-            "-",
-            "-",
-        ),
-    ]
+    rows.append(("bare HTTP client at the same moment (machine ceiling)", _fmt(ceiling), "-", "-"))
     return note, rows
 
 
@@ -434,7 +408,12 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
     )
     rows: list[Row] = []
     for run in runs:
-        label = f"{run.get('server_slots')} slots, llm.max_concurrency {run.get('max_concurrency')}"
+        slots, limit = run.get("server_slots"), run.get("max_concurrency")
+        label = (
+            "scripted program"
+            if run.get("config") == "scripted"
+            else f"{slots} slots, llm.max_concurrency {limit}"
+        )
         rows.append((f"{label}: episodes/hour", _fmt(run.get("episodes_per_hour")), "-", "-"))
         tokens = (
             f"{_fmt(run.get('completion_tokens_per_s'))} / {_fmt(run.get('total_tokens_per_s'))}"
@@ -449,6 +428,10 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
                 "-",
             )
         )
+        calls = " / ".join(
+            str(run.get(key)) for key in ("tool_calls", "tool_calls_ok", "text_tool_calls")
+        )
+        rows.append((f"{label}: tool calls / successful / read from text", calls, "-", "-"))
     return note, rows
 
 

@@ -1,33 +1,38 @@
-"""Does `ise simulate` keep a model endpoint at its concurrency limit, and at what CPU cost?
+"""Does `ise simulate` keep a model endpoint at its concurrency limit by default?
 
-200 intents (from the scripted writer) are simulated by `ise simulate` against the loopback
-OpenAI-compatible server (tests/fakes/both_roles.py, in its own process) that plays both the
-role-locked user and the agent with a fixed latency per request (300 ms). The client's limit
-is C = llm.max_concurrency = 16 requests in flight; 32 episodes run at once, so that while
-some episodes open sandboxes, run tool calls or write files, 16 others have a request out.
-Every tool call runs for real in a local (bubblewrap) sandbox; the response cache is on and
-starts empty, as on a first run.
+Three episode shapes are simulated by `ise simulate` against the loopback OpenAI-compatible
+server (tests/fakes/both_roles.py, in its own process) that plays both the role-locked user and
+the agent with a fixed latency per request (300 ms); the client's limit is C =
+llm.max_concurrency = 16 requests in flight:
 
-Figures:
+* ``short``: 3 user turns, 3 tool calls each (15 requests an episode);
+* ``published``: 8 user turns, 3 tool calls each (40 requests, 24 tool calls, ~64 dialogue
+  turns), close to the published averages (8.1 user turns, 29 tool calls, 68 dialogue turns);
+* ``mix``: each intent's length follows its hidden details (8 turns from 8 details on, else 3):
+  about half of each, in the intents' order, so the run's end depends on which start first.
 
-* efficiency = achieved request rate / (C / latency), over the whole stage (start-up of the
-  episodes and the tail included) - target >= 0.9; also the mean number of requests the
-  server had in flight during its busy window, divided by C (the steady state); and two
-  ceilings to read it against: the workload's (what a pipeline with no overhead would reach,
-  below 1 only because the endpoint cannot be full once fewer episodes remain than C) and the
-  machine's (a bare HTTP client keeping C requests in flight for 8 s right after the run);
-* episodes per hour;
-* pipeline CPU per model request: CPU time of the simulate process (its threads, not the
-  sandboxes it starts) / requests; the sandboxes' CPU is reported per request beside it.
+Each shape runs with default settings apart from the endpoint (``default``: no
+``simulate.concurrency``, no flag) and, side by side, with the explicit flags users needed
+before (``--concurrency 4``, the old default, and ``--concurrency 16``, one episode per slot).
+Every tool call runs for real in a local (bubblewrap) sandbox; the response cache starts empty,
+as on a first run.
 
-The default episode shape (8 user turns, 3 tool calls per turn: 41 requests, 24 tool calls,
-~64 dialogue turns per episode) is close to the published averages (8.1 user turns, 29 tool
-calls, 68 dialogue turns), so request bodies grow as in real runs.
+Figures, per run:
 
-    python benchmarks/saturation_cli.py                      # the default run (~3 min)
-    python benchmarks/saturation_cli.py --intents 50 --user-turns 3 --json /tmp/s.json
-    python benchmarks/saturation_cli.py --profile /tmp/simulate.txt   # pyinstrument profile
-    python benchmarks/saturation_cli.py --profile /tmp/simulate.prof  # cProfile stats
+* saturation = achieved request rate / (C / latency), over the whole stage (start-up of the
+  episodes and the tail included); targets with default settings: >= 0.9 on ``short``,
+  >= 0.95 on ``published``;
+* the mean number of requests the server had in flight during its busy window, / C;
+* the workload's ceiling: what a pipeline with no overhead would reach with the same episodes
+  in flight (below 1 only because the endpoint cannot be full once fewer episodes remain than C);
+* episodes per hour, and the pipeline's CPU per request (the simulate process; the sandboxes'
+  CPU beside it).
+
+    python benchmarks/saturation_cli.py                      # 3 shapes x 3 settings (~8 min)
+    python benchmarks/saturation_cli.py --shapes short --configs default,16
+    python benchmarks/saturation_cli.py --shapes published --configs default \\
+        --profile /tmp/simulate.txt                          # pyinstrument (*.prof: cProfile)
+    python benchmarks/saturation_cli.py --keep /tmp/sat      # keep episodes, logs, reports
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import argparse
 import sys
 import tempfile
 import time
-from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,48 +61,69 @@ from benchmarks._common import (
     run_simulate,
     write_scripted_intents,
 )
-from ise_core.records import write_json
+from ise_core.capacity import episodes_in_flight
+from ise_core.catalog import EpisodeStore
+from ise_core.config import load_settings
+from ise_core.estimate.projection import EpisodeProfile, replay_schedule
+from ise_core.records import read_json, write_json
 
-TARGET = 0.9
+
+@dataclass(frozen=True)
+class Shape:
+    """An episode shape: the loopback server's arguments and the saturation to reach."""
+
+    user_turns: int
+    tool_calls: int
+    target: float | None
+    server_args: tuple[str, ...] = ()
 
 
-def workload_ceiling(episodes: int, requests_per_episode: int, at_once: int, limit: int) -> float:
-    """The efficiency a pipeline with no overhead at all would reach on this workload.
+SHAPES = {
+    "short": Shape(3, 3, 0.9),
+    "published": Shape(8, 3, 0.95),
+    "mix": Shape(3, 3, None, ("--mix", "--long-turns", "8", "--long-from", "8")),
+}
+# Episodes at once: the default (None: from llm.max_concurrency), then the old explicit flags
+# (`--configs` also takes any other number).
+CONFIGS = ("default", "4", "16")
 
-    Every request takes one latency; episodes are chains of requests; ``at_once`` episodes
-    run, sharing ``limit`` slots first come first served. Below 1 only because of the end of
-    the stage, when fewer episodes remain than slots.
+
+def workload_ceiling(requests: Sequence[int], at_once: int, limit: int) -> float:
+    """The saturation a pipeline with no overhead at all would reach on these episodes.
+
+    Every request takes one latency; episodes are chains of ``requests[i]`` requests, started
+    longest first as ``ise simulate`` starts them; ``at_once`` run, sharing ``limit`` slots
+    first come first served (the schedule ``ise estimate`` replays). Below 1 only because of
+    the end of the stage, when fewer episodes remain than slots.
     """
-    queue: deque[int] = deque()
-    remaining: dict[int, int] = {}
-    started = 0
-    for _ in range(min(at_once, episodes)):
-        remaining[started] = requests_per_episode
-        queue.append(started)
-        started += 1
-    rounds = 0
-    while queue:
-        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
-        rounds += 1
-        for episode in batch:
-            remaining[episode] -= 1
-            if remaining[episode]:
-                queue.append(episode)
-            elif started < episodes:
-                remaining[started] = requests_per_episode
-                queue.append(started)
-                started += 1
-    return episodes * requests_per_episode / (rounds * limit) if rounds else 0.0
+    profiles = [EpisodeProfile(count, 0.0) for count in requests]
+    wall = replay_schedule(profiles, len(profiles), at_once=at_once, slots=limit, latency_s=1.0)
+    return sum(requests) / (wall * limit) if wall else 0.0
+def episode_requests(params: Path) -> list[int]:
+    """Requests each finished episode made (its timing record)."""
+    store = EpisodeStore.of(load_settings(params))
+    counts = []
+    for path in store.paths():
+        timing_path = store.timing_path(path.stem)
+        timing = read_json(timing_path) if timing_path.exists() else {}
+        llm = timing.get("llm") or {}
+        counts.append(int(llm.get("requests", 0)) + int(llm.get("cache_hits", 0)))
+    return counts
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    project = scratch / "project"
+def measure(
+    args: argparse.Namespace, scratch: Path, shape_name: str, config: str
+) -> dict[str, Any]:
+    """One ``ise simulate`` run of ``shape_name`` with ``config``'s episodes at once."""
+    shape, flag = SHAPES[shape_name], None if config == "default" else int(config)
+    project = scratch / shape_name / config / "project"
     server = LoopbackServer(
         latency_s=args.latency,
-        user_turns=args.user_turns,
-        tool_calls=args.tool_calls,
+        user_turns=shape.user_turns,
+        tool_calls=shape.tool_calls,
         limit=args.limit,
-        report=scratch / "server.json",
+        report=project.parent / "server.json",
+        extra_args=shape.server_args,
     )
     try:
         params = bench_params(
@@ -104,91 +131,106 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             server.base_url,
             intents=args.intents,
             max_concurrency=args.limit,
-            episodes_at_once=args.episodes_at_once,
+            episodes_at_once=None,
         )
         n_intents = write_scripted_intents(params)
+        at_once, why = episodes_in_flight(load_settings(params), flag)
         load_before = load_average()
-        run = run_simulate(
-            params, args.episodes_at_once, log=scratch / "simulate.log", profile=args.profile
-        )
+        run = run_simulate(params, flag, log=project.parent / "simulate.log", profile=args.profile)
         load_after = load_average()
     finally:
         server.stop()
     served = server.report()
-    ceiling = bare_client_ceiling(args.latency, args.limit) if args.ceiling else None
-    episodes = episode_counts(params)
     requests = int(served["requests"])
-    ideal_rps = args.limit / args.latency
-    achieved_rps = requests / run["wall_s"]
-    efficiency = achieved_rps / ideal_rps
-    steady = served["mean_in_flight"] / args.limit
-    figures: dict[str, Any] = {
-        "benchmark": "saturation_cli",
-        "measured_at": now_iso(),
-        "machine": machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
+    saturation = requests / run["wall_s"] / (args.limit / args.latency)
+    episodes = episode_counts(params)
+    target = shape.target if config == "default" else None
+    return {
+        "shape": shape_name,
+        "config": "default" if flag is None else f"--concurrency {flag}",
         "intents": n_intents,
-        "latency_s": args.latency,
-        "max_concurrency": args.limit,
-        "episodes_at_once": args.episodes_at_once,
-        "episode_shape": {
-            "user_turns": args.user_turns,
-            "tool_calls_per_turn": args.tool_calls,
-            "requests_per_episode": served["requests_per_episode"],
-        },
+        "episodes_at_once": at_once,
+        "episodes_at_once_from": why,
         "requests": requests,
+        "requests_per_episode": rounded(requests / max(1, episodes["n_episodes"]), 2),
         "wall_s": rounded(run["wall_s"]),
-        "achieved_rps": rounded(achieved_rps, 2),
-        "ideal_rps": rounded(ideal_rps, 2),
-        "efficiency": rounded(efficiency, 4),
-        "target": TARGET,
-        "target_met": efficiency >= TARGET,
+        "saturation": rounded(saturation, 4),
+        "target": target,
+        "target_met": None if target is None else saturation >= target,
+        "steady_state": rounded(served["mean_in_flight"] / args.limit, 4),
+        # The stage's time outside the server's busy window: start-up and wind-down.
+        "outside_busy_window_s": rounded(run["wall_s"] - served["busy_window_s"]),
+        "max_in_flight": served["max_in_flight"],
         "workload_ceiling": rounded(
-            workload_ceiling(
-                episodes["n_episodes"],
-                served["requests_per_episode"],
-                args.episodes_at_once,
-                args.limit,
-            ),
-            4,
+            workload_ceiling(episode_requests(params), at_once, args.limit), 4
         ),
-        "machine_ceiling": ceiling,
-        "efficiency_vs_ceiling": (
-            rounded(efficiency / ceiling["efficiency"], 4) if ceiling else None
-        ),
-        "steady_state": {
-            "busy_window_s": served["busy_window_s"],
-            "mean_in_flight": served["mean_in_flight"],
-            "utilisation": rounded(steady, 4),
-            "share_of_time_at_limit": served["share_at_limit"],
-            "max_in_flight": served["max_in_flight"],
-        },
         "episodes_per_hour": round(episodes["n_episodes"] / run["wall_s"] * 3600),
-        "pipeline_cpu_s": rounded(run["cpu_s"]),
         "pipeline_cpu_ms_per_request": rounded(1000 * run["cpu_s"] / requests),
-        "pipeline_cpu_share_of_one_core": rounded(run["cpu_s"] / run["wall_s"]),
         "sandbox_cpu_ms_per_request": rounded(1000 * run["children_cpu_s"] / requests),
-        "startup": {
-            "wall_s": rounded(run["startup_wall_s"]),
-            "cpu_s": rounded(run["startup_cpu_s"]),
-        },
         "peak_rss_mib": rounded(run["peak_rss_mib"], 1),
         "episodes": episodes,
-        "profile": str(args.profile) if args.profile else None,
-        "command": " ".join(sys.argv),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
     }
-    return figures
+
+
+def table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The runs side by side: one row per shape, one column per setting."""
+    configs = list(dict.fromkeys(run["config"] for run in runs))
+    lines = [f"{'shape':<10} " + " ".join(f"{c:>26}" for c in configs) + "   target (default)"]
+    for shape in dict.fromkeys(run["shape"] for run in runs):
+        cells = []
+        for config in configs:
+            found = [r for r in runs if r["shape"] == shape and r["config"] == config]
+            cells.append(
+                f"{found[0]['saturation']:.2f} ({found[0]['episodes_at_once']:>2} at once, "
+                f"{found[0]['wall_s']:>5.0f} s)"
+                if found
+                else "-"
+            )
+        target = SHAPES[shape].target
+        lines.append(
+            f"{shape:<10} "
+            + " ".join(f"{cell:>26}" for cell in cells)
+            + f"   {'>= ' + format(target, '.2f') if target else '-'}"
+        )
+    return lines
+
+
+def _names(text: str, known: Sequence[str], flag: str, numbers: bool = False) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [n for n in names if n not in known and not (numbers and n.isdigit() and int(n))]
+    if unknown or not names:
+        also = " or episode counts" if numbers else ""
+        raise SystemExit(f"{flag}: expected a comma-separated list of {', '.join(known)}{also}")
+    return names
+
+
+def run_all(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    runs = []
+    for shape in args.shapes:
+        for config in args.configs:
+            figures = measure(args, scratch, shape, config)
+            print(
+                f"  {shape:<10} {figures['config']:<16} saturation {figures['saturation']:.3f} "
+                f"({figures['episodes_at_once']} at once, {figures['wall_s']:.1f} s, "
+                f"ceiling {figures['workload_ceiling']:.3f}, load "
+                f"{figures['load_average_before'][0]:.2f})",
+                flush=True,
+            )
+            runs.append(figures)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--intents", type=int, default=200)
+    parser.add_argument("--intents", type=int, default=64, help="intents per run")
     parser.add_argument("--latency", type=float, default=0.3, help="server seconds per reply")
     parser.add_argument("--limit", type=int, default=16, help="llm.max_concurrency (C)")
-    parser.add_argument("--episodes-at-once", type=int, default=32, help="simulate concurrency")
-    parser.add_argument("--user-turns", type=int, default=8)
-    parser.add_argument("--tool-calls", type=int, default=3, help="tool calls per user turn")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="default and/or --concurrency values"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -196,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         help="profile the simulate process: pyinstrument text, or cProfile stats for *.prof",
     )
     parser.add_argument("--json", type=Path, default=RESULTS / "saturation_cli.json")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
         "--no-ceiling",
         dest="ceiling",
@@ -207,24 +249,42 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", type=Path, default=None, help="work in this folder and keep it (episodes, logs)"
     )
     args = parser.parse_args(argv)
+    args.shapes = _names(args.shapes, list(SHAPES), "--shapes")
+    args.configs = _names(args.configs, CONFIGS, "--configs", numbers=True)
 
     started = time.perf_counter()
+    load_before = load_average()
+    print(f"saturation_cli: C = {args.limit}, latency {args.latency} s, {args.intents} intents")
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        figures = measure(args, args.keep)
+        runs = run_all(args, args.keep)
     else:
         with tempfile.TemporaryDirectory(prefix="ise-saturation-") as scratch:
-            figures = measure(args, Path(scratch))
-    figures["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
+            runs = run_all(args, Path(scratch))
+    ceiling = bare_client_ceiling(args.latency, args.limit) if args.ceiling else None
+    figures = {
+        "benchmark": "saturation_cli",
+        "measured_at": now_iso(),
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "intents": args.intents,
+        "latency_s": args.latency,
+        "max_concurrency": args.limit,
+        "runs": runs,
+        "machine_ceiling": ceiling,
+        "target_met": all(r["target_met"] for r in runs if r["target_met"] is not None),
+        "command": " ".join(sys.argv),
+        "benchmark_wall_s": round(time.perf_counter() - started, 1),
+    }
     write_json(args.json, figures)
-    print(
-        f"saturation_cli: {figures['achieved_rps']} req/s of an ideal {figures['ideal_rps']} "
-        f"(efficiency {figures['efficiency']}, target {TARGET}; steady state "
-        f"{figures['steady_state']['utilisation']}); {figures['episodes_per_hour']} episodes/h; "
-        f"pipeline CPU {figures['pipeline_cpu_ms_per_request']} ms/request "
-        f"(+ sandboxes {figures['sandbox_cpu_ms_per_request']}); "
-        f"load {figures['load_average_before']} -> {args.json}"
-    )
+    print("saturation (achieved req/s / (C / latency)), side by side:")
+    for line in table(runs):
+        print(f"  {line}")
+    if ceiling:
+        print(f"  bare HTTP client ceiling on this machine now: {ceiling['efficiency']}")
+    loads = f"{figures['load_average_before']} -> {figures['load_average_after']}"
+    print(f"load {loads}; -> {args.json}")
     return 1 if args.strict and not figures["target_met"] else 0
 
 

@@ -27,6 +27,8 @@ PARAMS_VARIABLE = "ise_params"
 PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAMS"), PROJECT_DIR)
 SETTINGS = pipeline.load_settings(PARAMS_PATH)
 AIRFLOW = SETTINGS.airflow
+# Mapped instances at once: the refresh DAG's plan (airflow.max_active_tis_per_dag when set).
+PLAN = pipeline.concurrency_plan(SETTINGS)
 OUTPUTS = pipeline.output_paths(SETTINGS)
 FILES = Catalog.of(SETTINGS)
 
@@ -153,7 +155,7 @@ def ise_eval() -> None:
 
     @task(
         pool=AIRFLOW.pool,
-        max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
+        max_active_tis_per_dag=PLAN.active_tasks,
         map_index_template="{{ task.op_kwargs['task_ids'] | join(', ') }}",
     )
     def evaluate(task_ids: list[str]) -> dict[str, Any]:

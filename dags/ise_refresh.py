@@ -17,7 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, TriggerRule, Variable, chain, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    TriggerRule,
+    Variable,
+    chain,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from ise_core import pipeline
@@ -31,7 +40,11 @@ PARAMS_VARIABLE = "ise_params"
 PARAMS_PATH = pipeline.resolve_params_path(os.environ.get("AIRFLOW_VAR_ISE_PARAMS"), PROJECT_DIR)
 SETTINGS = pipeline.load_settings(PARAMS_PATH)
 AIRFLOW = SETTINGS.airflow
+# Episodes in flight, and the mapped tasks and pool slots that hold them: one plan, from
+# llm.max_concurrency and this machine (ise_core.capacity), shared with `ise simulate`.
+PLAN = pipeline.concurrency_plan(SETTINGS)
 OUTPUTS = pipeline.output_paths(SETTINGS)
+CATALOG = pipeline.Catalog.of(SETTINGS)
 
 # Published when the stage's gate passes, so a consumer (e.g. a training DAG scheduled on
 # ASSETS["sft"]) only ever sees validated data.
@@ -53,6 +66,8 @@ DOC_MD = f"""
 
 Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedule}`:
 
+0. **estimate** (with `airflow.estimate_pilot`, now {AIRFLOW.estimate_pilot}) runs a pilot of
+   that many intents and fails the run when the projected spend exceeds `llm.budget`.
 1. **write_out** samples and writes out intents; **embed** embeds them, one mapped instance
    per `embedding.shard_size` texts (a re-run computes only the texts new to the cache);
    **intents** de-duplicates them and scores diversity once over the merged vectors →
@@ -60,12 +75,22 @@ Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedul
 2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
    mapping against `[core] max_map_length`.
 3. **simulate** runs one mapped instance per intent (or batch), named by intent id, in pool
-   `{AIRFLOW.pool}`, at most {AIRFLOW.max_active_tis_per_dag} at once; each episode runs its
+   `{AIRFLOW.pool}` ({PLAN.pool_slots} slots), at most {PLAN.active_tasks} at once, each running
+   up to {PLAN.per_task} episodes at once ({PLAN.why}); each episode runs its
    tool calls in a live workspace. Re-running an instance skips finished episodes.
 4. **collect** gathers kept episodes (tolerates {AIRFLOW.tolerate_failed_share:.0%} failed
    instances) → `{OUTPUTS["trajectories"]}`; **gate_trajectories** checks turn counts.
 5. **export** writes the SFT dataset and card → `{OUTPUTS["sft"]}`; **gate_sft** checks it.
 6. **record_lineage** runs `dvc commit` (and `dvc push` with a remote) so `dvc status` is clean.
+
+**Periods** (`refresh.mode: {SETTINGS.refresh.mode}`): a scheduled or backfilled run builds the
+period named by its data interval's start. `grow` adds `refresh.intents_per_period` new intents
+(the same batch on every re-run or backfill of that period), `renew` re-simulates a rolling
+share of the intents, `fixed` rebuilds params.yaml's dataset. **intents** registers the period
+in `{CATALOG.periods}`; **export** holds the published dataset until **gate_sft** passes (a
+failed period puts it back); **record_lineage** adds the period to `{CATALOG.history}`, then
+commits (and, with `refresh.git_tag`, tags `ise-refresh-<period>` in git). Clearing a failed
+run resumes its period.
 
 Each gate publishes its stage's Asset only when it passes. A failed gate stops the run and
 its log shows the failed expectations.
@@ -140,12 +165,32 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+def _run_period(settings: pipeline.Settings, *, say: bool = False) -> str | None:
+    """The refresh period this run builds (its data interval's start), or None for a plain
+    rebuild (refresh.mode fixed, a run with conf, a manual run without a data interval)."""
+    context = get_current_context()
+    if context["dag_run"].conf:
+        return None
+    start = context.get("data_interval_start")
+    return pipeline.period_of_run(settings, start, log=print if say else lambda _: None)
+
+
+# Periods are the schedule's data intervals: a run covers [start, end) and builds the period
+# named by its start (a cron string alone would make point-in-time runs with no interval).
+SCHEDULE: Any = (
+    CronDataIntervalTimetable(pipeline.schedule_cron(SETTINGS), timezone="UTC")
+    if AIRFLOW.schedule not in (None, "@once")
+    else AIRFLOW.schedule
+)
+
+
 @dag(
     dag_id="ise_refresh",
-    schedule=AIRFLOW.schedule,
+    schedule=SCHEDULE,
     start_date=datetime.fromisoformat(AIRFLOW.start_date).replace(tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,  # runs share the output folders
+    catchup=AIRFLOW.catchup,
+    # Periods build on each other and share the output folders: one run at a time, in order.
+    max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["ise", "dataset", "llm"],
     doc_md=DOC_MD,
@@ -157,15 +202,22 @@ def ise_refresh() -> None:
         @task(task_id=entry.name, doc_md=entry.help, **pool)
         def run() -> dict[str, Any]:
             with _run_settings() as settings:
-                return pipeline.run_stage(entry.name, settings)
+                conf = get_current_context()["dag_run"].conf or {}
+                if conf and entry is STAGES[0]:
+                    print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
+                period = _run_period(settings, say=entry is STAGES[0])
+                with pipeline.period_step(settings, entry, period, log=print):
+                    return pipeline.run_stage(entry.name, settings)
 
         return run()
 
-    def gate_task(name: str) -> Any:
+    def gate_task(entry: Stage, name: str) -> Any:
         @task(task_id=f"gate_{name}", outlets=[ASSETS[name]])
         def gate() -> str:
             with _run_settings() as settings:
-                return pipeline.run_gate(name, settings)
+                period = _run_period(settings)
+                with pipeline.period_step(settings, entry, period, gate=True, log=print):
+                    return pipeline.run_gate(name, settings)
 
         return gate()
 
@@ -179,7 +231,10 @@ def ise_refresh() -> None:
             if conf:
                 print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
             limit = airflow_conf.getint("core", "max_map_length", fallback=1024)
-            return pipeline.plan_intent_embedding(settings, limit)
+            # Stage 1 begins here: the refresh period (if any) is registered first.
+            period = _run_period(settings, say=True)
+            with pipeline.period_step(settings, STAGES[0], period, log=print):
+                return pipeline.plan_intent_embedding(settings, limit)
 
     @task(
         map_index_template="{{ task.op_kwargs['shard']['start'] }}-"
@@ -223,7 +278,7 @@ def ise_refresh() -> None:
 
     @task(
         pool=AIRFLOW.pool,
-        max_active_tis_per_dag=AIRFLOW.max_active_tis_per_dag,
+        max_active_tis_per_dag=PLAN.active_tasks,
         # The intent id(s) name each instance: from its argument while it runs, then the
         # label the task sets (short for a batch).
         map_index_template=(
@@ -237,7 +292,9 @@ def ise_refresh() -> None:
         context["intent_label"] = pipeline.batch_label(intent_ids)  # type: ignore[typeddict-unknown-key]
         with _run_settings() as settings:
             pipeline.check_data_root(settings, _data_root_token())
-            values = pipeline.run_stage("simulate", settings, only=intent_ids)
+            # SIGTERM (the task killed or its worker stopping) ends it gracefully: no new
+            # episode, running ones abandoned after a short grace, every sandbox closed.
+            values = pipeline.run_stage("simulate", settings, only=intent_ids, stop_on_signals=True)
             pipeline.check_simulation(values, intent_ids)  # failed episodes: retry the task
             return values
 
@@ -265,6 +322,12 @@ def ise_refresh() -> None:
             )
             return pipeline.run_stage("collect", settings)
 
+    @task(pool=AIRFLOW.pool)
+    def estimate() -> dict[str, Any]:
+        """`ise estimate`: a pilot projects the run; fails the run when it exceeds llm.budget."""
+        with _run_settings() as settings:
+            return pipeline.run_estimate(settings, AIRFLOW.estimate_pilot or 1)
+
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
@@ -275,7 +338,7 @@ def ise_refresh() -> None:
             )
             return {"committed": False, "pushed": False}
         with _run_settings() as settings:
-            return pipeline.record_lineage(settings.base_dir)
+            return pipeline.record_run_lineage(settings, _run_period(settings))
 
     # The stage table in order, each stage followed by its gate; three stages need more than
     # a plain task (two mappings and their planners; collect's tolerance check).
@@ -284,12 +347,12 @@ def ise_refresh() -> None:
         "simulate": simulate_tasks,
         "collect": lambda entry: collect(),
     }
-    steps: list[Any] = []
+    steps: list[Any] = [estimate()] if AIRFLOW.estimate_pilot else []
     for entry in STAGES:
         made = special.get(entry.name, stage_task)(entry)
         steps += made if isinstance(made, list) else [made]
         if entry.gate is not None:
-            steps.append(gate_task(entry.gate.name))
+            steps.append(gate_task(entry, entry.gate.name))
     chain(*steps, record_lineage())
 
 

@@ -12,6 +12,8 @@ gates, the CLI and the DAG ask it instead of joining folder and file names thems
     data/eval/           tasks.jsonl (stage 1's held-out tasks) history.jsonl (one line a run)
     data/eval/<run>/     tasks/<task_id>.json episodes/<task_id>/t<i>-<mode>.json
                          results.jsonl metrics.json plots/ gate_result.json
+    data/estimate/       estimate.json, and the pilot's intents/ and trajectories/
+                         (`ise estimate`: a run record, in no dataset version)
 
 ``EpisodeStore`` owns ``episodes/`` and ``timing/``: the path of an intent's episode, loading
 and saving it, and the one answer to "is this episode current?" (made with the current
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from ise_core.records import (
     validate_record,
     write_json,
 )
+from ise_core.refresh.periods import BASE, Ledger
 from ise_core.stages import stage
 
 # The files of each export format, relative to ``export.out_dir`` (train, valid).
@@ -117,6 +120,8 @@ class Catalog:
     trajectories_stats: Path
     trajectories_timing: Path
     trajectories_gate_result: Path
+    estimate_dir: Path  # `ise estimate`: the pilot's own intents and episodes, and its figures
+    estimate: Path
 
     sft_dir: Path
     train: Path
@@ -126,6 +131,11 @@ class Catalog:
     plots_dir: Path
     sft_gate_result: Path
 
+    refresh_dir: Path
+    periods: Path  # the ledger of refresh periods (a DVC params file, committed to git)
+    history: Path  # one line per finished period
+    episode_archive_dir: Path  # renew: the episodes a newer period replaced
+    held_dir: Path  # the published dataset, held while a period builds its successor
     eval_dir: Path
     eval_history: Path
     # the run named by eval.run (``ise eval --run`` names another: ``eval_run(name)``)
@@ -141,6 +151,7 @@ class Catalog:
         intents = settings.path(settings.intents.out_dir)
         trajectories = settings.path(settings.simulate.out_dir)
         sft = settings.path(settings.export.out_dir)
+        refresh = settings.path(settings.refresh.out_dir)
         eval_dir = settings.path(settings.eval.out_dir)
         run = EvalRunFiles.at(eval_dir, settings.eval.run)
         return cls(
@@ -168,6 +179,8 @@ class Catalog:
             trajectories_stats=trajectories / "stats.json",
             trajectories_timing=trajectories / "timing.json",
             trajectories_gate_result=trajectories / "gate_result.json",
+            estimate_dir=trajectories.parent / "estimate",
+            estimate=trajectories.parent / "estimate" / "estimate.json",
             sft_dir=sft,
             train=sft / FORMAT_FILES["openai"][0],
             valid=sft / FORMAT_FILES["openai"][1],
@@ -175,6 +188,11 @@ class Catalog:
             card=sft / "README.md",
             plots_dir=sft / "plots",
             sft_gate_result=sft / "gate_result.json",
+            refresh_dir=refresh,
+            periods=refresh / "periods.json",
+            history=refresh / "history.jsonl",
+            episode_archive_dir=refresh / "episodes",
+            held_dir=refresh / "held",
             eval_dir=eval_dir,
             eval_history=run.history,
             eval_task_results_dir=run.task_results_dir,
@@ -247,13 +265,21 @@ def load_episode(path: Path) -> Trajectory:
     return episode
 
 
-def _stamp(episode: Trajectory | Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """(intent id, params fingerprint, intent hash) recorded in an episode, typed or raw."""
+def _stamp(episode: Trajectory | Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """(intent id, params fingerprint, intent hash, period) recorded in an episode, typed or
+    raw."""
+    intent_id: Any
+    fingerprint: Any
+    metadata: Any
     if isinstance(episode, Trajectory):
-        return episode.intent_id, episode.params_fingerprint, episode.metadata.get("intent_hash")
-    metadata = episode.get("metadata")
-    recorded = metadata.get("intent_hash") if isinstance(metadata, Mapping) else None
-    return episode.get("intent_id"), episode.get("params_fingerprint"), recorded
+        metadata = episode.metadata
+        intent_id, fingerprint = episode.intent_id, episode.params_fingerprint
+    else:
+        metadata = episode.get("metadata")
+        intent_id, fingerprint = episode.get("intent_id"), episode.get("params_fingerprint")
+    if not isinstance(metadata, Mapping):
+        return intent_id, fingerprint, None, None
+    return intent_id, fingerprint, metadata.get("intent_hash"), metadata.get("period")
 
 
 @dataclass(frozen=True)
@@ -264,12 +290,24 @@ class EpisodeStore:
     folder: Path
     timing_folder: Path
     fingerprint: str
+    # The refresh periods (ise_core/refresh): which period each intent's episode belongs to.
+    # Empty, the store behaves exactly as without periods.
+    ledger: Ledger = field(default_factory=Ledger)
+    seed: int = 0
+    archive_folder: Path | None = None  # where renewed episodes keep their predecessors
 
     @classmethod
     def of(cls, settings: Settings) -> EpisodeStore:
         """The store of the episodes the current simulate params make."""
         files = Catalog.of(settings)
-        return cls(files.episodes_dir, files.timing_dir, stage("simulate").fingerprint(settings))
+        return cls(
+            files.episodes_dir,
+            files.timing_dir,
+            stage("simulate").fingerprint(settings),
+            ledger=Ledger.load(files.periods),
+            seed=settings.seed,
+            archive_folder=files.episode_archive_dir,
+        )
 
     def path(self, intent_id: str) -> Path:
         return self.folder / f"{intent_id}.json"
@@ -302,18 +340,51 @@ class EpisodeStore:
         return sum(remove_stale_temp_files(f) for f in (self.folder, self.timing_folder))
 
     def save(self, trajectory: Trajectory, timing: Mapping[str, Any]) -> None:
-        """Write the timing record, then the episode (the episode's presence means done)."""
+        """Write the timing record, then the episode (the episode's presence means done).
+
+        When periods renew episodes, the episode it replaces moves to the archive first
+        (unless it failed or belongs to the same period), so no kept episode is lost."""
+        path = self.path(trajectory.intent_id)
+        if self.ledger.renews and self.archive_folder is not None and path.exists():
+            self._archive(path, trajectory)
         write_json(self.timing_path(trajectory.intent_id), dict(timing))
-        write_json(self.path(trajectory.intent_id), trajectory.model_dump(mode="json"))
+        write_json(path, trajectory.model_dump(mode="json"))
+
+    def _archive(self, path: Path, successor: Trajectory) -> None:
+        try:
+            previous = read_json(path)
+        except InputError:
+            return  # unreadable: nothing worth keeping
+        if not isinstance(previous, dict) or previous.get("status") == "failed":
+            return
+        period = _stamp(previous)[3]
+        if period == successor.metadata.get("period"):
+            return  # the same period made it: a re-run, not a renewal
+        assert self.archive_folder is not None
+        write_json(self.archive_folder / successor.intent_id / f"{period or BASE}.json", previous)
+
+    def expected_period(self, intent: Intent) -> str | None:
+        """The period the intent's current episode belongs to (None without periods)."""
+        return self.ledger.episode_period(intent, self.seed) if self.ledger else None
+
+    def stamped(self, trajectory: Trajectory, intent: Intent) -> Trajectory:
+        """The trajectory with its period in the metadata (none, not null, without one)."""
+        period = self.expected_period(intent)
+        if period is None:
+            return trajectory
+        return trajectory.model_copy(update={"metadata": {**trajectory.metadata, "period": period}})
 
     def is_current(self, episode: Trajectory | Mapping[str, Any], intent: Intent | None) -> bool:
-        """Whether ``episode`` was made with this store's params for this very intent record."""
-        intent_id, fingerprint, recorded = _stamp(episode)
+        """Whether ``episode`` was made with this store's params for this very intent record
+        (and, with periods, in the period the intent's episode belongs to). Once periods renew
+        episodes, an episode made with earlier params stays current until its turn comes."""
+        intent_id, fingerprint, recorded, period = _stamp(episode)
         return (
             intent is not None
             and intent_id == intent.id
-            and fingerprint == self.fingerprint
+            and (fingerprint == self.fingerprint or self.ledger.renews)
             and recorded == intent_hash(intent)
+            and period == self.expected_period(intent)
         )
 
     def is_done(self, intent: Intent) -> bool:
@@ -345,6 +416,53 @@ class EpisodeStore:
                 stale += 1
         current.sort(key=lambda e: e.intent_id)
         return current, stale
+
+    # --- renewed episodes: the newest kept one stands in for a newer one that was not kept --
+
+    def _newest_kept_archived(self, intent: Intent) -> tuple[Path, dict[str, Any]] | None:
+        if self.archive_folder is None:
+            return None
+        folder = self.archive_folder / intent.id
+        # base first, then the periods in order: the last kept one is the newest
+        paths = sorted(folder.glob("*.json"), key=lambda p: ("" if p.stem == BASE else p.stem))
+        for path in reversed(paths):
+            data = read_json(path)
+            if (
+                isinstance(data, dict)
+                and data.get("kept") is True
+                and _stamp(data)[2] == intent_hash(intent)
+            ):
+                return path, data
+        return None
+
+    def with_fallbacks_raw(
+        self, episodes: Sequence[tuple[Path, dict[str, Any]]], intents: Mapping[str, Intent]
+    ) -> list[tuple[Path, dict[str, Any]]]:
+        """Each not-kept episode replaced by its intent's newest kept archived one, if any
+        (only when periods renew episodes; otherwise ``episodes`` as given)."""
+        if not self.ledger.renews:
+            return list(episodes)
+        chosen = []
+        for path, data in episodes:
+            intent = intents.get(str(data.get("intent_id")))
+            fallback = None
+            if data.get("kept") is not True and intent is not None:
+                fallback = self._newest_kept_archived(intent)
+            chosen.append(fallback or (path, data))
+        return chosen
+
+    def with_fallbacks(
+        self, episodes: Sequence[Trajectory], intents: Sequence[Intent]
+    ) -> list[Trajectory]:
+        """``with_fallbacks_raw`` over typed episodes."""
+        if not self.ledger.renews:
+            return list(episodes)
+        by_id = {intent.id: intent for intent in intents}
+        raw = [(self.path(e.intent_id), e.model_dump(mode="json")) for e in episodes]
+        return [
+            validate_record(data, Trajectory, str(path))
+            for path, data in self.with_fallbacks_raw(raw, by_id)
+        ]
 
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 Each stage command is an entry of the stage table (ise_core.stages): it loads params once,
 runs that stage and prints its one-line summary.
-Exit codes: 0 success, 1 a gate or check failed, 2 bad input or configuration.
+Exit codes: 0 success, 1 a gate or check failed, 2 bad input or configuration, 128 + N when
+signal N (SIGTERM: 143, SIGINT: 130) stopped it (ise_core.shutdown).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.config import DEFAULT_PARAMS, Settings, load_settings
-from ise_core.errors import GateFailed, ISEError
+from ise_core.errors import GateFailed, Interrupted, ISEError
+from ise_core.shutdown import Shutdown
 from ise_core.stages import GATES, STAGES, Stage, StageOptions, run_all, run_gate, stage
 
 Handler = Callable[[argparse.Namespace], int]
@@ -34,12 +36,21 @@ def _settings(args: argparse.Namespace) -> Settings:
 # --- stage commands: one per entry of the stage table ---------------------------------------
 
 
+def _shutdown(settings: Settings) -> Shutdown:
+    """SIGTERM / SIGINT stop a stage gracefully (see ise_core.shutdown)."""
+    return Shutdown(grace_s=settings.simulate.shutdown_grace_s)
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    shutdown = _shutdown(settings)
     options = StageOptions(
         only=tuple(args.only) if getattr(args, "only", None) else None,
         concurrency=getattr(args, "concurrency", None),
+        shutdown=shutdown,
     )
-    result = stage(args.command).execute(_settings(args), options)
+    with shutdown.handling_signals():
+        result = stage(args.command).execute(settings, options)
     print(f"{result.stage}: {result.summary}")
     return 0
 
@@ -51,7 +62,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """All stages in order, each followed by its gate: what ``dvc repro`` also does."""
-    run_all(_settings(args), log=print)
+    settings = _settings(args)
+    shutdown = _shutdown(settings)
+    with shutdown.handling_signals():
+        run_all(settings, log=print, options=StageOptions(shutdown=shutdown))
     return 0
 
 
@@ -100,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ise_core.cli_llm",
         "ise_core.cli_view",
         "ise_core.cli_eval",
+        "ise_core.cli_estimate",
+        "ise_core.cli_refresh",
     ):
         _register(module, sub)
     return parser
@@ -123,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ise: {exc}", file=sys.stderr)
         if exc.report:
             print(exc.report, file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:
+        print(f"ise: {exc}", file=sys.stderr)
         return exc.exit_code
     except ISEError as exc:
         print(f"ise: error: {exc}", file=sys.stderr)

@@ -142,7 +142,6 @@ ToolCalling = Literal["native", "prompted", "auto"]
 DEFAULT_MAX_TOKENS: dict[str, int] = {"writer": 2048, "user": 400, "agent": 1024, "judge": 400}
 
 
-
 class RoleSettings(Block):
     """Per-role overrides; ``None`` means inherit from the llm block."""
 
@@ -283,6 +282,12 @@ class WebSearchSettings(Block):
     cache: Literal["read_write", "read_only", "off"] = "read_write"
     cache_dir: str = ".cache/web_search"
 
+    @field_validator("provider", "cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: take it for what the user wrote.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _provider_needs(self) -> WebSearchSettings:
         if self.provider == "searxng" and not self.base_url:
@@ -323,6 +328,9 @@ class WorkspaceSettings(Block):
     # Sandboxes kept started and reused between episodes (wiped in between); 0: a new
     # sandbox per episode.
     pool_size: int = Field(0, ge=0, le=1024)
+    # Sandboxes this machine may hold at once; null: from its free memory and process limit
+    # (ise_core/capacity.py). Bounds the episodes in flight unless simulate.concurrency is set.
+    max_sandboxes: int | None = Field(None, ge=1, le=100_000)
     web_search: WebSearchSettings = WebSearchSettings()
 
 
@@ -339,7 +347,10 @@ class SimulateSettings(Block):
     max_turns: int = Field(20, ge=1, le=200)
     max_steps_per_turn: int = Field(12, ge=1, le=200)
     intents_per_task: int = Field(1, ge=1)
-    concurrency: int = Field(4, ge=1, le=1024)
+    # Episodes at once; null: enough to keep the endpoint full (2 x llm.max_concurrency,
+    # within what the machine's workspace holds), or 2 per core for the scripted programs
+    # (ise_core/capacity.py).
+    concurrency: int | None = Field(None, ge=1, le=1024)
     out_dir: str = "data/trajectories"
     # Invalid user-simulator JSON is retried this many times, then the episode stops (user_error).
     user_retries: int = Field(2, ge=0, le=20)
@@ -355,6 +366,9 @@ class SimulateSettings(Block):
     workspace_listing_limit: int = Field(20, ge=1, le=1000)
     # Remove sandboxes left by a crashed run before starting.
     reap_first: bool = True
+    # On SIGTERM or SIGINT: how long running episodes may take to finish (and be written)
+    # before they are abandoned. No new episode starts once the signal came.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=86_400)
     # Who writes the user's opening turn: "request" sends the intent's written request as the
     # first user message (the simulator plays the follow-ups); "generated" asks the user
     # simulator to write the opening too. The scripted user opens with the request itself.
@@ -461,14 +475,21 @@ class AirflowSettings(Block):
     retry_delay_s: int = Field(120, ge=1)
     # Retries back off exponentially from retry_delay_s up to this ceiling.
     max_retry_delay_s: int = Field(1800, ge=1)
-    # Mapped simulation instances running at once across all runs of the DAG.
-    max_active_tis_per_dag: int = Field(4, ge=1, le=10_000)
-    # The Airflow pool every LLM-bound task runs in, and the size it is created with.
+    # Mapped simulation instances running at once across all runs of the DAG; null: as many
+    # as keep the run's episodes in flight (ise_core/capacity.py).
+    max_active_tis_per_dag: int | None = Field(None, ge=1, le=10_000)
+    # The Airflow pool every LLM-bound task runs in, and the size it is created with (null:
+    # the simulate tasks that run at once).
     pool: str = Field("ise_llm", min_length=1, max_length=256)
-    pool_size: int = Field(8, ge=1, le=100_000)
+    pool_size: int | None = Field(None, ge=1, le=100_000)
     # Share of mapped simulation instances that may fail while the run still collects
     # (0 = collect only when every instance succeeded).
     tolerate_failed_share: float = Field(0.0, ge=0, le=1)
+    # Intents in an `ise estimate` pilot run as the DAG's first task, which fails the run when
+    # the projected spend exceeds llm.budget; null: no estimate task.
+    estimate_pilot: int | None = Field(None, ge=1, le=10_000)
+    # Runs for intervals missed while the DAG was paused or off; backfills work either way.
+    catchup: bool = False
 
     @model_validator(mode="after")
     def _schedule_shape(self) -> AirflowSettings:
@@ -479,6 +500,30 @@ class AirflowSettings(Block):
                 f"or a 5-field cron expression (got {value!r})"
             )
         return self
+
+
+RefreshMode = Literal["grow", "renew", "fixed"]
+
+
+class RefreshSettings(Block):
+    """Scheduled refreshes (ise_core/refresh): what each period of ``airflow.schedule`` adds.
+
+    A period is one interval of the schedule, named by its start (``2026-01-04``). Periods
+    are recorded in ``<out_dir>/periods.json`` as they run; the dataset covers every one.
+    """
+
+    # grow: each period adds intents_per_period new intents (sample indices
+    # [intents.count + k*n, intents.count + (k+1)*n) for the k-th interval of the schedule);
+    # renew: each period re-simulates about renew_share of the intents with the current
+    # settings, keeping the old episodes; fixed: no periods, every run rebuilds params.yaml's
+    # dataset.
+    mode: RefreshMode = "grow"
+    intents_per_period: int = Field(50, ge=1, le=10_000_000)
+    renew_share: float = Field(0.25, gt=0, le=1)
+    # After each period: commit dvc.lock, the period list and the statistics to git and tag
+    # the commit ise-refresh-<period> (only in a git repository with no other changes).
+    git_tag: bool = False
+    out_dir: str = "data/refresh"
 
 
 def _default_forbidden() -> list[str]:
@@ -555,6 +600,7 @@ class Settings(Block):
     gates: GatesSettings = GatesSettings()
     airflow: AirflowSettings = AirflowSettings()
     eval: EvalSettings = EvalSettings()
+    refresh: RefreshSettings = RefreshSettings()
     # Where relative paths in the settings are resolved from (the params file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -16,7 +16,9 @@ ISEError                 base; ``exit_code`` says how the CLI ends
 ├── BudgetExceeded       ``llm.budget`` reached: raised before a request is sent (exit 1)
 ├── EpisodesFailed       some episodes of a simulation call failed or did not    (exit 1)
 │                        start; a retry runs only those again
-└── GateFailed           a quality gate's expectations did not hold              (exit 1)
+├── GateFailed           a quality gate's expectations did not hold              (exit 1)
+└── Interrupted          SIGTERM / SIGINT stopped the run (ise_core.shutdown);   (128 + N)
+                         finished work is kept, a re-run resumes
 
 Raised and caught inside one layer, each turned into something the model sees; they never
 reach the CLI:
@@ -145,6 +147,16 @@ class GateFailed(ISEError):
         self.report = report
 
 
+class Interrupted(ISEError):
+    """A stop signal ended the run (see ise_core.shutdown); the exit code is 128 + its number
+    (143 for SIGTERM, 130 for SIGINT), as a shell reports a process a signal ended."""
+
+    def __init__(self, message: str, signum: int = 15) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 # --- caught inside one layer ---------------------------------------------------------------
 
 
@@ -214,6 +226,7 @@ __all__ = [
     "GateFailed",
     "ISEError",
     "InputError",
+    "Interrupted",
     "LLMError",
     "NotInRoot",
     "SandboxDied",

@@ -9,15 +9,16 @@ return small values — ids, paths and counts — never datasets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ise_core.capacity import ConcurrencyPlan, concurrency_plan, longest_first
 from ise_core.catalog import Catalog, EpisodeStore
 from ise_core.config import Settings, deep_merge, load_settings
 from ise_core.errors import (
@@ -28,10 +29,16 @@ from ise_core.errors import (
     InputError,
     ISEError,
 )
+from ise_core.refresh.lineage import record_lineage
+from ise_core.refresh.periods import Ledger, schedule_cron
+from ise_core.refresh.run import finish_period, period_of_run, period_step
+from ise_core.shutdown import Shutdown
 from ise_core.stages import STAGES, Scalar, StageOptions, run_gate, small_values, stage
 
 __all__ = [
     "BudgetExceeded",
+    "Catalog",
+    "ConcurrencyPlan",
     "ConfigError",
     "EpisodesFailed",
     "GateFailed",
@@ -44,7 +51,9 @@ __all__ = [
     "check_failed_share",
     "check_map_length",
     "check_simulation",
+    "concurrency_plan",
     "embed_intents_shard",
+    "finish_period",
     "list_intent_ids",
     "load_run_settings",
     "load_settings",
@@ -52,13 +61,18 @@ __all__ = [
     "min_intents_per_task",
     "output_paths",
     "overrides_from_conf",
+    "period_of_run",
+    "period_step",
     "plan_batches",
     "plan_intent_embedding",
     "record_lineage",
+    "record_run_lineage",
     "resolve_params_path",
+    "run_estimate",
     "run_gate",
     "run_intents_after_shards",
     "run_stage",
+    "schedule_cron",
     "small_values",
     "unfinished_episodes",
 ]
@@ -151,8 +165,9 @@ def load_run_settings(
 
 
 def list_intent_ids(settings: Settings) -> list[str]:
-    """Ids of the unique intents stage 1 wrote, in file order."""
-    return [intent.id for intent in Catalog.of(settings).load_intents()]
+    """Ids of the unique intents stage 1 wrote, longest episode first (the order ``ise
+    simulate`` starts them, so the DAG's first mapped instances hold the long episodes)."""
+    return [intent.id for intent in longest_first(Catalog.of(settings).load_intents())]
 
 
 def batch_ids(ids: Sequence[str], per_task: int) -> list[list[str]]:
@@ -208,12 +223,29 @@ def batch_label(ids: Sequence[str], limit: int = 3) -> str:
 # --- running stages ------------------------------------------------------------------------------
 
 
+# Airflow's task supervisor follows the SIGTERM it sends a task with SIGKILL 5 s later, so a
+# task's grace period is capped to leave time for closing its sandboxes before that.
+TASK_GRACE_CAP_S = 2.0
+
+
 def run_stage(
-    name: str, settings: Settings, *, only: Sequence[str] | None = None
+    name: str,
+    settings: Settings,
+    *,
+    only: Sequence[str] | None = None,
+    stop_on_signals: bool = False,
 ) -> dict[str, Scalar]:
-    """Run one stage of the table on ``settings``; return its small values (counts, rates)."""
-    options = StageOptions(only=tuple(only) if only else None, progress=False)
-    result = stage(name).execute(settings, options)
+    """Run one stage of the table on ``settings``; return its small values (counts, rates).
+
+    ``stop_on_signals`` (a task's simulate): SIGTERM / SIGINT stop it gracefully, within
+    ``simulate.shutdown_grace_s`` capped at ``TASK_GRACE_CAP_S``, and raise ``Interrupted``
+    (see ise_core.shutdown)."""
+    shutdown = None
+    if stop_on_signals:
+        shutdown = Shutdown(grace_s=min(settings.simulate.shutdown_grace_s, TASK_GRACE_CAP_S))
+    options = StageOptions(only=tuple(only) if only else None, progress=False, shutdown=shutdown)
+    with shutdown.handling_signals() if shutdown else contextlib.nullcontext():
+        result = stage(name).execute(settings, options)
     _stderr(f"{name}: {result.summary}")
     return result.values
 
@@ -266,6 +298,25 @@ def run_intents_after_shards(settings: Settings) -> dict[str, Scalar]:
     result = intents.run_finish_intents(settings)
     _stderr(f"intents: {result.summary}")
     return result.values
+
+
+def run_estimate(settings: Settings, pilot: int) -> dict[str, Any]:
+    """``ise estimate --pilot N``: the projection's figures (printed too); raises
+    ``BudgetExceeded`` when the projected spend exceeds ``llm.budget``."""
+    from ise_core.estimate import check_budget, estimate_stage, report_lines
+
+    estimate = estimate_stage(settings, pilot=pilot)
+    for line in report_lines(estimate):
+        print(line, flush=True)
+    print(f"-> {Catalog.of(settings).estimate}", flush=True)
+    check_budget(estimate)
+    return {
+        "episodes": estimate.run.episodes,
+        "simulate_tokens": round(estimate.to_spend_tokens.expected),
+        "simulate_wall_s": round(estimate.wall_s.expected, 1),
+        "budget_tokens": estimate.budget_tokens,
+        "budget_cost": estimate.budget_cost,
+    }
 
 
 def check_simulation(values: Mapping[str, Any], ids: Sequence[str]) -> None:
@@ -378,47 +429,13 @@ def check_data_root(settings: Settings, token: str | None) -> None:
     )
 
 
-# --- lineage -----------------------------------------------------------------------------------
-
-Runner = Callable[[Sequence[str], Path], "subprocess.CompletedProcess[str]"]
-
-
-def _run_dvc(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def record_lineage(
-    project_dir: Path, *, run: Runner = _run_dvc, log: Log = _stderr
-) -> dict[str, Any]:
-    """``dvc commit -f`` the stage outputs so ``dvc status`` is clean; ``dvc push`` when a
-    remote is configured. Skips (and says so) when ``project_dir`` is not a DVC project."""
-    if not (project_dir / ".dvc").is_dir() or not (project_dir / "dvc.yaml").is_file():
-        log(f"lineage: {project_dir} is not a DVC project (no .dvc/ or dvc.yaml); not recorded")
-        return {"committed": False, "pushed": False}
-
-    def checked(*args: str) -> str:
-        done = run(args, project_dir)
-        if done.returncode != 0:
-            raise GateFailed(
-                f"dvc {' '.join(args)} failed in {project_dir} (exit {done.returncode}): "
-                f"{(done.stderr or done.stdout).strip()[-2000:]}"
-            )
-        return done.stdout
-
-    checked("commit", "--force")
-    log("lineage: dvc commit recorded the stage outputs in dvc.lock")
-    remotes = checked("remote", "list").strip()
-    if not remotes:
-        log("lineage: no DVC remote configured; not pushed")
-        return {"committed": True, "pushed": False}
-    checked("push")
-    log("lineage: dvc push sent the outputs to the default remote")
-    return {"committed": True, "pushed": True}
+def record_run_lineage(settings: Settings, period: str | None) -> dict[str, Any]:
+    """The end of a run: for a refresh period, its history line and lineage
+    (``finish_period``); otherwise ``record_lineage`` of the project. ``dvc.yaml`` reads the
+    period list as params, so an empty one is written first when there is none."""
+    if period is not None:
+        return finish_period(settings, period)
+    ledger = Catalog.of(settings).periods
+    if not ledger.exists() and (settings.base_dir / "dvc.yaml").is_file():
+        Ledger().save(ledger)
+    return record_lineage(settings.base_dir)

@@ -147,6 +147,9 @@ class Intent(IntentSample, IntentSpec):
     """A sampled point with its natural-language write-out: the unit of simulation."""
 
     writer: str = "scripted"
+    # The refresh period that added it (ise_core/refresh). Absent, not null, for an intent of
+    # no period, so such records and their hashes are what they were before periods existed.
+    period: str | None = Field(None, exclude_if=lambda value: value is None)
 
     @property
     def normalized_request(self) -> str:

@@ -36,6 +36,7 @@ from ise_core.records import canonical_json, text_hash
 
 if TYPE_CHECKING:
     from ise_core.quality.runner import GateReport
+    from ise_core.shutdown import Shutdown
 
 Scalar = bool | int | float | str
 Log = Callable[[str], None]
@@ -48,6 +49,8 @@ class StageOptions:
     only: tuple[str, ...] | None = None  # simulate: just these intent ids
     concurrency: int | None = None  # simulate: episodes at once (default from params)
     progress: bool = True  # a progress bar on stderr (off under an orchestrator)
+    # simulate: stops taking episodes when a stop signal came (ise_core.shutdown)
+    shutdown: Shutdown | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "llm.temperature",
     "llm.top_p",
     "llm.max_tokens",
+    # how calls are offered and read, what replies may be, when requests are compacted
+    "llm.tool_calling",
+    "llm.constrained_output",
+    "llm.context_window",
     "llm.roles.user",
     "llm.roles.agent",
     "workspace.backend",
@@ -159,6 +166,7 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "workspace.call_timeout_s",
     "workspace.output_limit",
     "workspace.network_allowlist",
+    "workspace.web_search",  # off (the default) counts as absent: see config.NEUTRAL_DEFAULTS
 )
 
 # The embedding settings that decide the vectors; batch size, threads, shard size and the
@@ -239,8 +247,7 @@ STANDALONE_GATES: tuple[Gate, ...] = (Gate("eval", "ise_core.quality.eval_gate:g
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 GATES: dict[str, Gate] = {
-    gate.name: gate
-    for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
+    gate.name: gate for gate in (*(stage.gate for stage in STAGES if stage.gate), *STANDALONE_GATES)
 }
 
 
@@ -274,11 +281,13 @@ def run_gate(name: str, settings: Settings, log: Log = _stderr, **options: Any) 
     return summary
 
 
-def run_all(settings: Settings, log: Log = _stderr) -> list[StageResult]:
+def run_all(
+    settings: Settings, log: Log = _stderr, options: StageOptions | None = None
+) -> list[StageResult]:
     """Every stage in order, each followed by its gate: what ``dvc repro`` also does."""
     results = []
     for entry in STAGES:
-        result = entry.execute(settings)
+        result = entry.execute(settings, options)
         log(f"{entry.name}: {result.summary}")
         if entry.gate is not None:
             run_gate(entry.gate.name, settings, log)

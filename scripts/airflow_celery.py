@@ -521,11 +521,11 @@ class CeleryDeployment:
 
     def _pool(self) -> tuple[str, int]:
         sys.path.insert(0, str(REPO))
-        from ise_core.pipeline import load_settings, resolve_params_path
+        from ise_core.pipeline import concurrency_plan, load_settings, resolve_params_path
 
         params = self.params or resolve_params_path(None, self.project)
-        airflow = load_settings(params).airflow
-        return airflow.pool, airflow.pool_size
+        settings = load_settings(params)
+        return settings.airflow.pool, concurrency_plan(settings).pool_slots
 
     def init(self) -> None:
         """``airflow db migrate``, the LLM pool and the admin login (as airflow-init does)."""

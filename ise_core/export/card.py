@@ -14,6 +14,8 @@ import yaml
 
 from ise_core.catalog import FORMAT_FILES
 from ise_core.config import ROLES, Settings
+from ise_core.refresh.history import growth_rows
+from ise_core.refresh.periods import BASE
 
 # DESIGN §1: the published ISE run (arXiv 2606.11520).
 PUBLISHED: dict[str, float] = {
@@ -180,6 +182,7 @@ def render_card(
         "for real in an isolated workspace, so tool errors and recoveries are genuine.\n",
         *_how_it_was_made(settings, stats, intents_stats, trajectory_stats, workspace_backend),
         *_statistics(stats, intents_stats, trajectory_stats),
+        *_periods(intents_stats, trajectory_stats),
         "## Plots\n",
         *[f"![{caption}]({path})\n" for caption, path in plots.items()],
         *_format(settings),
@@ -255,6 +258,50 @@ def _statistics(
         _table(["domain", "conversations"], sorted(stats["domains"].items())),
         "",
         _table(["stop reason", "conversations"], sorted(stats["stop_reasons"].items())),
+        "",
+    ]
+
+
+LAST_PERIODS = 10  # rows of the card's table of refresh periods
+
+
+def _periods(
+    intents_stats: Mapping[str, Any] | None, trajectory_stats: Mapping[str, Any] | None
+) -> list[str]:
+    """The last refresh periods, when the dataset grew by periods (ise_core/refresh)."""
+    rows = growth_rows(
+        (intents_stats or {}).get("periods") or {},
+        (trajectory_stats or {}).get("periods") or {},
+    )
+    if not rows:
+        return []
+    shown = rows[-LAST_PERIODS:]
+    periods = sum(1 for row in rows if row["period"] != BASE)
+    earlier = len(rows) - len(shown)
+    note = f" (the last {len(shown)} rows; {earlier} earlier ones are in the plot)"
+    note = note if earlier else ""
+    return [
+        "## Refresh periods\n",
+        f"The dataset was built over {periods} refresh period{'s' if periods != 1 else ''} of "
+        "the schedule; `base` is the initial `intents.count` intents. Each period's intents "
+        f"and conversations carry its id in `metadata.period`{note}.\n",
+        _table(
+            ["period", "mode", "intents added", "conversations", "kept", "kept, cumulative",
+             "tokens", "estimated cost"],
+            [
+                (
+                    row["period"],
+                    row["mode"],
+                    _fmt(row["intents_added"], 0),
+                    _fmt(row["episodes"], 0),
+                    _fmt(row["kept"], 0),
+                    _fmt(row["cumulative_kept"], 0),
+                    _fmt(row["tokens"], 0),
+                    _fmt(row["cost"], 4),
+                )
+                for row in shown
+            ],
+        ),
         "",
     ]
 

@@ -105,3 +105,33 @@ def vendi_curve_png(curve: Sequence[dict[str, Any]], published: tuple[int, float
     ax.set_title("Intent diversity vs. sample size")
     ax.legend(loc="lower right")
     return _png(fig)
+
+
+def growth_png(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Kept conversations per refresh period (bars) and their running total (line)."""
+    fig, ax = _figure(max(6.0, 0.5 * len(rows) + 3), 4)
+    labels = [str(row["period"]) for row in rows]
+    positions = list(range(len(rows)))
+    ax.bar(positions, [row["kept"] for row in rows], color="#4C72B0", label="kept in the period")
+    total = ax.twinx()
+    total.plot(
+        positions,
+        [row["cumulative_kept"] for row in rows],
+        color="#DD8452",
+        marker="o",
+        label="cumulative",
+    )
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax, total):
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylim(bottom=0)
+    ax.set_xticks(positions, labels=labels, rotation=45 if len(rows) > 6 else 0, ha="right")
+    ax.set_xlabel("refresh period (base: intents.count)")
+    ax.set_ylabel("kept conversations in the period")
+    total.set_ylabel("kept conversations, cumulative")
+    ax.set_title("Dataset growth per refresh period")
+    handles = ax.get_legend_handles_labels()
+    more = total.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left")
+    return _png(fig)

@@ -30,7 +30,7 @@ from ise_core.export.formats import (
     to_openai_records,
     to_sharegpt_record,
 )
-from ise_core.export.plots import cooccurrence_png, histogram_png, vendi_curve_png
+from ise_core.export.plots import cooccurrence_png, growth_png, histogram_png, vendi_curve_png
 from ise_core.export.redact import Redactor, build_redactor
 from ise_core.export.statistics import (
     DISTRIBUTIONS,
@@ -39,6 +39,8 @@ from ise_core.export.statistics import (
     sft_statistics,
 )
 from ise_core.records import Trajectory, read_json, read_jsonl, write_json
+from ise_core.refresh.history import growth_rows
+from ise_core.refresh.periods import BASE
 from ise_core.simulate.metrics import episode_count
 from ise_core.stages import StageOptions, StageResult, stage
 
@@ -49,19 +51,20 @@ def _unit_hash(seed: int, intent_id: str) -> float:
 
 
 def split_by_intent(
-    intent_ids: Sequence[str], valid_fraction: float, seed: int
+    intent_ids: Sequence[str], valid_fraction: float, seed: int, *, at_least_one: bool = True
 ) -> tuple[set[str], set[str]]:
     """Seeded split of intent ids into (train, valid); an intent lands in exactly one.
 
     An intent is in validation when its seeded hash falls below ``valid_fraction``, so its
     split depends only on its id and the seed: a refresh that adds intents never moves an
-    earlier validation intent into train. With a non-zero fraction and at least two intents,
-    each split gets at least one.
+    earlier validation intent into train. With a non-zero fraction, at least two intents and
+    ``at_least_one``, each split gets at least one (the one pulled in may move back once
+    intents are added, so a dataset grown by refresh periods does without).
     """
     unique = sorted(set(intent_ids))
     scores = {i: _unit_hash(seed, i) for i in unique}
     valid = {i for i in unique if scores[i] < valid_fraction}
-    if valid_fraction > 0 and len(unique) >= 2:
+    if at_least_one and valid_fraction > 0 and len(unique) >= 2:
         if not valid:
             valid = {min(unique, key=lambda i: (scores[i], i))}
         elif len(valid) == len(unique):
@@ -151,6 +154,19 @@ def _write_plots(
     return plots
 
 
+def _write_growth(files: Catalog, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The growth plot of a dataset grown by refresh periods (none, and no stale file
+    left, for a dataset of no period)."""
+    png, csv = files.plots_dir / "growth.png", files.plots_dir / "growth.csv"
+    if not rows:
+        png.unlink(missing_ok=True)
+        csv.unlink(missing_ok=True)
+        return {}
+    atomic_write_bytes(png, growth_png(rows))
+    atomic_write_text(csv, _csv(rows, ["period", "kept", "cumulative_kept"]))
+    return {"Kept conversations per refresh period": "plots/growth.png"}
+
+
 def _write_formats(
     files: Catalog,
     formats: Sequence[str],
@@ -226,10 +242,19 @@ def export_stage(settings: Settings) -> dict[str, Any]:
         reasoning=settings.export.reasoning == "keep",
         context=settings.export.context,
     )
+    intents_stats = _optional_json(files.intents_stats)
+    traj_stats = _optional_json(files.trajectories_stats)
+    # Refresh periods (ise_core/refresh): kept conversations per period, for the card.
+    growth = growth_rows(
+        (intents_stats or {}).get("periods") or {}, (traj_stats or {}).get("periods") or {}
+    )
     train_ids, _ = split_by_intent(
         [r["metadata"]["intent_id"] for r in records],
         settings.export.valid_fraction,
         settings.seed,
+        # A dataset that grows by periods never moves an intent between the splits, so no
+        # intent is pulled into a split to keep it non-empty.
+        at_least_one=not growth,
     )
     train = [r for r in records if r["metadata"]["intent_id"] in train_ids]
     valid = [r for r in records if r["metadata"]["intent_id"] not in train_ids]
@@ -241,10 +266,11 @@ def export_stage(settings: Settings) -> dict[str, Any]:
     stats["n_skipped_not_kept"] = len(trajectories) - kept
     stats["n_dropped_text_tool_calls"] = kept - len(exported)
     stats["redactions"] = redactor.summary()  # the records only, before the card is redacted
-    intents_stats = _optional_json(files.intents_stats)
-    traj_stats = _optional_json(files.trajectories_stats)
-    plots = _write_plots(files, stats, intents_stats)
+    plots = {**_write_plots(files, stats, intents_stats), **_write_growth(files, growth)}
     stats["plots"] = sorted(plots.values())
+    if growth:
+        stats["periods"] = [row["period"] for row in growth if row["period"] != BASE]
+        stats["n_periods"] = len(stats["periods"])
     write_json(files.sft_stats, stats)
     card = render_card(
         settings,

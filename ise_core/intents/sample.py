@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ise_core.config import IntentsSettings
@@ -118,11 +119,14 @@ def sample_intents(
     seed: int,
     count: int | None = None,
     stream: Stream | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[IntentSample]:
     """Draw ``count`` (default ``settings.count``) points of the 4D space, deterministically.
 
     ``stream`` names a separate sequence of samples (the eval split's: ``EVAL_STREAM``) whose
-    ids carry their own prefix, so they never collide with the training intents' ids."""
+    ids carry their own prefix, so they never collide with the training intents' ids.
+    ``indices`` draws exactly those samples instead of the first ``count`` (the refresh
+    periods' batches: sample *i* is the same whichever other samples are drawn)."""
     chosen = stream or TRAINING_STREAM
     total = settings.count if count is None else count
     if total < 0:
@@ -137,7 +141,7 @@ def sample_intents(
     }
     return [
         _draw_sample(taxonomy, settings, seed, index, weights, refs, chosen)
-        for index in range(total)
+        for index in (range(total) if indices is None else indices)
     ]
 
 

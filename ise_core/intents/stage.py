@@ -36,6 +36,7 @@ from ise_core.intents.threads import pinned_threads
 from ise_core.llm.base import Chat
 from ise_core.records import (
     Intent,
+    IntentSample,
     canonical_json,
     normalize_text,
     read_jsonl,
@@ -43,6 +44,8 @@ from ise_core.records import (
     write_json,
     write_jsonl,
 )
+from ise_core.refresh.history import intents_by_period
+from ise_core.refresh.periods import Ledger
 from ise_core.stages import StageOptions, StageResult, stage
 
 SUMMARY_KEYS = (
@@ -169,8 +172,7 @@ def write_out_intents(
     remove_stale_temp_files(files.intents_dir)  # left by a run that was killed mid-write
     taxonomy = load_taxonomy(files.taxonomy_dir)
 
-    samples = sample_intents(taxonomy, settings.intents, settings.seed)
-    write_jsonl(files.sampled, samples)
+    ledger, samples = _sample(settings, files, taxonomy)
     log(f"sampled {len(samples)} intents from the 4D space")
 
     outcome = asyncio.run(
@@ -182,9 +184,21 @@ def write_out_intents(
         )
     )
     write_jsonl(files.rejected, [r.model_dump() for r in outcome.rejected])
-    write_jsonl(files.written, outcome.intents)
-    log(f"wrote out {len(outcome.intents)} intents ({len(outcome.rejected)} rejected)")
-    return outcome.intents
+    written = ledger.stamp(outcome.intents)
+    write_jsonl(files.written, written)
+    log(f"wrote out {len(written)} intents ({len(outcome.rejected)} rejected)")
+    return written
+
+
+def _sample(
+    settings: Settings, files: Catalog, taxonomy: Taxonomy
+) -> tuple[Ledger, list[IntentSample]]:
+    """The base samples [0, intents.count) and the batch of every refresh period so far."""
+    ledger = Ledger.load(files.periods)
+    indices = ledger.sample_indices(settings.intents.count) if ledger else None
+    samples = sample_intents(taxonomy, settings.intents, settings.seed, indices=indices)
+    write_jsonl(files.sampled, samples)
+    return ledger, samples
 
 
 def _build_writer(settings: Settings) -> Chat:
@@ -286,7 +300,8 @@ def finish_intents(
     )
     log(f"Vendi score {score:.2f} over {len(kept)} unique intents")
 
-    n_sampled = _count_lines(files.sampled)
+    samples = read_jsonl(files.sampled, IntentSample)
+    n_sampled = len(samples)
     stats: dict[str, Any] = {
         "n_sampled": n_sampled,
         "n_rejected": _count_lines(files.rejected),
@@ -306,6 +321,9 @@ def finish_intents(
     }
     if split.stats:
         stats["eval_split"] = split.stats
+    ledger = Ledger.load(files.periods)
+    if ledger:
+        stats["periods"] = intents_by_period(ledger, samples, kept)
     write_json(files.intents_stats, stats)
     # How many vectors this process computed is a run record (0 on a re-run, or after the
     # DAG's shards), not a property of the data: timing.json, beside the seconds.

@@ -373,6 +373,7 @@ class LatencyTally:
             mean = self.seconds / self.answered if self.answered else None
         return {
             "answered": self.answered,
+            "answered_s": round(self.seconds, 4),
             "latency_s": None if mean is None else round(mean, 4),
         }
 

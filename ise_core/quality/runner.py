@@ -151,7 +151,16 @@ def _validate(table: Table) -> dict[str, Any]:
         suite,
         result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [table.row_id]},
     )
-    return dict(result.to_json_dict())
+    return _without_load_time(dict(result.to_json_dict()))
+
+
+def _without_load_time(validation: dict[str, Any]) -> dict[str, Any]:
+    """The validation without the moment GX loaded the batch: that says when the gate ran,
+    not what it found, and a re-run over the same data must write the same result."""
+    markers = (validation.get("meta") or {}).get("batch_markers")
+    if isinstance(markers, dict):
+        markers.pop("ge_load_time", None)
+    return validation
 
 
 def read_raw_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -105,7 +105,8 @@ def current_episodes(settings: Settings) -> tuple[list[tuple[Path, dict[str, Any
         for path, data in episodes
         if store.is_current(data, intents.get(str(data.get("intent_id"))))
     ]
-    return current, len(episodes) - len(current)
+    # Renewed episodes that were not kept stand aside for their intent's last kept one.
+    return store.with_fallbacks_raw(current, intents), len(episodes) - len(current)
 
 
 def gate_trajectories(settings: Settings) -> GateReport:
@@ -240,44 +241,45 @@ def _tool_tables(
 
 
 def _kept_table(settings: Settings, rows: list[dict[str, Any]], n_kept_episodes: int) -> Table:
-    params = settings.gates.trajectories
     columns = ["line", "session_id", "kept", "kept_episode_exists", "user_turns", "dialogue_turns"]
-    return Table(
-        "kept",
-        _frame(rows, columns),
-        "line",
-        [
-            Expect(
-                "trajectories.jsonl has one line per kept episode",
-                "ExpectTableRowCountToEqual",
-                {"value": n_kept_episodes},
-            ),
-            _in_set("trajectories.jsonl holds only kept trajectories", "kept", [True]),
-            _in_set(
-                "each kept trajectory matches a kept episode file", "kept_episode_exists", [True]
-            ),
-            Expect(
-                "kept session ids are unique",
-                "ExpectColumnValuesToBeUnique",
-                {"column": "session_id"},
-            ),
-            Expect(
-                "mean user turns within bounds",
-                "ExpectColumnMeanToBeBetween",
-                {
-                    "column": "user_turns",
-                    "min_value": params.min_mean_user_turns,
-                    "max_value": params.max_mean_user_turns,
-                },
-            ),
-            Expect(
-                "mean dialogue turns within bounds",
-                "ExpectColumnMeanToBeBetween",
-                {
-                    "column": "dialogue_turns",
-                    "min_value": params.min_mean_dialogue_turns,
-                    "max_value": params.max_mean_dialogue_turns,
-                },
-            ),
-        ],
-    )
+    expectations = [
+        Expect(
+            "trajectories.jsonl has one line per kept episode",
+            "ExpectTableRowCountToEqual",
+            {"value": n_kept_episodes},
+        ),
+        _in_set("trajectories.jsonl holds only kept trajectories", "kept", [True]),
+        _in_set("each kept trajectory matches a kept episode file", "kept_episode_exists", [True]),
+        Expect(
+            "kept session ids are unique", "ExpectColumnValuesToBeUnique", {"column": "session_id"}
+        ),
+    ]
+    # A mean over no trajectories has no value: when nothing is kept, the kept-share
+    # expectation alone says whether that is acceptable (gates.trajectories.min_kept_share).
+    if rows:
+        expectations += _mean_turn_bounds(settings)
+    return Table("kept", _frame(rows, columns), "line", expectations)
+
+
+def _mean_turn_bounds(settings: Settings) -> list[Expect]:
+    params = settings.gates.trajectories
+    return [
+        Expect(
+            "mean user turns within bounds",
+            "ExpectColumnMeanToBeBetween",
+            {
+                "column": "user_turns",
+                "min_value": params.min_mean_user_turns,
+                "max_value": params.max_mean_user_turns,
+            },
+        ),
+        Expect(
+            "mean dialogue turns within bounds",
+            "ExpectColumnMeanToBeBetween",
+            {
+                "column": "dialogue_turns",
+                "min_value": params.min_mean_dialogue_turns,
+                "max_value": params.max_mean_dialogue_turns,
+            },
+        ),
+    ]

@@ -55,6 +55,21 @@ def _error(call: ToolCall, text: str) -> Message:
     )
 
 
+# The starts of the tool messages written when a call never ran in the workspace: a tool that
+# was not offered, arguments that are not a JSON object (execute_tool_call), or arguments the
+# tool's signature rejected before running (workspace.toolkit.describe_arguments_error).
+NOT_RUN = ("Error: unknown tool ", "Error: arguments are not valid JSON",
+           "Error: arguments must be a JSON object", "Error: invalid arguments for ")  # fmt: skip
+REJECTED = " rejected its arguments: "
+
+
+def ran_in_workspace(message: Message) -> bool:
+    """Whether a tool message is the workspace's answer to a call it ran (a success, or the
+    tool's own error such as a missing file or a non-zero exit code)."""
+    content = message.content or ""
+    return message.role == "tool" and not content.startswith(NOT_RUN) and REJECTED not in content
+
+
 def execute_tool_call(
     workspace: Workspace, call: ToolCall, offered: Set[str]
 ) -> tuple[Message, float]:
@@ -77,7 +92,7 @@ def execute_tool_call(
     except BackendError:
         raise  # the sandbox itself is gone: the episode cannot go on
     except (TypeError, ValueError, KeyError) as exc:
-        return _error(call, f"{name} rejected its arguments: {exc}"), time.perf_counter() - started
+        return _error(call, f"{name}{REJECTED}{exc}"), time.perf_counter() - started
     message = Message(
         role="tool",
         tool_call_id=call.id,

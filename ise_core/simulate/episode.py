@@ -40,7 +40,13 @@ from pydantic import BaseModel, ConfigDict
 
 from ise_core.catalog import intent_hash
 from ise_core.config import SimulateSettings
-from ise_core.errors import BackendError, BudgetExceeded, ContextOverflow, LLMError
+from ise_core.errors import (
+    BackendError,
+    BudgetExceeded,
+    ContextOverflow,
+    Interrupted,
+    LLMError,
+)
 from ise_core.llm.base import Chat, Usage, opens_with_request
 from ise_core.records import (
     CheckResult,
@@ -267,8 +273,10 @@ class Orchestrator:
             while self.state.stop is None:
                 await self.step()
             await self.run_checks()
-        except BudgetExceeded:
-            raise  # the run's budget is spent: the caller abandons this episode unwritten
+        except (BudgetExceeded, Interrupted):
+            # The run's budget is spent, or a stop signal came (ise_core.shutdown): the caller
+            # abandons this episode unwritten, never records it as failed.
+            raise
         except Exception as exc:  # one episode's failure must not end the run
             self.state.stop = _failure_reason(exc)
             self.state.error = f"{type(exc).__name__}: {exc}"

@@ -27,7 +27,7 @@ from ise_core.errors import BackendError, ToolError
 from ise_core.workspace.base import ExecOutcome, ProcessInfo, ToolResult, Workspace
 from ise_core.workspace.pool import PooledWorkspace, PoolStats, WorkspacePool
 from ise_core.workspace.reaper import ReapReport, reap
-from ise_core.workspace.session import SandboxWorkspace
+from ise_core.workspace.session import SandboxWorkspace, close_all
 from ise_core.workspace.toolkit import TOOLS, ToolSpec, tool
 
 BACKENDS = ("local", "docker")
@@ -49,6 +49,7 @@ __all__ = [
     "available_backends",
     "backend_status",
     "choose_backend",
+    "close_all",
     "open_workspace",
     "reap",
     "tool",

@@ -119,10 +119,18 @@ def render_template(text: str, persona: Persona | None) -> str:
 _OPEN: weakref.WeakSet[SandboxWorkspace] = weakref.WeakSet()
 
 
-@atexit.register
-def _close_leftovers() -> None:
-    for workspace in list(_OPEN):
-        workspace.close()
+def close_all() -> int:
+    """Close every sandbox this process still has open (on shutdown); how many there were."""
+    open_now = list(_OPEN)
+    for workspace in open_now:
+        try:
+            workspace.close()
+        except BackendError:
+            continue  # the reaper removes what could not be closed now
+    return len(open_now)
+
+
+atexit.register(close_all)
 
 
 class SandboxWorkspace:

@@ -54,6 +54,9 @@ IDLE_POLL_S = 1.0  # ... and while only background processes run
 MAX_ENTRIES = 100_000  # files and folders the watched folders may hold, unless configured
 EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
 KILL_ROUNDS = 50  # kill(-1) rounds before giving up on processes that keep appearing
+DYING_WAIT_S = 2.0  # how long a process list waits for killed processes to finish dying
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)  # in /proc/<pid>/status SigPnd and ShdPnd
+PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process has started to exit
 
 
 class HeadTailBuffer:
@@ -271,6 +274,44 @@ def remove_sysv_ipc() -> list[str]:
     return left
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ..., flags, ...]; [] if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def sigkill_pending(pid: int) -> bool:
+    """Whether ``pid`` has a SIGKILL waiting for it (``kill -9`` came, it has not run since)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            try:
+                if int(line.split()[1], 16) & SIGKILL_BIT:
+                    return True
+            except (IndexError, ValueError):
+                continue
+    return False
+
+
+def exiting(pid: int) -> bool:
+    """Whether ``pid`` is on its way out: killed (not yet acted on), exiting, or a zombie."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return False
+    try:
+        flags = int(fields[6])
+    except (IndexError, ValueError):
+        flags = 0
+    return fields[0] in ("Z", "X") or bool(flags & PF_EXITING) or sigkill_pending(pid)
+
+
 class Supervisor:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -471,7 +512,36 @@ class Supervisor:
         return {"killed": True}
 
     def op_reap(self, _req: dict[str, Any]) -> dict[str, Any]:
-        return {"exited": dict(self.spawned_exit)}
+        self.reap()
+        self.wait_for_dying()
+        exited = dict(self.spawned_exit)
+        for proc_id, pid in self.spawned.items():
+            if proc_id not in exited and sigkill_pending(pid):
+                exited[proc_id] = -signal.SIGKILL  # it can never run again, only exit
+        return {"exited": exited}
+
+    def wait_for_dying(self) -> None:
+        """Wait (at most ``DYING_WAIT_S``) for background processes that are already on their
+        way out, then reap them: a SIGKILL is delivered at once but acted on only when the
+        process next gets a CPU, which under load (or CPU throttling) takes a while, and a
+        process that exits is not a zombie until it has released its memory."""
+        dying = [
+            pid
+            for proc_id, pid in self.spawned.items()
+            if proc_id not in self.spawned_exit and exiting(pid)
+        ]
+        deadline = time.monotonic() + DYING_WAIT_S
+        for pid in dying:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue  # reaped meanwhile
+            try:
+                select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            finally:
+                os.close(pidfd)
+        if dying:
+            self.reap()
 
     def kill_everything(self) -> bool:
         """SIGKILL every process of the namespace except PID 1, again until none is left

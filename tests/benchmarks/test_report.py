@@ -18,25 +18,34 @@ def test_summary_holds_the_machine_each_figure_its_target_and_load(tmp_path: Pat
         "saturation_cli",
         {
             "measured_at": "2026-01-01T00:00:00+00:00",
-            "intents": 200,
+            "intents": 64,
             "latency_s": 0.3,
             "max_concurrency": 16,
-            "episodes_at_once": 32,
-            "episode_shape": {
-                "requests_per_episode": 41,
-                "user_turns": 8,
-                "tool_calls_per_turn": 3,
-            },
             "load_average_before": [3.5, 4.0, 4.5],
-            "efficiency": 0.8123,
-            "achieved_rps": 43.3,
-            "ideal_rps": 53.33,
-            "target_met": False,
-            "steady_state": {"utilisation": 0.93},
+            "runs": [
+                {
+                    "shape": "short",
+                    "config": "default",
+                    "episodes_at_once": 32,
+                    "requests_per_episode": 15,
+                    "saturation": 0.8123,
+                    "workload_ceiling": 1.0,
+                    "wall_s": 22.4,
+                    "pipeline_cpu_ms_per_request": 4.5,
+                    "target": 0.9,
+                    "target_met": False,
+                    "load_average_before": [3.5, 4.0, 4.5],
+                },
+                {
+                    "shape": "short",
+                    "config": "--concurrency 4",
+                    "episodes_at_once": 4,
+                    "saturation": 0.23,
+                    "target": None,
+                    "target_met": None,
+                },
+            ],
             "machine_ceiling": {"efficiency": 0.95},
-            "episodes_per_hour": 4100,
-            "pipeline_cpu_ms_per_request": 4.5,
-            "sandbox_cpu_ms_per_request": 3.6,
         },
     )
     _write(
@@ -76,9 +85,9 @@ def test_summary_holds_the_machine_each_figure_its_target_and_load(tmp_path: Pat
     text = report.render(session, tmp_path)
     assert "| nproc | 2 |" in text and "Test CPU" in text and "5.2 / 6 / 7.1" in text
     assert "| saturation_cli.py | 0 | 200 |" in text
-    assert "0.812 (43.3 of 53.33 req/s) | >= 0.9 | **no** |" in text
-    assert "load 3.5 / 4 / 4.5" in text
-    assert "4.5 ms" in text and "4,100" in text
+    assert "short, default (32 at once, 15 requests an episode; load 3.5 / 4 / 4.5)" in text
+    assert "0.812 (ceiling 1; 22.4 s; 4.5 ms CPU a request) | >= 0.9 | **no** |" in text
+    assert "short, --concurrency 4 (4 at once" in text and "| 0.23 (ceiling" in text
     assert "intents_per_task=4: overhead per mapped instance (load 2 / 2 / 2)" in text
     assert "2.56x (10.2 s; whole DAG run 41 s)" in text
     # Not run: said so, never silently dropped.

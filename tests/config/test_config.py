@@ -111,3 +111,21 @@ def test_relative_paths_resolve_against_params_folder(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert settings.path(settings.intents.out_dir) == tmp_path.resolve() / "out/intents"
     assert isinstance(Settings(), Settings)
+
+
+def test_episodes_follow_how_tool_calls_and_context_are_handled() -> None:
+    # A block-level switch changes what the model is sent and how its replies are read, so it
+    # changes the episodes' fingerprint; at its default it leaves older episodes current.
+    from ise_core.stages import stage
+
+    simulate = stage("simulate")
+    base = settings_from_dict({"llm": {"provider": "openai", "model": "m"}})
+    at_defaults = settings_from_dict(
+        {"llm": {"provider": "openai", "model": "m", "tool_calling": "native",
+                 "constrained_output": False, "context_window": None}}
+    )  # fmt: skip
+    assert simulate.fingerprint(at_defaults) == simulate.fingerprint(base)
+    for change in ({"tool_calling": "prompted"}, {"constrained_output": True},
+                   {"context_window": 4096}):  # fmt: skip
+        changed = settings_from_dict({"llm": {"provider": "openai", "model": "m", **change}})
+        assert simulate.fingerprint(changed) != simulate.fingerprint(base), change

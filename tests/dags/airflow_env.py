@@ -129,10 +129,12 @@ def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:
 # one JSON line: the run's state and every task instance.
 _DAG_TEST_SCRIPT = r"""
 import json, runpy, sys
+from datetime import datetime
 conf = json.loads(sys.argv[2])
 namespace = runpy.run_path(sys.argv[1], run_name="ise_dag_under_test")
 dag = namespace[sys.argv[3]]
-run = dag.test(run_conf=conf or None, mark_success_pattern=sys.argv[4] or None)
+when = {"logical_date": datetime.fromisoformat(sys.argv[4])} if sys.argv[4] else {}
+run = dag.test(run_conf=conf or None, mark_success_pattern=sys.argv[5] or None, **when)
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 with create_session() as session:
@@ -144,7 +146,10 @@ with create_session() as session:
          "rendered_map_index": ti.rendered_map_index}
         for ti in tis
     ]
-print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "tis": rows}))
+interval = [str(run.data_interval_start), str(run.data_interval_end)]
+print("DAG_TEST_RESULT " + json.dumps(
+    {"state": str(run.state), "tis": rows, "run_id": run.run_id, "interval": interval}
+))
 """
 
 
@@ -153,16 +158,18 @@ def run_dag_test(
     conf: dict[str, Any] | None = None,
     timeout: float = 400,
     dag_file: Path = DAG_FILE,
+    logical_date: str | None = None,
     mark_success: str = "",
 ) -> tuple[dict[str, Any], str]:
     """``dag.test()`` of ise_refresh (or the DAG in ``dag_file``, bound to ``<stem>_dag``) on
-    ``params``; returns (result, combined log). Tasks whose id matches the ``mark_success``
-    regex are marked successful without running."""
+    ``params``, at ``logical_date`` (an ISO date-time) when given; returns (result, combined
+    log). Tasks whose id matches the ``mark_success`` regex are marked successful unrun."""
     script = [
         _DAG_TEST_SCRIPT,
         str(dag_file),
         json.dumps(conf or {}),
         f"{dag_file.stem}_dag",
+        logical_date or "",
         mark_success,
     ]
     done = subprocess.run(

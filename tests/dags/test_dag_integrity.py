@@ -37,7 +37,10 @@ def test_tags_schedule_catchup_and_docs(dag: Any) -> None:
     assert set(dag.tags) >= {"ise", "dataset"}
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    assert str(dag.schedule) == "@weekly"  # params.yaml's airflow.schedule
+    # params.yaml's airflow.schedule (@weekly), as data intervals: a run builds the period
+    # named by its interval's start.
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.expression == "0 0 * * 0"
     assert "record_lineage" in dag.doc_md and "max_map_length" in dag.doc_md
 
 
@@ -94,7 +97,11 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     simulate = dag.get_task("simulate")
     assert isinstance(simulate, MappedOperator)
     assert simulate.pool == "ise_llm"
-    assert simulate.max_active_tis_per_dag == 4
+    # From the one concurrency plan: the scripted default runs 2 episodes per core.
+    from ise_core import pipeline
+
+    plan = pipeline.concurrency_plan(pipeline.load_settings(REPO / "params.yaml"))
+    assert simulate.max_active_tis_per_dag == plan.active_tasks == plan.episodes
     # Named by the intent id(s): from the argument while running, then the task's own label.
     import jinja2
 
@@ -138,10 +145,13 @@ print(json.dumps({
     "seconds": elapsed,
     "preloaded": heavy,
     "heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules and m not in heavy],
-    "schedule": str(dag.schedule),
+    "schedule": getattr(dag.timetable, "expression", str(dag.schedule)),
     "collect_rule": getattr(dag.get_task("collect").trigger_rule, "value", None),
     "retries": dag.get_task("simulate").retries,
     "pool": dag.get_task("simulate").pool,
+    "roots": sorted(task.task_id for task in dag.roots),
+    "after_estimate": sorted(dag.get_task("estimate").downstream_task_ids)
+    if "estimate" in dag.task_ids else None,
 }))
 """
 
@@ -182,6 +192,13 @@ def test_schedule_retries_pool_and_tolerance_come_from_params(tmp_path: Path) ->
     assert result["retries"] == 5
     assert result["pool"] == "llm_small"
     assert result["collect_rule"] == "all_done"
+    assert result["roots"] == ["write_out"] and result["after_estimate"] is None
+
+
+def test_an_estimate_pilot_adds_the_estimate_task_first(tmp_path: Path) -> None:
+    result = _parse(tiny_params(tmp_path, airflow={"estimate_pilot": 5}))
+    assert result["roots"] == ["estimate"]
+    assert result["after_estimate"] == ["write_out"]
 
 
 def test_bad_params_are_an_import_error_naming_the_key(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ise_core.capacity import longest_first
+from ise_core.records import Intent
 from tests.dags.airflow_env import (
     BIN,
     REPO,
@@ -108,11 +110,12 @@ def test_whole_dag_matches_the_cli_one_instance_per_intent(
     by_task = states(result)
     assert all(s == ["success"] for t, s in by_task.items() if t != "simulate"), by_task
 
-    # One mapped simulate instance per intent, named by its intent id.
-    ids = [
-        json.loads(line)["id"]
+    # One mapped simulate instance per intent, named by its intent id, longest first.
+    intents = [
+        Intent.model_validate_json(line)
         for line in (dag_project / "data/intents/intents.jsonl").read_text().splitlines()
     ]
+    ids = [intent.id for intent in longest_first(intents)]
     assert len(ids) == 3
     mapped = sorted(
         (row for row in result["tis"] if row["task_id"] == "simulate"),
@@ -124,6 +127,9 @@ def test_whole_dag_matches_the_cli_one_instance_per_intent(
 
     # The same files with the same bytes as the CLI's run.
     dag_files, cli_files = _produced_files(dag_project), _produced_files(cli_project)
+    # In a DVC project the lineage step writes the (empty) refresh period list dvc.yaml reads.
+    ledger = dag_files.pop("data/refresh/periods.json")
+    assert json.loads(ledger.read_text(encoding="utf-8")) == {"periods": []}
     assert set(dag_files) == set(cli_files)
     assert {"data/sft/train.jsonl", "data/trajectories/trajectories.jsonl"} <= set(dag_files)
     different = [name for name in dag_files if not _same_content(dag_files[name], cli_files[name])]
@@ -171,3 +177,25 @@ def test_bad_run_conf_fails_the_first_task_with_the_key(airflow_db: Path, tmp_pa
     assert "intents.count" in log
     assert "the run's conf was {'intent_count': 0}" in log
     assert not (params.parent / "data").exists()
+
+
+def test_an_estimate_over_the_budget_fails_the_run_before_any_stage(
+    airflow_db: Path, tmp_path: Path
+) -> None:
+    params = tiny_params(
+        airflow_project(),
+        airflow={"estimate_pilot": 2, "retries": 2, "retry_delay_s": 1},
+        llm={"budget": {"tokens": 100}},
+    )
+    result, log = run_dag_test(params)
+    by_task = states(result)
+    assert result["state"] == "failed"
+    assert by_task["estimate"] == ["failed"]  # not retried: a retry cannot change it
+    for task_id in ("intents", *DOWNSTREAM_OF_INTENTS):
+        assert by_task[task_id] == ["upstream_failed"], (task_id, by_task)
+    assert "above llm.budget.tokens=100" in log, log[-5000:]
+    assert "budget to set: llm.budget" in log  # the projection is in the task's log
+    estimate = json.loads((params.parent / "data/estimate/estimate.json").read_text())
+    assert estimate["pilot"]["episodes"] == 2
+    assert estimate["simulate_to_spend"]["tokens"]["expected"] > 100
+    assert not (params.parent / "data/intents/intents.jsonl").exists()

@@ -34,6 +34,8 @@ TINY_PARAMS: dict[str, Any] = {
     "workspace": {"backend": "local"},
     "airflow": {"schedule": None, "retries": 0, "retry_delay_s": 1},
 }
+# Files under data/ that a clone has: the refresh period list (empty until a period runs).
+COMMITTED_DATA = ("data/refresh/periods.json",)
 # Files that say when or how fast a run went, never what it produced.
 RUN_RECORDS = ("timing.json",)
 RUN_RECORD_DIRS = ("data/trajectories/timing/",)
@@ -78,7 +80,9 @@ def source_files(repo: Path = REPO) -> list[str]:
         capture_output=True,
         check=True,
     ).stdout.decode("utf-8")
-    return sorted({name for name in listed.split("\0") if name and (repo / name).is_file()})
+    names = {name for name in listed.split("\0") if name and (repo / name).is_file()}
+    # The refresh period list lives under data/ but is a committed input (DVC params).
+    return sorted(names | {name for name in COMMITTED_DATA if (repo / name).is_file()})
 
 
 def environment(project: Path, **extra: str) -> dict[str, str]:
@@ -214,11 +218,14 @@ class Project:
     # --- outputs -----------------------------------------------------------------------------
 
     def produced_files(self) -> dict[str, bytes]:
-        """Every data file under data/ (not run records, not git's files), by relative path."""
+        """Every data file under data/ (not run records, not git's files, not the committed
+        inputs), by relative path."""
         files = {}
         for path in sorted((self.root / "data").rglob("*")):
             relative = path.relative_to(self.root).as_posix()
             if not path.is_file() or path.name in RUN_RECORDS or path.name == ".gitignore":
+                continue
+            if relative in COMMITTED_DATA:
                 continue
             if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
                 continue

@@ -28,7 +28,7 @@ from ise_core.config import Settings
 from ise_core.stages import STAGES as TABLE
 from ise_core.stages import stage as table_stage
 from tests.dvc.conftest import Built
-from tests.dvc.project import REPO, RUN_RECORD_DIRS, RUN_RECORDS, STAGES
+from tests.dvc.project import COMMITTED_DATA, REPO, RUN_RECORD_DIRS, RUN_RECORDS, STAGES
 
 SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
 # The module of each stage's gate, from the stage table's "module:function" reference.
@@ -40,11 +40,15 @@ GATE_MODULES = {
 BLOCKS = {name for name, value in Settings() if isinstance(value, BaseModel)}
 # Settings that say where outputs go; dvc.yaml's outs name those places.
 LOCATION_KEYS = {"out_dir"}
-# The `ise` command line: argument parsing and printing around the stage functions.
+# The `ise` command line: argument parsing, printing and signal handling around the stage
+# functions.
 CLI_MODULES = {
+    "ise_core/shutdown.py",  # how the process stops on a signal, never what a stage makes
     "ise_core/cli.py",
+    "ise_core/cli_estimate.py",
     "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
+    "ise_core/cli_refresh.py",
     "ise_core/cli_view.py",
     "ise_core/cli_workspace.py",
 }
@@ -65,16 +69,43 @@ COMMANDS = {
 # --- params --------------------------------------------------------------------------------
 
 
+# The refresh period list: a params file of its own, read whole by the stages it shapes.
+LEDGER = "${refresh.out_dir}/periods.json"
+LEDGER_STAGES = ("intents", "simulate", "collect")
+
+
 def listed_params(stage: str) -> list[str]:
+    """The params.yaml keys a stage lists (the period list is checked on its own)."""
     keys: list[str] = []
     for entry in SPEC["stages"][stage].get("params", []):
         if isinstance(entry, dict):
             (name, values), *rest = entry.items()
+            if name == LEDGER:
+                continue
             assert not rest and name == "params.yaml", entry
             keys += values
         else:
             keys.append(entry)
     return keys
+
+
+def test_the_stages_a_refresh_period_shapes_read_the_period_list() -> None:
+    files = Catalog.of(Settings(base_dir=REPO))
+    assert LEDGER.replace("${refresh.out_dir}", Settings().refresh.out_dir) == (
+        files.periods.relative_to(REPO).as_posix()
+    )
+    for stage in STAGES:
+        listed = [
+            entry
+            for entry in SPEC["stages"][stage].get("params", [])
+            if isinstance(entry, dict) and LEDGER in entry
+        ]
+        if stage in LEDGER_STAGES:
+            assert listed == [{LEDGER: None}], (stage, listed)  # the whole file
+        else:
+            assert listed == [], stage
+    # A clone has the (empty) list, so `dvc repro` finds it.
+    assert json.loads(files.periods.read_text(encoding="utf-8")) == {"periods": []}
 
 
 def covers(key: str, other: str) -> bool:
@@ -305,8 +336,8 @@ def test_every_file_a_stage_writes_is_declared_and_git_sees_a_version(built: Bui
     undeclared = []
     for path in sorted((root / "data").rglob("*")):
         relative = path.relative_to(root).as_posix()
-        if not path.is_file() or path.name in RUN_RECORDS:
-            continue
+        if not path.is_file() or path.name in RUN_RECORDS or relative in COMMITTED_DATA:
+            continue  # a run record, or an input the clone has (the refresh period list)
         if any(relative.startswith(folder) for folder in RUN_RECORD_DIRS):
             continue
         if not any(relative == d or relative.startswith(d + "/") for d in declared):

@@ -19,7 +19,11 @@ share one server:
   (``tool_calls_per_turn - 1`` times), then answers with the file's content.
 
 One episode therefore costs ``requests_per_episode`` requests, and ``user_turns`` x
-``tool_calls_per_turn`` real tool calls in the workspace.
+``tool_calls_per_turn`` real tool calls in the workspace. With ``turns_by_details`` the user
+turns follow the intent instead, as a model revealing one hidden detail per turn would: an
+episode whose simulator prompt lists *d* hidden details takes ``turns_by_details[d]`` turns
+(the last entry for longer lists), so a run mixes episode lengths and the length can be read
+from the intent.
 
 Run as a server process (the benchmarks do, so the pipeline's CPU figures are its own):
 ``python -m tests.fakes.both_roles --latency 0.3 --user-turns 8 --tool-calls 3
@@ -45,12 +49,20 @@ from tests.fakes.openai_server import FakeOpenAIServer, completion, tool_call
 
 # A phrase of the user simulator's system prompt (ise_core/prompts), absent from the agent's.
 USER_SIMULATOR_MARK = "You are NOT an assistant"
+_DETAILS = re.compile(r"Details you have in mind(?P<body>.*?)You will consider", re.S)
+_NUMBERED = re.compile(r"^\s*\d+\. ", re.M)
 _ASKED = re.compile(r"put '(?P<text>[^']*)' in (?P<path>\S+) please", re.IGNORECASE)
 
 
 def is_user_simulator(request: dict[str, Any]) -> bool:
     system = (request.get("messages") or [{}])[0].get("content") or ""
     return USER_SIMULATOR_MARK in system
+
+
+def hidden_detail_count(system_prompt: str) -> int:
+    """How many hidden details the user simulator's prompt lists."""
+    found = _DETAILS.search(system_prompt)
+    return len(_NUMBERED.findall(found["body"])) if found else 0
 
 
 def turn_file(turn: int, tag: str = "") -> tuple[str, str]:
@@ -69,16 +81,29 @@ class BothRoles:
     tool_calls_per_turn: int = 2
     tag_episodes: bool = False
     written_opening: bool = True  # the first user message is the intent's request
-
+    turns_by_details: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.user_turns < 1 or self.tool_calls_per_turn < 1:
             raise ValueError("user_turns and tool_calls_per_turn must be at least 1")
+        if any(turns < 1 for turns in self.turns_by_details):
+            raise ValueError("turns_by_details must be at least 1 each")
 
     @property
     def requests_per_episode(self) -> int:
-        user_requests = self.user_turns + (0 if self.written_opening else 1)
-        return user_requests + self.user_turns * (self.tool_calls_per_turn + 1)
+        """Requests of one episode of ``user_turns`` turns."""
+        return self.requests_for(self.user_turns)
+
+    def requests_for(self, turns: int) -> int:
+        user_requests = turns + (0 if self.written_opening else 1)
+        return user_requests + turns * (self.tool_calls_per_turn + 1)
+
+    def turns_of(self, system_prompt: str) -> int:
+        """The user turns of the episode whose simulator has this system prompt."""
+        if not self.turns_by_details:
+            return self.user_turns
+        details = hidden_detail_count(system_prompt)
+        return self.turns_by_details[min(details, len(self.turns_by_details) - 1)]
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         messages = request["messages"]
@@ -89,7 +114,7 @@ class BothRoles:
     def _user(self, request: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
         # The simulator's own earlier turns are the assistant messages of its history.
         done = sum(1 for m in messages if m["role"] == "assistant")
-        if done < self.user_turns:
+        if done < self.turns_of(messages[0]["content"]):
             tag = ""
             if self.tag_episodes:
                 tag = hashlib.sha256(messages[0]["content"].encode()).hexdigest()[:8]
@@ -165,9 +190,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not tag episodes (identical agent requests across episodes)",
     )
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="--long-turns user turns for intents with at least --long-from hidden details, "
+        "--user-turns for the others",
+    )
+    parser.add_argument("--long-turns", type=int, default=8)
+    parser.add_argument("--long-from", type=int, default=8, help="hidden details")
     parser.add_argument("--report", type=Path, default=None, help="write what was served here")
     args = parser.parse_args(argv)
-    responder = BothRoles(args.user_turns, args.tool_calls, not args.same_requests)
+    by_details: tuple[int, ...] = ()
+    if args.mix:
+        by_details = (args.user_turns,) * args.long_from + (args.long_turns,)
+    responder = BothRoles(
+        args.user_turns, args.tool_calls, not args.same_requests, turns_by_details=by_details
+    )
     server = FakeOpenAIServer(responder, latency_s=args.latency).start()
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()

@@ -95,6 +95,19 @@ def test_turn_bounds_come_from_params(tmp_path: Path) -> None:
     assert failed["mean user turns within bounds"]["expected"] == "mean between 5.0 and 9.0"
 
 
+def test_nothing_kept_is_judged_by_the_kept_share_alone(tmp_path: Path) -> None:
+    # A mean over no trajectories has no value: only min_kept_share decides.
+    allowed = settings_for(tmp_path / "allowed", gates={"trajectories": {"min_kept_share": 0.0}})
+    write_trajectories(allowed, _episodes(allowed, n=4, rejected=4))
+    report = gate_trajectories(allowed)
+    assert report.passed, report.report
+
+    required = settings_for(tmp_path / "required")
+    write_trajectories(required, _episodes(required, n=4, rejected=4))
+    failed = {f["expectation"] for f in gate_trajectories(required).failures}
+    assert failed == {"kept share at or above the minimum"}
+
+
 def test_jsonl_must_match_the_kept_episodes(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     out = write_trajectories(settings, _episodes(settings))

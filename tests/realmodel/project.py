@@ -4,6 +4,7 @@ with every path inside the project. Used by the real-model tests and benchmarks/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,9 +15,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def local_model_params(
-    project: Path, server: LocalModelServer, *, intents: int, concurrency: int
+    project: Path,
+    server: LocalModelServer,
+    *,
+    intents: int,
+    concurrency: int,
+    simulate: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``project/params.yaml`` and return its path."""
+    """Write ``project/params.yaml`` and return its path; ``simulate`` overrides that section."""
     base = load_raw(REPO / "params.local.yaml")
     override = {
         "intents": {"count": intents, "taxonomy": str(REPO / "ise_core/taxonomy"),
@@ -25,7 +31,8 @@ def local_model_params(
                 "cache_dir": ".cache/llm"},
         "workspace": {"backend": "local", "root": str(project / "sandboxes"),
                       "template": str(REPO / "ise_core/workspace/template")},
-        "simulate": {"concurrency": concurrency, "out_dir": "data/trajectories"},
+        "simulate": {"concurrency": concurrency, "out_dir": "data/trajectories",
+                     **(simulate or {})},
         "export": {"out_dir": "data/sft"},
     }  # fmt: skip
     path = project / "params.yaml"

@@ -8,10 +8,12 @@ directory on both).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,73 @@ def test_kill_everything_kills_only_the_sandbox(any_ws: SandboxWorkspace) -> Non
     finally:
         bystander.kill()
         bystander.wait()
+
+
+CPU_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def _host_pids(marker: str) -> list[int]:
+    """Host pids of the processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@contextlib.contextmanager
+def _starved(pids: list[int]) -> Iterator[None]:
+    """Move ``pids`` into a CPU cgroup allowed 1 ms per second: once a busy loop among them has
+    used that up, none of them runs (not even to act on a SIGKILL) until the next second.
+    What a loaded machine does now and then, made certain."""
+    if os.geteuid() != 0 or not (CPU_CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        pytest.skip("needs root and a cgroup v1 cpu controller to starve a process")
+    group = CPU_CGROUP_V1 / f"ise-test-starved-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("1000000")
+        (group / "cpu.cfs_quota_us").write_text("1000")
+        for pid in pids:
+            (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (CPU_CGROUP_V1 / "cgroup.procs").write_text(pid)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def test_a_killed_process_that_has_not_died_yet_is_not_listed_running(
+    any_ws: SandboxWorkspace,
+) -> None:
+    """After ``kill -9 -1`` a background process can wait a long time for a CPU to die on; the
+    list must not call it running meanwhile (it can never run again)."""
+    marker = f"{os.getpid()}{time.monotonic_ns() % 10**6}"  # in sleep's own argv: sh may exec it
+    victim = any_ws.call("process", {"action": "start", "command": f"sleep 300.{marker}"})
+    busy = any_ws.call("process", {"action": "start", "command": f"while :; do :; done # {marker}"})
+    assert victim.ok and busy.ok, (victim.content, busy.content)
+    deadline = time.monotonic() + 10
+    while len(pids := _host_pids(marker)) < 2:
+        assert time.monotonic() < deadline, "the background processes did not show up"
+        time.sleep(0.01)
+    with _starved(pids):
+        time.sleep(0.05)  # the busy loop uses up this second's CPU
+        any_ws.call("exec", {"command": "kill -9 -1"})
+        listing = any_ws.call("process", {"action": "list"}).content
+        assert "running" not in listing, listing
+        assert any_ws.call("exec", {"command": "echo alive"}).content == "alive\n"
 
 
 def test_binary_and_non_utf8_output_become_text(any_ws: SandboxWorkspace) -> None:

@@ -12,7 +12,7 @@ import pytest
 from ise_core.llm.base import ChatResult
 from ise_core.llm.replies import MalformedResponse
 from ise_core.records import Message
-from ise_core.simulate.agent_loop import run_agent_turn
+from ise_core.simulate.agent_loop import ran_in_workspace, run_agent_turn
 from ise_core.workspace import open_workspace
 from ise_core.workspace.base import Workspace
 from ise_core.workspace.toolkit import build_spec, invoke
@@ -111,6 +111,8 @@ def test_unknown_tool_and_bad_arguments_become_error_observations(workspace: Wor
     assert "'mode' is not a parameter of write" in (results["c6"].content or "")
     assert all((results[c].content or "").startswith("Error:") for c in ("c1", "c2", "c4"))
     assert results["c7"].success is True and "still alive" in (results["c7"].content or "")
+    # Only c7 reached the sandbox: the others were refused before running.
+    assert [c for c, m in sorted(results.items()) if ran_in_workspace(m)] == ["c7"]
 
 
 def test_the_turn_stops_at_max_steps(workspace: Workspace) -> None:

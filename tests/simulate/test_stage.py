@@ -98,6 +98,23 @@ def test_simulate_then_collect_resumes_and_reruns_on_new_params(tmp_path: Path) 
         simulate_stage(settings, only=["nope"], progress=False)
 
 
+def test_a_warm_pool_makes_the_same_episodes(tmp_path: Path) -> None:
+    """``workspace.pool_size``: sandboxes reused (wiped) between episodes change nothing."""
+    cold_dir, warm_dir = tmp_path / "cold", tmp_path / "warm"
+    for folder, pool_size in ((cold_dir, 0), (warm_dir, 1)):
+        folder.mkdir()
+        settings = load_settings(_params(folder, concurrency=1))
+        settings.workspace.pool_size = pool_size
+        write_intents(settings, _intents(4))
+        report = simulate_stage(settings, progress=False)
+        assert (report.n_run, report.n_failed) == (4, 0)
+        assert list((folder / "sandboxes").glob("*ise-sbx-*")) == []  # the pool closed too
+    cold = sorted((cold_dir / "data/trajectories/episodes").glob("*.json"))
+    warm = sorted((warm_dir / "data/trajectories/episodes").glob("*.json"))
+    assert [p.name for p in cold] == [p.name for p in warm]
+    assert [p.read_bytes() for p in cold] == [p.read_bytes() for p in warm]
+
+
 def test_one_failing_episode_does_not_stop_the_run_and_is_retried(tmp_path: Path) -> None:
     settings = load_settings(_params(tmp_path))
     write_intents(settings, _intents(3))
