@@ -1,11 +1,11 @@
 """ise_refresh: the scheduled refresh of the ISE dataset (intents → simulate → export).
 
 The tasks follow the stage table (ise_core.stages.STAGES): one task per stage, then its gate,
-in table order. Simulation is mapped over batches of intents (``plan_simulation`` before it)
-and collect checks the share of unfinished episodes first; every other stage is one plain
-task. Parsing this file reads params.yaml (schedule, retries, pool) and the table, nothing
-else: every stage runs inside its task, through ise_core.pipeline, which imports the heavy
-libraries lazily.
+in table order. Stage 1 embeds in mapped shards (``write_out`` before them, ``intents`` after),
+simulation is mapped over batches of intents (``plan_simulation`` before it) and collect checks
+the share of unfinished episodes first; every other stage is one plain task. Parsing this file
+reads params.yaml (schedule, retries, pool) and the table, nothing else: every stage runs inside
+its task, through ise_core.pipeline, which imports the heavy libraries lazily.
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ Rebuilds the training dataset from `{PARAMS_PATH}` on schedule `{AIRFLOW.schedul
 
 0. **estimate** (with `airflow.estimate_pilot`, now {AIRFLOW.estimate_pilot}) runs a pilot of
    that many intents and fails the run when the projected spend exceeds `llm.budget`.
-1. **intents** samples and writes out intents, de-duplicates them, scores diversity →
+1. **write_out** samples and writes out intents; **embed** embeds them, one mapped instance
+   per `embedding.shard_size` texts (a re-run computes only the texts new to the cache);
+   **intents** de-duplicates them and scores diversity once over the merged vectors →
    `{OUTPUTS["intents"]}`; **gate_intents** checks the dedup and coverage statistics.
 2. **plan_simulation** batches the intent ids (`simulate.intents_per_task`) and checks the
    mapping against `[core] max_map_length`.
@@ -219,6 +221,45 @@ def ise_refresh() -> None:
 
         return gate()
 
+    @task(pool=AIRFLOW.pool)
+    def write_out() -> list[dict[str, Any]]:
+        """Stage 1: sample and write out intents, then plan the embedding shards."""
+        from airflow.sdk import conf as airflow_conf
+
+        with _run_settings() as settings:
+            conf = get_current_context()["dag_run"].conf or {}
+            if conf:
+                print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
+            limit = airflow_conf.getint("core", "max_map_length", fallback=1024)
+            # Stage 1 begins here: the refresh period (if any) is registered first.
+            period = _run_period(settings, say=True)
+            with pipeline.period_step(settings, STAGES[0], period, log=print):
+                return pipeline.plan_intent_embedding(settings, limit)
+
+    @task(
+        map_index_template="{{ task.op_kwargs['shard']['start'] }}-"
+        "{{ task.op_kwargs['shard']['stop'] }}"
+    )
+    def embed(shard: dict[str, Any]) -> dict[str, Any]:
+        """Stage 1: embed one shard of texts into the shared cache (only what it lacks)."""
+        with _run_settings() as settings:
+            return pipeline.embed_intents_shard(settings, shard)
+
+    def intents_tasks(entry: Stage) -> Any:
+        # NONE_FAILED: with nothing to embed the mapped task is skipped, not failed.
+        @task(
+            task_id=entry.name,
+            doc_md=entry.help,
+            pool=AIRFLOW.pool,
+            trigger_rule=TriggerRule.NONE_FAILED,
+        )
+        def finish() -> dict[str, Any]:
+            with _run_settings() as settings:
+                return pipeline.run_intents_after_shards(settings)
+
+        shards = write_out()
+        return [shards, embed.expand(shard=shards), finish()]
+
     @task
     def plan_simulation() -> list[list[str]]:
         """Intent ids in batches of simulate.intents_per_task, within [core] max_map_length."""
@@ -299,9 +340,10 @@ def ise_refresh() -> None:
         with _run_settings() as settings:
             return pipeline.record_run_lineage(settings, _run_period(settings))
 
-    # The stage table in order, each stage followed by its gate; two stages need more than
-    # a plain task (the mapping and its planner; collect's tolerance check).
+    # The stage table in order, each stage followed by its gate; three stages need more than
+    # a plain task (two mappings and their planners; collect's tolerance check).
     special: dict[str, Callable[[Stage], Any]] = {
+        "intents": intents_tasks,
         "simulate": simulate_tasks,
         "collect": lambda entry: collect(),
     }

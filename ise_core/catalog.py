@@ -3,8 +3,8 @@
 ``Catalog.of(settings)`` derives each path from the settings exactly once; stage code, the
 gates, the CLI and the DAG ask it instead of joining folder and file names themselves::
 
-    data/intents/        sampled.jsonl intents.jsonl duplicates.jsonl rejected.jsonl
-                         stats.json timing.json vendi_curve.png gate_result.json
+    data/intents/        sampled.jsonl written.jsonl intents.jsonl duplicates.jsonl
+                         rejected.jsonl stats.json timing.json vendi_curve.png gate_result.json
     data/trajectories/   episodes/<intent_id>.json timing/<intent_id>.json
                          trajectories.jsonl stats.json timing.json gate_result.json
     data/sft/            train.jsonl valid.jsonl sharegpt/ parquet/ plots/
@@ -101,6 +101,7 @@ class Catalog:
 
     intents_dir: Path
     sampled: Path
+    written: Path  # every written-out intent, before de-duplication
     intents: Path
     duplicates: Path
     rejected: Path
@@ -160,6 +161,7 @@ class Catalog:
             sandbox_root=settings.path(settings.workspace.root),
             intents_dir=intents,
             sampled=intents / "sampled.jsonl",
+            written=intents / "written.jsonl",
             intents=intents / "intents.jsonl",
             duplicates=intents / "duplicates.jsonl",
             rejected=intents / "rejected.jsonl",

@@ -60,6 +60,7 @@ __all__ = [
     "check_map_length",
     "check_simulation",
     "concurrency_plan",
+    "embed_intents_shard",
     "finish_period",
     "list_intent_ids",
     "load_run_settings",
@@ -71,11 +72,13 @@ __all__ = [
     "period_of_run",
     "period_step",
     "plan_batches",
+    "plan_intent_embedding",
     "record_lineage",
     "record_run_lineage",
     "resolve_params_path",
     "run_estimate",
     "run_gate",
+    "run_intents_after_shards",
     "run_stage",
     "schedule_cron",
     "small_values",
@@ -252,6 +255,56 @@ def run_stage(
     with shutdown.handling_signals() if shutdown else contextlib.nullcontext():
         result = stage(name).execute(settings, options)
     _stderr(f"{name}: {result.summary}")
+    return result.values
+
+
+# --- stage 1 with its embedding in mapped shards -------------------------------------------
+
+
+def plan_intent_embedding(settings: Settings, max_map_length: int) -> list[dict[str, Any]]:
+    """Write the intents out (``written.jsonl``) and plan the embedding of what exact
+    de-duplication leaves: one small dict (index, start, stop, digest) per mapped shard."""
+    from ise_core.intents import stage as intents
+
+    plan = intents.plan_embedding(settings, intents.write_out_intents(settings))
+    if len(plan.shards) > max_map_length:
+        raise ConfigError(
+            f"the embedding would map {len(plan.shards)} task instances ({plan.n_texts} texts "
+            f"at embedding.shard_size={settings.embedding.shard_size}), above Airflow's "
+            f"[core] max_map_length={max_map_length}; set embedding.shard_size to at least "
+            f"{math.ceil(plan.n_texts / max_map_length)}"
+        )
+    _stderr(
+        f"{plan.n_texts} texts to embed in {len(plan.shards)} shards of up to "
+        f"{settings.embedding.shard_size} (embedding.shard_size)"
+    )
+    return [
+        {"index": s.index, "start": s.start, "stop": s.stop, "digest": plan.digest}
+        for s in plan.shards
+    ]
+
+
+def embed_intents_shard(settings: Settings, shard: Mapping[str, Any]) -> dict[str, Scalar]:
+    """Embed one planned shard into the embedding cache; only texts it lacks are computed."""
+    from ise_core.intents import stage as intents
+    from ise_core.intents.embed import Shard
+
+    planned = Shard(int(shard["index"]), int(shard["start"]), int(shard["stop"]))
+    computed = intents.embed_intent_shard(settings, planned, str(shard["digest"]))
+    _stderr(
+        f"shard {planned.index}: texts {planned.start}-{planned.stop}, "
+        f"{computed} of {planned.size} embedded now, {planned.size - computed} from the cache"
+    )
+    return {"shard": planned.index, "n_texts": planned.size, "n_computed": computed}
+
+
+def run_intents_after_shards(settings: Settings) -> dict[str, Scalar]:
+    """Stage 1 from ``written.jsonl`` on: de-duplication and Vendi once over the merged
+    matrix (every vector comes from the cache the shards filled)."""
+    from ise_core.intents import stage as intents
+
+    result = intents.run_finish_intents(settings)
+    _stderr(f"intents: {result.summary}")
     return result.values
 
 

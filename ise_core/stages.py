@@ -171,6 +171,16 @@ _EPISODE_KEYS: tuple[str, ...] = (
     "workspace.web_search",  # off (the default) counts as absent: see config.NEUTRAL_DEFAULTS
 )
 
+# The embedding settings that decide the vectors; batch size, threads, shard size and the
+# cache and model folders only change how fast they are made (or where they are kept).
+EMBEDDING_KEYS: tuple[str, ...] = (
+    "embedding.provider",
+    "embedding.model",
+    "embedding.backend",
+    "embedding.base_url",
+    "embedding.dimensions",
+)
+
 # The shape of the scripted user's and agent's episodes (programs, not models).
 _SCRIPTED_KEYS: tuple[str, ...] = ("simulate.scripted",)
 
@@ -182,7 +192,7 @@ STAGES: tuple[Stage, ...] = (
         fingerprint_keys=(
             "seed",
             "intents",
-            "embedding",
+            *EMBEDDING_KEYS,
             "dedup",
             "diversity",
             "eval.fraction",
@@ -194,6 +204,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=(
             "intents",
             "sampled",
+            "written",
             "duplicates",
             "rejected",
             "intents_stats",

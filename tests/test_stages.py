@@ -74,3 +74,12 @@ def test_intents_fingerprint_follows_the_writers_resolved_settings() -> None:
     # Only the writer role counts for stage 1, and speed settings never do.
     assert intents.fingerprint(_settings(llm={"roles": {"agent": {"temperature": 0.1}}})) == base
     assert intents.fingerprint(_settings(llm={"max_concurrency": 2})) == base
+
+
+def test_intents_fingerprint_counts_the_vectors_not_how_fast_they_are_made() -> None:
+    intents = stage("intents")
+    base = intents.fingerprint(_settings())
+    for speed in ({"shard_size": 7}, {"threads": 1}, {"batch_size": 8}, {"cache_dir": "c"}):
+        assert intents.fingerprint(_settings(embedding=speed)) == base, speed
+    for vectors in ({"backend": "torch"}, {"model": "all-MiniLM-L6-v2"}):
+        assert intents.fingerprint(_settings(embedding=vectors)) != base, vectors

@@ -30,7 +30,7 @@ from ise_core.catalog import Catalog
 from ise_core.config import Settings
 from ise_core.evaluation.tasks import freeze_tasks, write_tasks
 from ise_core.intents.dedup import exact_duplicates, near_duplicates
-from ise_core.intents.embed import embed_texts
+from ise_core.intents.embed import embed_for_settings
 from ise_core.intents.sample import EVAL_STREAM, sample_intents
 from ise_core.intents.taxonomy import Taxonomy
 from ise_core.llm.base import Chat
@@ -99,13 +99,8 @@ def _extra(
     exact = exact_duplicates(texts)
     survivors = [written[i - n_train] for i in exact.keep if i >= n_train]
     # ... then near duplicates, greedy keep-first with every training intent ahead of them.
-    embedded = embed_texts(
-        [intent.request for intent in survivors],
-        settings.embedding.model,
-        batch_size=settings.embedding.batch_size,
-        cache_dir=settings.path(settings.embedding.cache_dir),
-        model_dir=settings.path(settings.embedding.model_dir),
-    )
+    # The training vectors' encoder (provider, backend, cache): one vector space for both.
+    embedded = embed_for_settings([intent.request for intent in survivors], settings)
     combined = (
         np.concatenate([vectors, embedded.vectors])
         if survivors and n_train

@@ -133,8 +133,8 @@ from datetime import datetime
 conf = json.loads(sys.argv[2])
 namespace = runpy.run_path(sys.argv[1], run_name="ise_dag_under_test")
 dag = namespace[sys.argv[3]]
-when = {"logical_date": datetime.fromisoformat(sys.argv[4])} if len(sys.argv) > 4 else {}
-run = dag.test(run_conf=conf or None, **when)
+when = {"logical_date": datetime.fromisoformat(sys.argv[4])} if sys.argv[4] else {}
+run = dag.test(run_conf=conf or None, mark_success_pattern=sys.argv[5] or None, **when)
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 with create_session() as session:
@@ -159,12 +159,19 @@ def run_dag_test(
     timeout: float = 400,
     dag_file: Path = DAG_FILE,
     logical_date: str | None = None,
+    mark_success: str = "",
 ) -> tuple[dict[str, Any], str]:
     """``dag.test()`` of ise_refresh (or the DAG in ``dag_file``, bound to ``<stem>_dag``) on
     ``params``, at ``logical_date`` (an ISO date-time) when given; returns (result, combined
-    log)."""
-    script = [_DAG_TEST_SCRIPT, str(dag_file), json.dumps(conf or {}), f"{dag_file.stem}_dag"]
-    script += [logical_date] if logical_date else []
+    log). Tasks whose id matches the ``mark_success`` regex are marked successful unrun."""
+    script = [
+        _DAG_TEST_SCRIPT,
+        str(dag_file),
+        json.dumps(conf or {}),
+        f"{dag_file.stem}_dag",
+        logical_date or "",
+        mark_success,
+    ]
     done = subprocess.run(
         [sys.executable, "-c", *script],
         env=subprocess_env(ISE_PARAMS=str(params)),

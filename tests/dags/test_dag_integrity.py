@@ -53,6 +53,8 @@ def test_every_task_retries_with_backoff(dag: Any) -> None:
 
 def test_task_order(dag: Any) -> None:
     order = [
+        "write_out",
+        "embed",
         "intents",
         "gate_intents",
         "plan_simulation",
@@ -66,7 +68,27 @@ def test_task_order(dag: Any) -> None:
     assert {task.task_id for task in dag.tasks} == set(order)
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    assert dag.get_task("intents").upstream_task_ids == set()
+    assert dag.get_task("write_out").upstream_task_ids == set()
+
+
+def test_embedding_is_mapped_over_shards(dag: Any) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    embed = dag.get_task("embed")
+    assert isinstance(embed, MappedOperator)
+    assert embed.upstream_task_ids == {"write_out"}
+    import jinja2
+
+    class _Task:
+        op_kwargs: ClassVar[dict[str, Any]] = {"shard": {"start": 5000, "stop": 10000}}
+
+    assert jinja2.Environment().from_string(embed.map_index_template).render(task=_Task()) == (
+        "5000-10000"
+    )
+    # The writer calls the LLM in both halves of the stage (the eval split writes more).
+    assert dag.get_task("write_out").pool == dag.get_task("intents").pool == "ise_llm"
+    # With nothing to embed the mapping is skipped: intents still runs.
+    assert dag.get_task("intents").trigger_rule == "none_failed"
 
 
 def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
@@ -93,7 +115,6 @@ def test_simulation_is_mapped_throttled_and_named(dag: Any) -> None:
     assert template.render(task=_Task(), intent_label="it-1 … it-9 (9 intents)") == (
         "it-1 … it-9 (9 intents)"
     )
-    assert dag.get_task("intents").pool == "ise_llm"
     assert dag.get_task("collect").trigger_rule == "none_failed"
 
 
@@ -171,13 +192,13 @@ def test_schedule_retries_pool_and_tolerance_come_from_params(tmp_path: Path) ->
     assert result["retries"] == 5
     assert result["pool"] == "llm_small"
     assert result["collect_rule"] == "all_done"
-    assert result["roots"] == ["intents"] and result["after_estimate"] is None
+    assert result["roots"] == ["write_out"] and result["after_estimate"] is None
 
 
 def test_an_estimate_pilot_adds_the_estimate_task_first(tmp_path: Path) -> None:
     result = _parse(tiny_params(tmp_path, airflow={"estimate_pilot": 5}))
     assert result["roots"] == ["estimate"]
-    assert result["after_estimate"] == ["intents"]
+    assert result["after_estimate"] == ["write_out"]
 
 
 def test_bad_params_are_an_import_error_naming_the_key(tmp_path: Path) -> None:

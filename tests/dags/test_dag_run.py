@@ -173,8 +173,8 @@ def test_bad_run_conf_fails_the_first_task_with_the_key(airflow_db: Path, tmp_pa
     result, log = run_dag_test(params, conf={"intent_count": 0})
     by_task = states(result)
     assert result["state"] == "failed"
-    assert by_task["intents"] == ["failed"]
-    for task_id in DOWNSTREAM_OF_INTENTS:
+    assert by_task["write_out"] == ["failed"]
+    for task_id in ("embed", "intents", *DOWNSTREAM_OF_INTENTS):
         assert by_task[task_id] == ["upstream_failed"], (task_id, by_task)
     assert "intents.count" in log
     assert "the run's conf was {'intent_count': 0}" in log

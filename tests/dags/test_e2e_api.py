@@ -143,6 +143,7 @@ def test_run_triggered_through_the_rest_api(airflow_services: tuple[Api, Path, P
     assert {ti["task_id"]: ti["state"] for ti in tis["task_instances"] if ti["map_index"] < 0} == {
         task: "success"
         for task in (
+            "write_out",
             "intents",
             "gate_intents",
             "plan_simulation",

@@ -48,4 +48,5 @@ def test_changing_max_turns_reruns_simulate_collect_and_export_not_intents(
 def test_keys_that_only_change_speed_or_caching_rerun_nothing(clone: Project) -> None:
     clone.set_params({"llm": {"max_concurrency": 3, "cache": "off"}})
     clone.set_params({"simulate": {"concurrency": 1, "intents_per_task": 2}})
+    clone.set_params({"embedding": {"shard_size": 2, "threads": 1, "batch_size": 8}})
     assert clone.dvc_json("status", "--json") == {}
