@@ -342,3 +342,22 @@ def validate_record(data: Any, model: type[RecordT], where: str) -> RecordT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{where}: {_describe(exc)}") from None
+
+
+def read_raw_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line; unreadable JSON is bad input, not a gate finding."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (run the stage that writes it first)")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+            if not isinstance(data, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object")
+            rows.append((lineno, data))
+    return rows

@@ -17,8 +17,8 @@ from ise_core.config import Settings
 from ise_core.errors import InputError
 from ise_core.evaluation.results import read_history
 from ise_core.evaluation.runner import MODES
-from ise_core.quality.runner import Expect, GateReport, Table, read_raw_jsonl, run_gate
-from ise_core.records import read_json
+from ise_core.quality.runner import Expect, GateReport, Table, run_gate
+from ise_core.records import read_json, read_raw_jsonl
 
 OUTCOMES = ["kept", "rejected", "failed"]
 

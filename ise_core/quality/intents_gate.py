@@ -16,11 +16,10 @@ from ise_core.quality.runner import (
     Expect,
     GateReport,
     Table,
-    read_raw_jsonl,
     run_gate,
     schema_problem,
 )
-from ise_core.records import COMPLEXITIES, Intent, normalize_text, read_json
+from ise_core.records import COMPLEXITIES, Intent, normalize_text, read_json, read_raw_jsonl
 
 
 def complexity_bounds(prior: float, n: int, tolerance: float, sigmas: float) -> tuple[float, float]:

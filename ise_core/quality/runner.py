@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ise_core.errors import InputError, validation_problems
+from ise_core.errors import validation_problems
 from ise_core.records import write_json
 
 if TYPE_CHECKING:
@@ -161,25 +161,6 @@ def _without_load_time(validation: dict[str, Any]) -> dict[str, Any]:
     if isinstance(markers, dict):
         markers.pop("ge_load_time", None)
     return validation
-
-
-def read_raw_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each line; unreadable JSON is bad input, not a gate finding."""
-    if not path.is_file():
-        raise InputError(f"{path}: file not found (run the stage that writes it first)")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            if not isinstance(data, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, data))
-    return rows
 
 
 def parses_as_json(text: Any) -> bool:

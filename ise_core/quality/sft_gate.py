@@ -20,11 +20,10 @@ from ise_core.quality.runner import (
     GateReport,
     Table,
     parses_as_json,
-    read_raw_jsonl,
     run_gate,
     schema_problem,
 )
-from ise_core.records import Message, normalize_text
+from ise_core.records import Message, normalize_text, read_raw_jsonl
 
 
 class SFTMetadata(BaseModel):

@@ -24,11 +24,10 @@ from ise_core.quality.runner import (
     GateReport,
     Table,
     parses_as_json,
-    read_raw_jsonl,
     run_gate,
     schema_problem,
 )
-from ise_core.records import Trajectory
+from ise_core.records import Trajectory, read_raw_jsonl
 from ise_core.simulate.metrics import turn_counts
 
 

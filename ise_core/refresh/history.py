@@ -25,7 +25,7 @@ from typing import Any
 from ise_core.atomic import atomic_write_text
 from ise_core.config import PriceSettings, Settings
 from ise_core.errors import InputError
-from ise_core.records import IntentSample, Trajectory, read_json
+from ise_core.records import IntentSample, Trajectory, read_json, read_raw_jsonl
 from ise_core.refresh.periods import BASE, Ledger, PeriodEntry
 
 PER_MILLION = 1_000_000
@@ -202,14 +202,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     lines = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-        if not isinstance(value, dict) or "period" not in value:
+    for number, value in read_raw_jsonl(path):
+        if "period" not in value:
             raise InputError(f"{path}:{number}: expected a period record")
         lines.append(value)
     return lines

@@ -100,7 +100,7 @@ def write_index(path: Path, episodes: Iterable[Trajectory]) -> Path:
 
 def read_index(path: Path) -> list[dict[str, Any]]:
     """The rows of an index file; a malformed line is an InputError naming file and line."""
-    from ise_core.quality.runner import read_raw_jsonl
+    from ise_core.records import read_raw_jsonl
 
     rows = []
     for lineno, row in read_raw_jsonl(path):
