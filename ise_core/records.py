@@ -304,10 +304,19 @@ def _describe(exc: ValidationError) -> str:
 def iter_jsonl(path: str | os.PathLike[str], model: type[RecordT]) -> Iterator[RecordT]:
     """Yield validated records; a bad line raises InputError naming the file and line."""
     source = Path(path)
+    for lineno, data in _json_objects(source, f"{source}: file not found"):
+        try:
+            yield model.model_validate(data)
+        except ValidationError as exc:
+            raise InputError(f"{source}:{lineno}: {_describe(exc)}") from None
+
+
+def _json_objects(source: Path, missing: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line; anything else is InputError naming the line."""
     try:
         handle = source.open("r", encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{source}: file not found") from None
+        raise InputError(missing) from None
     with handle:
         lineno = 0
         try:
@@ -324,10 +333,7 @@ def iter_jsonl(path: str | os.PathLike[str], model: type[RecordT]) -> Iterator[R
                     raise InputError(
                         f"{source}:{lineno}: expected a JSON object, got {type(data).__name__}"
                     )
-                try:
-                    yield model.model_validate(data)
-                except ValidationError as exc:
-                    raise InputError(f"{source}:{lineno}: {_describe(exc)}") from None
+                yield lineno, data
         except UnicodeDecodeError as exc:
             raise InputError(f"{source}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
 
@@ -346,18 +352,4 @@ def validate_record(data: Any, model: type[RecordT], where: str) -> RecordT:
 
 def read_raw_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each line; unreadable JSON is bad input, not a gate finding."""
-    if not path.is_file():
-        raise InputError(f"{path}: file not found (run the stage that writes it first)")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            if not isinstance(data, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, data))
-    return rows
+    return list(_json_objects(path, f"{path}: file not found (run the stage that writes it first)"))
