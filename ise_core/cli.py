@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS, Settings, load_settings
+from ise_core.cli_args import add_params
+from ise_core.config import Settings, load_settings
 from ise_core.errors import GateFailed, Interrupted, ISEError
 from ise_core.shutdown import Shutdown
 from ise_core.stages import GATES, STAGES, Stage, StageOptions, run_all, run_gate, stage
@@ -72,14 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 
-def _add_params(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--params",
-        default=str(DEFAULT_PARAMS),
-        help="params file (default: ./params.yaml)",
-    )
-
-
 def _add_stage_options(parser: argparse.ArgumentParser, entry: Stage) -> None:
     if "only" in entry.options:
         parser.add_argument("--only", nargs="+", metavar="ID", help="run only these intent ids")
@@ -96,17 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for entry in STAGES:
         p = sub.add_parser(entry.name, help=entry.help)
-        _add_params(p)
+        add_params(p)
         _add_stage_options(p, entry)
         p.set_defaults(handler=cmd_stage)
 
     p = sub.add_parser("gate", help="validate a stage's outputs (exit 1 when it fails)")
-    _add_params(p)
+    add_params(p)
     p.add_argument("stage", choices=list(GATES))
     p.set_defaults(handler=cmd_gate)
 
     p = sub.add_parser("run", help="every stage and gate in order")
-    _add_params(p)
+    add_params(p)
     p.set_defaults(handler=cmd_run)
 
     for module in (

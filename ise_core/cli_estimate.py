@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS, load_settings
+from ise_core.cli_args import add_params
+from ise_core.config import load_settings
 from ise_core.errors import ConfigError
 
 DEFAULT_PILOT = 10
@@ -23,9 +24,7 @@ def register(subparsers: Any) -> None:
         "estimate",
         help="run a pilot of N intents and project the run's tokens, cost, time and budget",
     )
-    parser.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(parser)
     parser.add_argument(
         "--pilot",
         type=int,

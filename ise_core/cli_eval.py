@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS, load_settings
+from ise_core.cli_args import add_params
+from ise_core.config import load_settings
 from ise_core.errors import InputError
 
 
@@ -91,9 +92,7 @@ def register(sub: Any) -> None:
         "eval",
         help="benchmark an agent on the held-out eval tasks (completion, robustness, safety)",
     )
-    p.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(p)
     p.add_argument(
         "--model",
         help="the model under test; 'scripted' or 'scripted:careless' for the offline "
@@ -114,9 +113,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("eval-report", help="compare two eval runs side by side (markdown)")
-    p.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(p)
     p.add_argument("run_a", help="the baseline run: a run name, or a metrics.json path")
     p.add_argument("run_b", help="the run compared with it")
     p.add_argument("--out", help="write the report to this file instead of stdout")

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS, ROLES, load_settings
+from ise_core.cli_args import add_params
+from ise_core.config import ROLES, load_settings
 from ise_core.errors import ISEError, LLMError
 from ise_core.llm.probe import CHECK_MESSAGES, CHECK_TOOL, ProbeOutcome, probe_tool_calling
 
@@ -32,9 +33,7 @@ def register(subparsers: Any) -> None:
     check = llm_sub.add_parser(
         "check", help="one small request: model, latency, whether tool calling works"
     )
-    check.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(check)
     check.add_argument(
         "--role", choices=ROLES, default="agent", help="role to check"
     )

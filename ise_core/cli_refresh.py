@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ise_core.catalog import Catalog
-from ise_core.config import DEFAULT_PARAMS, load_settings
+from ise_core.cli_args import add_params
+from ise_core.config import load_settings
 from ise_core.errors import ConfigError
 
 __all__ = ["cmd_refresh", "register"]
@@ -30,9 +31,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "refresh", help="build one refresh period (what a scheduled DAG run does)"
     )
-    parser.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(parser)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--period",

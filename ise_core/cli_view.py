@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ise_core.config import DEFAULT_PARAMS
+from ise_core.cli_args import add_params
 from ise_core.viewer import DEFAULT_PORT
 
 
@@ -17,9 +17,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("view", help="browse the run's episodes, stats and gates in a browser")
-    p.add_argument(
-        "--params", default=str(DEFAULT_PARAMS), help="params file (default: ./params.yaml)"
-    )
+    add_params(p)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument(
         "--host",

@@ -59,6 +59,7 @@ LOCATION_KEYS = {"out_dir"}
 CLI_MODULES = {
     "ise_core/shutdown.py",  # how the process stops on a signal, never what a stage makes
     "ise_core/cli.py",
+    "ise_core/cli_args.py",
     "ise_core/cli_estimate.py",
     "ise_core/cli_eval.py",
     "ise_core/cli_llm.py",
