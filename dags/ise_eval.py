@@ -191,12 +191,9 @@ def ise_eval() -> None:
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the eval stage's outputs (``dvc push`` with a remote)."""
-        if get_current_context()["dag_run"].conf:
-            print(
-                "lineage: this run used dag_run.conf overrides; its outputs are not what "
-                "dvc.yaml's eval stage makes from params.yaml, so dvc.lock is left as it was"
-            )
-            return {"committed": False, "pushed": False}
+        skipped = pipeline.lineage_skipped(get_current_context()["dag_run"].conf)
+        if skipped is not None:
+            return skipped
         with _eval_settings() as (settings, _):
             return pipeline.record_lineage(settings.base_dir, stages=["eval"])
 

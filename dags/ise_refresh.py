@@ -331,12 +331,9 @@ def ise_refresh() -> None:
     @task
     def record_lineage() -> dict[str, Any]:
         """``dvc commit`` the outputs (``dvc push`` with a remote): ``dvc status`` is clean."""
-        if get_current_context()["dag_run"].conf:
-            print(
-                "lineage: this run used dag_run.conf overrides; its outputs do not match "
-                "params.yaml, so dvc.lock is left as it was"
-            )
-            return {"committed": False, "pushed": False}
+        skipped = pipeline.lineage_skipped(get_current_context()["dag_run"].conf)
+        if skipped is not None:
+            return skipped
         with _run_settings() as settings:
             return pipeline.record_run_lineage(settings, _run_period(settings))
 

@@ -437,6 +437,18 @@ def check_data_root(settings: Settings, token: str | None) -> None:
     )
 
 
+def lineage_skipped(conf: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A DAG run with ``dag_run.conf`` overrides made outputs that are not what ``dvc.yaml``
+    makes from params.yaml: say so and leave ``dvc.lock`` alone (the result), else None."""
+    if not conf:
+        return None
+    print(
+        "lineage: this run used dag_run.conf overrides; its outputs do not match "
+        "params.yaml, so dvc.lock is left as it was"
+    )
+    return {"committed": False, "pushed": False}
+
+
 def record_run_lineage(settings: Settings, period: str | None) -> dict[str, Any]:
     """The end of a run: for a refresh period, its history line and lineage
     (``finish_period``); otherwise ``record_lineage`` of the project. ``dvc.yaml`` reads the
