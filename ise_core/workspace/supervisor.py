@@ -27,9 +27,10 @@ stdin from /dev/null and stdout+stderr combined. The resource limits are set onc
 process and inherited by every command.
 
 The workspace quota (``disk_quota_mb``, ``max_files`` over the ``watch`` folders) is measured
-here too: every 0.2 s while a command runs, after each command, and every second while
-background processes run. Over it, the command or background process is stopped, the reply
-says why, and later commands cannot grow files until enough is deleted.
+here too: after each command, and while a command or a background process runs, at most every
+0.2 s (a command) or 1 s (background only), sooner the less room is left (``quota_wait``).
+Over it, the command or background process is stopped, the reply says why, and later commands
+cannot grow files until enough is deleted.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ if TYPE_CHECKING:  # typing costs an import at start-up; annotations only need i
     Signature = tuple[int, int, str | None]  # st_mode, st_rdev, symlink target
 
 AS_HEADROOM = 4  # address-space limit as a multiple of the memory limit
-QUOTA_POLL_S = 0.2  # how often the disk use is measured while a command runs
+QUOTA_POLL_S = 0.2  # the longest wait between two measures of the disk use while a command runs
 IDLE_POLL_S = 1.0  # ... and while only background processes run
+MIN_QUOTA_POLL_S = 0.005  # the shortest
+# How fast a writer is assumed to fill the disk until a faster one is seen: a page-cache write
+# on a quick machine (a shell loop of `head -c 8M /dev/zero > f$i` does ~1 GiB/s).
+ASSUMED_WRITE_RATE = 2 << 30  # bytes/s
 MAX_ENTRIES = 100_000  # files and folders the watched folders may hold, unless configured
 EXIT_GRACE_S = 0.05  # after the command exits, how long to wait for output still in flight
 KILL_ROUNDS = 50  # kill(-1) rounds before giving up on processes that keep appearing
@@ -327,6 +332,9 @@ class Supervisor:
         self.max_entries = int(config.get("max_files") or MAX_ENTRIES)
         self.disk_full = False
         self.scan_s = 0.0  # how long measuring the disk use took last time
+        self.used = 0  # bytes in the watched folders when last measured, and when
+        self.measured_at = 0.0
+        self.write_rate = 0.0  # bytes/s they grew by between the last two measures
         # What a wipe restores: the writable mounts besides the watched folders, as they are
         # now, before any command ran.
         self.scratch = scratch_mounts(self.watched)
@@ -380,7 +388,11 @@ class Supervisor:
             return None
         scan_started = time.monotonic()
         used, entries = disk_usage(self.watched, self.max_entries)
-        self.scan_s = time.monotonic() - scan_started
+        now = time.monotonic()
+        self.scan_s = now - scan_started
+        if self.measured_at:
+            self.write_rate = max(0.0, (used - self.used) / max(now - self.measured_at, 1e-6))
+        self.used, self.measured_at = used, now
         mb, quota_mb = used // (1024 * 1024), self.quota // (1024 * 1024)
         if entries > self.max_entries:
             problem = f"more than {self.max_entries} files and folders"
@@ -391,6 +403,15 @@ class Supervisor:
             return None
         self.disk_full = True
         return f"workspace quota exceeded ({problem}): files cannot grow until some are deleted"
+
+    def quota_wait(self, longest: float) -> float:
+        """Seconds until the disk use is measured again: the time a fast writer needs to fill
+        half the room left, so that a writer is caught close to the quota whatever the disk's
+        speed, between ``MIN_QUOTA_POLL_S`` and ``longest``."""
+        rate = max(ASSUMED_WRITE_RATE, self.write_rate)
+        wait = min(longest, max(MIN_QUOTA_POLL_S, max(0, self.quota - self.used) / (2 * rate)))
+        # Measuring a huge tree takes a while: never spend over ~20% of the time on it.
+        return max(wait, 4 * self.scan_s)
 
     def stop_background_over_quota(self) -> None:
         """Between requests: stop background processes that fill the disk."""
@@ -432,7 +453,7 @@ class Supervisor:
         # A command started on a full disk cannot grow files (see _fork): it is not stopped,
         # so that deleting thousands of files may take its time.
         watch_quota = bool(self.quota) and not self.disk_full
-        next_quota_check = started + QUOTA_POLL_S
+        next_quota_check = started + self.quota_wait(QUOTA_POLL_S)
         try:
             while True:
                 now = time.monotonic()
@@ -444,8 +465,7 @@ class Supervisor:
                     quota_note = self.quota_problem()
                     if quota_note is not None:
                         break
-                    # Measuring a huge tree takes a while: never spend over ~20% on it.
-                    next_quota_check = now + max(QUOTA_POLL_S, 4 * self.scan_s)
+                    next_quota_check = now + self.quota_wait(QUOTA_POLL_S)
                 if watch_quota and exit_seen_at is None:
                     remaining = min(remaining, max(0.0, next_quota_check - now))
                 if exit_seen_at is not None:
@@ -613,7 +633,7 @@ class Supervisor:
         write({"ready": True, "pid": os.getpid()})
         while True:
             while self.quota and not self.stdin_buffer and self.spawned:
-                ready, _, _ = select.select([0], [], [], IDLE_POLL_S)
+                ready, _, _ = select.select([0], [], [], self.quota_wait(IDLE_POLL_S))
                 if ready:
                     break
                 self.stop_background_over_quota()

@@ -56,9 +56,9 @@ def test_the_workspace_quota_stops_a_disk_filler(
     assert time.monotonic() - started < 10  # stopped, not timed out
     assert not filler.ok and "workspace quota exceeded" in filler.content
     assert "the command was stopped" in filler.content
-    # The quota is polled (every 0.2 s), so the overshoot is what a writer manages between two
-    # polls; on a loaded machine that can be a few polls' worth.
-    assert _allocated_mb(ws.workspace_dir) < 64 + 160
+    # The quota is polled, sooner the less room is left, so a writer at page-cache speed
+    # (~1 GiB/s here) is caught within a few MB of it; the bound leaves room for a loaded machine.
+    assert _allocated_mb(ws.workspace_dir) < 64 + 48
 
     # Full: files cannot grow, but the agent can look around and delete.
     grow = ws.call("exec", {"command": "echo more >> f1"})

@@ -71,7 +71,7 @@ from ise_core.workspace import open_workspace
 settings = WorkspaceSettings(root=sys.argv[1])
 ws = open_workspace(settings, base_dir=Path(sys.argv[2]), backend="local")
 ws.open()
-ws.call("process", {"action": "start", "command": "sleep 600"})
+ws.call("process", {"action": "start", "command": sys.argv[3]})
 print(ws.session_dir, ws.host_pid, flush=True)
 os.kill(os.getpid(), 9)
 """
@@ -105,8 +105,10 @@ def _alive(pid: int) -> bool:
 def test_a_crashed_run_leaves_no_process_and_reap_removes_its_directory(tmp_path: Path) -> None:
     require_backend("local")
     root = tmp_path / "sandboxes"
+    # A duration no other test uses: other tests' sandboxes may still be dying beside this one.
+    sleeper = f"sleep 600.{os.getpid()}"
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASHER, str(root), str(PROJECT)],
+        [sys.executable, "-c", CRASHER, str(root), str(PROJECT), sleeper],
         capture_output=True,
         text=True,
         timeout=60,
@@ -118,7 +120,7 @@ def test_a_crashed_run_leaves_no_process_and_reap_removes_its_directory(tmp_path
     while _alive(int(bwrap_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(int(bwrap_pid)), "bwrap outlived its parent"
-    assert _processes_running("sleep 600") == []
+    assert _processes_running(sleeper) == []
     assert Path(session_dir).exists()
     report = reap(make_settings(root), PROJECT, include_docker=False)
     assert report.directories == [session_dir]
