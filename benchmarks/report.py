@@ -435,11 +435,35 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
     return note, rows
 
 
+def quota_overshoot(data: dict[str, Any]) -> tuple[str, list[Row]]:
+    quota, bound = data.get("quota_mb"), data.get("bound_mb")
+    note = (
+        f"{data.get('runs')} runs per backend of a shell loop writing 8 MB files into a "
+        f"workspace with a {quota} MB quota; load {_load(data.get('load_average_before'))} "
+        "(1/5/15 min)"
+    )
+    rows: list[Row] = []
+    for backend, run in (data.get("backends") or {}).items():
+        if run.get("skipped"):
+            rows.append((f"{backend}: skipped", str(run["skipped"]), "-", "-"))
+            continue
+        rows.append(
+            (
+                f"{backend}: most past the quota (writer ~{run.get('writer_mb_per_s')} MB/s)",
+                _fmt(run.get("max_overshoot_mb"), "MB"),
+                f"<= {bound} MB",
+                _met(run.get("within_bound")),
+            )
+        )
+    return note, rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[Row]]]]] = [
     ("saturation_cli", "Saturation: `ise simulate` against the loopback endpoint", saturation_cli),
     ("saturation_airflow", "Saturation: the same work through the Airflow DAG", saturation_airflow),
     ("intents_scale", "Stage 1 at scale", intents_scale),
     ("workspace_overhead", "Workspace overhead per call", workspace_overhead),
+    ("quota_overshoot", "Workspace quota against a fast disk filler", quota_overshoot),
     ("viewer_scale", "The viewer at 50,000 episodes", viewer_scale),
     ("llm_throughput", "LLM client throughput", llm_throughput),
     (
