@@ -19,6 +19,8 @@ latest interval's run already exists (the backfill's last) and the scheduler add
 Then: three backfill runs, one after another in period order; exactly three periods in the
 ledger and the history, each holding exactly its batch; and the intents, trajectories, SFT
 files and history facts ``ise refresh --period`` builds over the three periods in order.
+Last, the same weeks backfilled again at Airflow's default max_active_runs: the runs started
+together fail at their first task and leave every file as it was.
 """
 
 from __future__ import annotations
@@ -83,22 +85,17 @@ def _runs_since(api: Api, start: datetime) -> list[dict[str, Any]]:
     return runs
 
 
-def _backfill(api: Api, weeks: list[datetime]) -> int:
-    """Create the backfill over ``weeks`` (the DAG still paused); returns its id."""
-    body = {
-        "dag_id": DAG_ID,
-        "from_date": _iso(weeks[0]),
-        "to_date": _iso(weeks[-1]),
-        "max_active_runs": 1,
-        "reprocess_behavior": "failed",
-    }
+def _backfill(api: Api, weeks: list[datetime], **settings: Any) -> int:
+    """Create a backfill over ``weeks`` with ``settings`` (max_active_runs, reprocess_behavior
+    ...); returns its id once the dry run has planned exactly ``weeks``."""
+    body = {"dag_id": DAG_ID, "from_date": _iso(weeks[0]), "to_date": _iso(weeks[-1]), **settings}
     status, dry = api.call("POST", "/api/v2/backfills/dry_run", body)
     assert status == 200, dry
     planned = [row["logical_date"] for row in dry["backfills"]]
     assert [_moment(moment) for moment in planned] == weeks, planned
     status, created = api.call("POST", "/api/v2/backfills", body)
     assert status == 200, created
-    assert created["max_active_runs"] == 1 and created["completed_at"] is None, created
+    assert created["completed_at"] is None, created
     backfill_id: int = created["id"]
     return backfill_id
 
@@ -119,6 +116,39 @@ def _wait_for_runs(api: Api, weeks: list[datetime], logs: Path) -> list[dict[str
         "the backfill's runs", done, RUN_TIMEOUT_S * len(weeks), logs
     )
     return runs
+
+
+def _wait_for_completion(api: Api, backfill_id: int, timeout: float, logs: Path) -> None:
+    def completed() -> bool:
+        status, backfill = api.call("GET", f"/api/v2/backfills/{backfill_id}")
+        return status == 200 and backfill["completed_at"] is not None
+
+    wait_for(f"backfill {backfill_id} to be marked complete", completed, timeout, logs)
+
+
+def _concurrent_runs_fail_first(api: Api, project: Path, weeks: list[datetime], logs: Path) -> None:
+    """A backfill left at Airflow's default max_active_runs (10) starts its runs at once: each
+    run that finds another running fails at its first task, having written nothing. The
+    backfill reprocesses the weeks already built, so a run the timing lets through alone
+    changes no byte either."""
+    before = snapshot(project)
+    backfill_id = _backfill(api, weeks, reprocess_behavior="completed")
+    _wait_for_completion(api, backfill_id, RUN_TIMEOUT_S * len(weeks), logs)
+    failed = [run for run in _runs_since(api, weeks[0]) if run["state"] == "failed"]
+    assert len(failed) >= 2, _runs_since(api, weeks[0])
+    for run in failed:
+        run_id = run["dag_run_id"]
+        status, body = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+        assert status == 200, body
+        tis = {ti["task_id"]: ti for ti in body["task_instances"] if ti["map_index"] < 0}
+        first = tis.pop("write_out")
+        assert first["state"] == "failed", failure_report(api, run_id)
+        assert {ti["state"] for ti in tis.values()} == {"upstream_failed"}, tis
+        # The runs are the first backfill's, cleared: this is write_out's second try.
+        path = f"taskInstances/write_out/logs/{first['try_number']}"
+        _, log = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/{path}")
+        assert "must run one at a time" in json.dumps(log), json.dumps(log)[-3000:]
+    assert snapshot(project) == before
 
 
 def _check_periods_hold_their_batches(root: Path, periods: list[str]) -> None:
@@ -151,16 +181,12 @@ def _backfill_with_the_dag_paused_first(
     assert status == 200 and dag["is_paused"] is True, dag
     assert _runs_since(api, weeks[0]) == []
 
-    backfill_id = _backfill(api, weeks)
+    backfill_id = _backfill(api, weeks, max_active_runs=1, reprocess_behavior="failed")
     status, dag = api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     assert status == 200 and dag["is_paused"] is False, dag
     runs = _wait_for_runs(api, weeks, logs)
 
-    def completed() -> bool:
-        status, backfill = api.call("GET", f"/api/v2/backfills/{backfill_id}")
-        return status == 200 and backfill["completed_at"] is not None
-
-    wait_for("the backfill to be marked complete", completed, 120, logs)
+    _wait_for_completion(api, backfill_id, 120, logs)
     # Still only the backfill's runs: unpausing added no run of the latest interval.
     assert [run["dag_run_id"] for run in _runs_since(api, weeks[0])] == [
         run["dag_run_id"] for run in runs
@@ -180,6 +206,7 @@ def test_backfill_of_three_past_weeks_builds_them_in_order(
     with built_in_order(tmp_path / "in_order", periods) as wait_in_order:
         with airflow_services(project, params, tmp_path) as (api, logs):
             runs = _backfill_with_the_dag_paused_first(api, weeks, logs)
+            _concurrent_runs_fail_first(api, project, weeks, logs)
         wait_in_order()
 
     # Exactly the backfill's three runs (the scheduler added none), one after another in
