@@ -17,7 +17,6 @@ Target: at most quota + 48 MB (the bound of the test), on every backend.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -36,20 +35,10 @@ from ise_core.config import WorkspaceSettings  # noqa: E402
 from ise_core.records import write_json  # noqa: E402
 from ise_core.workspace import open_workspace  # noqa: E402
 from ise_core.workspace.local import local_available  # noqa: E402
+from tests.workspace.fixtures import allocated_mb  # noqa: E402
 
 FILLER = "i=0; while :; do i=$((i+1)); head -c 8000000 /dev/zero > f$i; done"
 OVERSHOOT_BOUND_MB = 48
-
-
-def allocated_mb(folder: Path) -> float:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except FileNotFoundError:
-                continue
-    return total / 2**20
 
 
 def one_run(backend: str, quota_mb: int, image: str | None) -> tuple[float, float]:

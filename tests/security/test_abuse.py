@@ -19,18 +19,7 @@ from pathlib import Path
 import pytest
 
 from ise_core.workspace import SandboxWorkspace
-from tests.workspace.fixtures import WorkspaceFactory
-
-
-def _allocated_mb(folder: Path) -> float:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except FileNotFoundError:
-                continue
-    return total / 2**20
+from tests.workspace.fixtures import WorkspaceFactory, allocated_mb
 
 
 def test_one_file_cannot_outgrow_the_file_size_limit(any_ws: SandboxWorkspace) -> None:
@@ -58,7 +47,7 @@ def test_the_workspace_quota_stops_a_disk_filler(
     assert "the command was stopped" in filler.content
     # The quota is polled, sooner the less room is left, so a writer at page-cache speed
     # (~1 GiB/s here) is caught within a few MB of it; the bound leaves room for a loaded machine.
-    assert _allocated_mb(ws.workspace_dir) < 64 + 48
+    assert allocated_mb(ws.workspace_dir) < 64 + 48
 
     # Full: files cannot grow, but the agent can look around and delete.
     grow = ws.call("exec", {"command": "echo more >> f1"})
@@ -71,7 +60,7 @@ def test_the_workspace_quota_stops_a_disk_filler(
     for step in range(12):
         last = ws.call("exec", {"command": f"head -c 9000000 /dev/zero > g{step}"})
     assert "workspace quota exceeded" in last.content
-    assert _allocated_mb(ws.workspace_dir) < 64 + 16
+    assert allocated_mb(ws.workspace_dir) < 64 + 16
     ws.call("exec", {"command": "rm -f g*"})
 
     # A background filler is stopped between requests too.
@@ -86,7 +75,7 @@ def test_the_workspace_quota_stops_a_disk_filler(
     time.sleep(3)
     listing = ws.call("process", {"action": "list"})
     assert "running" not in listing.content, listing.content
-    assert _allocated_mb(ws.workspace_dir) < 64 + 128
+    assert allocated_mb(ws.workspace_dir) < 64 + 128
 
 
 def test_too_many_files_count_against_the_quota(

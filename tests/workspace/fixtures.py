@@ -7,6 +7,7 @@ except that with ``ISE_DOCKER_TESTS=1`` (CI) a docker test fails with that reaso
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,18 @@ from tests.workspace import docker_engine
 
 PROJECT = Path(__file__).resolve().parents[2]
 WorkspaceFactory = Callable[..., SandboxWorkspace]
+
+
+def allocated_mb(folder: Path) -> float:
+    """MB of blocks the files under ``folder`` occupy, counted here, apart from the sandbox."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total / 2**20
 
 
 def make_settings(root: Path, **overrides: Any) -> WorkspaceSettings:
