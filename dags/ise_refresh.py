@@ -156,6 +156,14 @@ def _data_root_token() -> str | None:
     return str(value) if value else None
 
 
+def _check_sole_run() -> None:
+    """Fail the run's first task, before it writes, while another run of the DAG is running
+    (a backfill's runs are not bound by max_active_runs below)."""
+    ti = get_current_context()["ti"]
+    with _stage_errors():
+        pipeline.check_sole_run(ti.get_dr_count(dag_id=ti.dag_id, states=["running"]), ti.dag_id)
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "ise",
     "retries": AIRFLOW.retries,
@@ -189,7 +197,8 @@ SCHEDULE: Any = (
     schedule=SCHEDULE,
     start_date=datetime.fromisoformat(AIRFLOW.start_date).replace(tzinfo=UTC),
     catchup=AIRFLOW.catchup,
-    # Periods build on each other and share the output folders: one run at a time, in order.
+    # Periods build on each other and share the output folders: one run at a time, in order
+    # (backfill runs are limited by the backfill's own max_active_runs: _check_sole_run).
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["ise", "dataset", "llm"],
@@ -226,6 +235,7 @@ def ise_refresh() -> None:
         """Stage 1: sample and write out intents, then plan the embedding shards."""
         from airflow.sdk import conf as airflow_conf
 
+        _check_sole_run()
         with _run_settings() as settings:
             conf = get_current_context()["dag_run"].conf or {}
             if conf:
@@ -325,6 +335,7 @@ def ise_refresh() -> None:
     @task(pool=AIRFLOW.pool)
     def estimate() -> dict[str, Any]:
         """`ise estimate`: a pilot projects the run; fails the run when it exceeds llm.budget."""
+        _check_sole_run()
         with _run_settings() as settings:
             return pipeline.run_estimate(settings, AIRFLOW.estimate_pilot or 1)
 

@@ -59,6 +59,7 @@ __all__ = [
     "check_failed_share",
     "check_map_length",
     "check_simulation",
+    "check_sole_run",
     "concurrency_plan",
     "embed_intents_shard",
     "finish_period",
@@ -367,6 +368,23 @@ def check_failed_share(n_missing: int, n_total: int, tolerated: float) -> None:
             f"airflow.tolerate_failed_share={tolerated}; clear the failed simulate instances "
             "to retry them, or raise the tolerance"
         )
+
+
+def check_sole_run(running: int, dag_id: str) -> None:
+    """Raise ConfigError when other runs of the DAG are running besides this one (``running``
+    counts it): runs build on each other in one data folder. The DAG's ``max_active_runs=1``
+    does not bind backfill runs, which Airflow limits by the backfill's own max_active_runs
+    (10 unless given), nor a scheduled run against a backfill's."""
+    others = running - 1
+    if others < 1:
+        return
+    raise ConfigError(
+        f"{others} other run{'s' if others > 1 else ''} of {dag_id} running: runs build on "
+        "each other in one data folder, so they must run one at a time; nothing was written. "
+        f"Create backfills with max_active_runs 1 (airflow backfill create --dag-id {dag_id} "
+        "--from-date ... --to-date ... --max-active-runs 1), and clear this run once the others "
+        "have finished"
+    )
 
 
 def output_paths(settings: Settings) -> dict[str, Path]:

@@ -165,6 +165,13 @@ def test_unfinished_episodes_and_tolerance(tmp_path: Path) -> None:
         pipeline.check_failed_share(2, 4, 0.25)
 
 
+def test_a_run_beside_another_running_one_fails_first() -> None:
+    pipeline.check_sole_run(1, "ise_refresh")  # only this run
+    with pytest.raises(ConfigError, match="2 other runs of ise_refresh running") as caught:
+        pipeline.check_sole_run(3, "ise_refresh")
+    assert "--max-active-runs 1" in str(caught.value) and "nothing was written" in str(caught.value)
+
+
 def test_failed_episodes_make_the_simulation_call_fail() -> None:
     pipeline.check_simulation({"n_run": 2, "n_kept": 1, "n_rejected": 1, "n_failed": 0}, ["a", "b"])
     with pytest.raises(pipeline.EpisodesFailed, match="1 of 2 episodes failed"):

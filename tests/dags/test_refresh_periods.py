@@ -24,29 +24,29 @@ from ise_core.pipeline import output_paths
 from ise_core.refresh.periods import Ledger
 from ise_core.stages import STAGE_NAMES
 from tests.dags.airflow_env import (
-    BIN,
     airflow_project,
     run_dag_test,
     states,
     subprocess_env,
     tiny_params,
 )
+from tests.dags.periods import (
+    PER_PERIOD,
+    REFRESH,
+    batch,
+    built_in_order,
+    check_added_exactly_its_batch,
+    check_same_dataset,
+    lines,
+    snapshot,
+)
 from tests.dags.test_dag_run import _dvc, _make_dvc_project
 
 pytestmark = pytest.mark.slow
 
-BASE, PER_PERIOD = 2, 2
-# @weekly from a Sunday: period k starts on START + k weeks.
-START = "2026-01-04"
 PERIODS = ["2026-01-04", "2026-01-11", "2026-01-18", "2026-01-25"]
-REFRESH = {
-    "intents": {"count": BASE},
-    "refresh": {"mode": "grow", "intents_per_period": PER_PERIOD},
-    "airflow": {"schedule": "@weekly", "start_date": START, "retries": 0, "retry_delay_s": 1},
-}
 # A gate no dataset can pass: the third period's export must fail its gate.
 IMPOSSIBLE_SFT_GATE = {"gates": {"sft": {"min_train_rows": 1_000_000}}}
-RUN_RECORDS = {"timing.json"}
 
 _ASSET_EVENTS = r"""
 import json
@@ -80,58 +80,8 @@ def _run_period(params: Path, period: str) -> tuple[dict[str, Any], str]:
     return result, log
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
-    """Every file the runs produced, without run records (how long it took)."""
-    files: dict[str, bytes] = {}
-    for path in sorted((root / "data").rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_file() and path.name not in RUN_RECORDS and "/timing/" not in relative:
-            files[relative] = path.read_bytes()
-    return files
-
-
-def _lines(root: Path, name: str) -> list[str]:
-    return (root / name).read_text(encoding="utf-8").splitlines()
-
-
 def _changed(before: Mapping[str, bytes], after: Mapping[str, bytes]) -> list[str]:
     return sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
-
-
-def _batch(period: str) -> list[int]:
-    first = BASE + PERIODS.index(period) * PER_PERIOD
-    return list(range(first, first + PER_PERIOD))
-
-
-def _check_added_exactly_its_batch(root: Path, before: Mapping[str, bytes], period: str) -> None:
-    """The period's intents are its batch; every record an earlier period wrote is unchanged."""
-    intents = [json.loads(line) for line in _lines(root, "data/intents/intents.jsonl")]
-    mine = sorted(row["index"] for row in intents if row.get("period") == period)
-    assert mine == _batch(period), (period, mine)
-    old_intents = before.get("data/intents/intents.jsonl", b"").decode().splitlines()
-    now = _lines(root, "data/intents/intents.jsonl")
-    assert set(old_intents) <= set(now), "an earlier intent record changed"
-    # The first period to run also builds the base (intents.count, of no period).
-    added = PER_PERIOD if old_intents else PER_PERIOD + BASE
-    assert len(now) == len(old_intents) + added
-    if not old_intents:
-        assert sorted(row["index"] for row in intents if "period" not in row) == list(range(BASE))
-
-    # One episode per new intent, stamped with the period; earlier episodes untouched.
-    episodes = {
-        name: data
-        for name, data in _snapshot(root).items()
-        if name.startswith("data/trajectories/episodes/")
-    }
-    new = {name: data for name, data in episodes.items() if name not in before}
-    assert len(new) == added, sorted(new)
-    periods = [json.loads(data)["metadata"].get("period") for data in new.values()]
-    assert sorted(periods, key=str) == sorted(
-        [period] * PER_PERIOD + [None] * (added - PER_PERIOD), key=str
-    )
-    assert all(before[name] == data for name, data in episodes.items() if name in before)
-    old_kept = before.get("data/trajectories/trajectories.jsonl", b"").decode().splitlines()
-    assert set(old_kept) <= set(_lines(root, "data/trajectories/trajectories.jsonl"))
 
 
 def _asset_events() -> list[list[str]]:
@@ -149,55 +99,17 @@ def _asset_events() -> list[list[str]]:
     raise AssertionError(f"no asset events printed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
 
 
-def _build_in_order(project: Path) -> subprocess.Popen[str]:
-    """``ise refresh --period`` over the four periods in order, in another project."""
-    params = tiny_params(project, **REFRESH)
-    steps = " && ".join(
-        f"{BIN / 'ise'} refresh --params {params} --period {period} --no-lineage"
-        for period in PERIODS
-    )
-    return subprocess.Popen(
-        ["bash", "-c", steps],
-        cwd=project,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_scheduled_and_backfilled_periods_each_add_their_batch(
     airflow_db: Path, tmp_path: Path
 ) -> None:
     project = airflow_project()
     params = tiny_params(project, **REFRESH)
     _make_dvc_project(project)
-    in_order = _build_in_order(tmp_path / "in_order")
-    try:
+    with built_in_order(tmp_path / "in_order", PERIODS) as wait_in_order:
         _live_through_the_schedule(project, params)
-        in_order_log, _ = in_order.communicate(timeout=900)
-    finally:
-        if in_order.poll() is None:
-            in_order.kill()
-    assert in_order.returncode == 0, in_order_log[-4000:]
-
+        wait_in_order()
     # The backfilled dataset is the one the four periods build in order.
-    built, reference = _snapshot(project), _snapshot(tmp_path / "in_order")
-    compared = [
-        name
-        for name in reference
-        if name.startswith(("data/intents/", "data/trajectories/", "data/sft/"))
-    ]
-    assert "data/sft/train.jsonl" in compared
-    assert [name for name in compared if built.get(name) != reference[name]] == []
-    history = [json.loads(line) for line in _lines(project, "data/refresh/history.jsonl")]
-    expected = [
-        json.loads(line) for line in _lines(tmp_path / "in_order", "data/refresh/history.jsonl")
-    ]
-    facts = ("period", "index", "mode", "intents_added", "episodes", "episodes_kept", "batch")
-    assert [[h.get(k) for k in facts] for h in history] == [
-        [h.get(k) for k in facts] for h in expected
-    ]
+    check_same_dataset(project, tmp_path / "in_order")
 
 
 def _live_through_the_schedule(project: Path, params: Path) -> None:
@@ -212,8 +124,8 @@ def _live_through_the_schedule(project: Path, params: Path) -> None:
     for period in PERIODS[:2]:
         result, log = _run_period(params, period)
         assert result["state"] == "success", log[-6000:]
-        _check_added_exactly_its_batch(project, before, period)
-        before = published[period] = _snapshot(project)
+        check_added_exactly_its_batch(project, before, period)
+        before = published[period] = snapshot(project)
     assert growth.is_file() and growth.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = (project / "dvc.lock").read_bytes()
     events = _asset_events()[earlier:]
@@ -228,7 +140,7 @@ def _live_through_the_schedule(project: Path, params: Path) -> None:
     assert by_task["record_lineage"] == ["upstream_failed"]
     assert "the previous dataset is published again" in log
     # The Asset still points at period 1's dataset: the same files, no new event, same lock.
-    after_failure = _snapshot(project)
+    after_failure = snapshot(project)
     published_files = [n for n in published[PERIODS[1]] if n.startswith("data/sft/")]
     assert published_files and all(
         after_failure.get(n) == published[PERIODS[1]][n] for n in published_files
@@ -236,40 +148,38 @@ def _live_through_the_schedule(project: Path, params: Path) -> None:
     assert [n for n in after_failure if n.startswith("data/sft/")] == published_files
     assert _asset_events()[earlier:] == events
     assert (project / "dvc.lock").read_bytes() == lock
-    recorded = [
-        json.loads(line)["period"] for line in _lines(project, "data/refresh/history.jsonl")
-    ]
+    recorded = [json.loads(line)["period"] for line in lines(project, "data/refresh/history.jsonl")]
     assert recorded == PERIODS[:2]
 
     # Its re-run with the gate fixed resumes the period: the same batch, then published.
     tiny_params(project, **REFRESH)
     result, log = _run_period(params, PERIODS[3])
     assert result["state"] == "success", log[-6000:]
-    _check_added_exactly_its_batch(project, published[PERIODS[1]], PERIODS[3])
+    check_added_exactly_its_batch(project, published[PERIODS[1]], PERIODS[3])
     assert len(_asset_events()[earlier:]) == 3
     assert (project / "dvc.lock").read_bytes() != lock
-    before = _snapshot(project)
+    before = snapshot(project)
 
     # Period 2, backfilled after period 3: exactly its batch, between the others.
     result, log = _run_period(params, PERIODS[2])
     assert result["state"] == "success", log[-6000:]
-    _check_added_exactly_its_batch(project, before, PERIODS[2])
+    check_added_exactly_its_batch(project, before, PERIODS[2])
     ledger = Ledger.load(project / "data/refresh/periods.json")
     assert [entry.period for entry in ledger.entries] == PERIODS
     assert [entry.index for entry in ledger.entries] == [0, 1, 2, 3]
 
     # A re-run of a period already in the dataset changes no byte.
-    before, lock = _snapshot(project), (project / "dvc.lock").read_bytes()
+    before, lock = snapshot(project), (project / "dvc.lock").read_bytes()
     result, log = _run_period(params, PERIODS[1])
     assert result["state"] == "success", log[-6000:]
-    assert _changed(before, _snapshot(project)) == []
+    assert _changed(before, snapshot(project)) == []
     assert (project / "dvc.lock").read_bytes() == lock
 
     # The history has one line per period; the card shows the growth.
-    history = [json.loads(line) for line in _lines(project, "data/refresh/history.jsonl")]
+    history = [json.loads(line) for line in lines(project, "data/refresh/history.jsonl")]
     assert [h["period"] for h in history] == PERIODS
     assert all(h["intents_added"] == PER_PERIOD for h in history)
-    assert [h["batch"]["first"] for h in history] == [_batch(p)[0] for p in PERIODS]
+    assert [h["batch"]["first"] for h in history] == [batch(p)[0] for p in PERIODS]
     card = (project / "data/sft/README.md").read_text(encoding="utf-8")
     assert "## Refresh periods" in card and "plots/growth.png" in card
     for period in PERIODS:
