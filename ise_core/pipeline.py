@@ -383,7 +383,7 @@ def check_sole_run(running: int, dag_id: str) -> None:
         "each other in one data folder, so they must run one at a time; nothing was written. "
         f"Create backfills with max_active_runs 1 (airflow backfill create --dag-id {dag_id} "
         "--from-date ... --to-date ... --max-active-runs 1), and clear this run once the others "
-        "have finished"
+        "have finished (mark failed a run left running by a killed scheduler or dag.test())"
     )
 
 

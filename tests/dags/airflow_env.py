@@ -11,6 +11,7 @@ import atexit
 import copy
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,28 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
+
+
+def api_server_env(
+    params: Path, folder: Path, port: int, password: str, **extra: str
+) -> dict[str, str]:
+    """The environment of Airflow components serving the REST API on 127.0.0.1:``port`` for
+    ``params``: the simple auth manager's one user, ``admin``, with ``password`` (written to
+    ``folder``/passwords.json), and fresh signing secrets."""
+    passwords = folder / "passwords.json"
+    passwords.write_text(json.dumps({"admin": password}), encoding="utf-8")
+    return subprocess_env(
+        ISE_PARAMS=str(params),
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
+        **extra,
+    )
 
 
 def migrate_airflow_db() -> Path:
@@ -125,14 +148,32 @@ def tiny_params(project: Path, **blocks: dict[str, Any]) -> Path:
     return path
 
 
+# Python that marks every unfinished run of the DAG ``dag_id`` failed, as a scheduler does with
+# the runs of a crashed one. The tests share one metadata database, and a run a killed process
+# left "running" would stay so: the DAG's runs refuse to start beside a running one.
+FAIL_UNFINISHED_RUNS = r"""
+from airflow.models.dagrun import DagRun
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+with create_session() as session:
+    session.query(DagRun).filter(
+        DagRun.dag_id == dag_id, DagRun.state.in_([DagRunState.RUNNING, DagRunState.QUEUED])
+    ).update({"state": DagRunState.FAILED}, synchronize_session=False)
+"""
+
 # Runs dag.test() in a fresh interpreter (the DAG reads ISE_PARAMS at parse time) and prints
 # one JSON line: the run's state and every task instance.
-_DAG_TEST_SCRIPT = r"""
+_DAG_TEST_SCRIPT = (
+    r"""
 import json, runpy, sys
 from datetime import datetime
 conf = json.loads(sys.argv[2])
 namespace = runpy.run_path(sys.argv[1], run_name="ise_dag_under_test")
 dag = namespace[sys.argv[3]]
+dag_id = dag.dag_id
+"""
+    + FAIL_UNFINISHED_RUNS
+    + r"""
 when = {"logical_date": datetime.fromisoformat(sys.argv[4])} if sys.argv[4] else {}
 run = dag.test(run_conf=conf or None, mark_success_pattern=sys.argv[5] or None, **when)
 from airflow.models.taskinstance import TaskInstance
@@ -151,6 +192,7 @@ print("DAG_TEST_RESULT " + json.dumps(
     {"state": str(run.state), "tis": rows, "run_id": run.run_id, "interval": interval}
 ))
 """
+)
 
 
 def run_dag_test(

@@ -7,7 +7,6 @@ the simple auth manager has one user, ``admin``, with the password ``PASSWORD``.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -17,53 +16,61 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scripts.airflow_celery import free_port
-from tests.dags.airflow_env import BIN, subprocess_env
+from tests.dags.airflow_env import BIN, FAIL_UNFINISHED_RUNS, api_server_env
 from tests.dags.rest import DAG_ID, Api, wait_for
 
 PASSWORD = "e2e-" + secrets.token_hex(8)
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
 
-def _pause_dag(env: dict[str, str]) -> None:
-    """Pause ise_refresh in the metadata database before the scheduler starts: a test earlier in
-    the session may have left it unpaused, and an unpaused DAG with a schedule would get its
-    latest interval's run the moment the new version is parsed."""
+_SETTLE = f"""
+from airflow.models.dag import DagModel
+from airflow.utils.session import create_session
+dag_id = "{DAG_ID}"
+with create_session() as session:
+    session.query(DagModel).filter(DagModel.dag_id == dag_id).update({{"is_paused": True}})
+{FAIL_UNFINISHED_RUNS}
+print("SETTLED")
+"""
+
+
+def _settle_dag(env: dict[str, str]) -> None:
+    """Pause ise_refresh and mark its unfinished runs failed in the metadata database, with no
+    scheduler running: before the services start (an earlier test may have left the DAG
+    unpaused, and an unpaused DAG with a schedule gets its latest interval's run the moment
+    the new version is parsed) and after they stop (a run they left running would stay
+    "running" for every later test sharing the database, and the DAG's runs refuse to start
+    beside a running one)."""
     done = subprocess.run(
-        [str(BIN / "airflow"), "dags", "pause", DAG_ID],
+        [str(BIN / "python"), "-c", _SETTLE],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
-    # Before the DAG's first parse there is nothing to pause (it starts paused): still exit 0.
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0 and "SETTLED" in done.stdout, (
+        done.stdout[-2000:] + done.stderr[-2000:]
+    )
 
 
 @contextmanager
 def airflow_services(project: Path, params: Path, folder: Path) -> Iterator[tuple[Api, Path]]:
     """scheduler + dag-processor + api-server for ``params``, run in ``project``; yields the
     (not yet logged-in) client and the folder of their logs. ise_refresh starts paused. Every
-    process is stopped on the way out."""
+    process is stopped on the way out, and the DAG is left paused with no run unfinished."""
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    passwords = folder / "passwords.json"
-    passwords.write_text(json.dumps({"admin": PASSWORD}), encoding="utf-8")
     port = free_port()
-    env = subprocess_env(
-        ISE_PARAMS=str(params),
+    env = api_server_env(
+        params,
+        folder,
+        port,
+        PASSWORD,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-        AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
         AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
     )
-    _pause_dag(env)
+    _settle_dag(env)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for component in COMPONENTS:
@@ -91,6 +98,7 @@ def airflow_services(project: Path, params: Path, folder: Path) -> Iterator[tupl
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        _settle_dag(env)
 
 
 def wait_for_parse(api: Api, pool: str, logs: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.dags.airflow_env import BIN, migrate_airflow_db, subprocess_env
+from tests.dags.airflow_env import BIN, api_server_env, migrate_airflow_db
 from tests.viewer import browser
 from tests.viewer.conftest import Project
 from tests.viewer.servers import free_port, get, running
@@ -64,20 +64,8 @@ def _token(url: str) -> str:
 def airflow(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     migrate_airflow_db()
     logs = tmp_path_factory.mktemp("airflow-viewer")
-    passwords = logs / "passwords.json"
-    passwords.write_text(json.dumps({"admin": PASSWORD}), encoding="utf-8")
     port = free_port()
-    env = subprocess_env(
-        ISE_PARAMS=str(project.params),
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-        AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
-    )
+    env = api_server_env(project.params, logs, port, PASSWORD)
     url = f"http://127.0.0.1:{port}"
     api = [str(BIN / "airflow"), "api-server"]
     parser = [str(BIN / "airflow"), "dag-processor"]
