@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ise_core.config import Settings, settings_from_dict
-from ise_core.llm.base import ChatResult, Usage
+from ise_core.llm.base import Chat, ChatResult, Usage
 from ise_core.records import (
     Check,
     FixtureFile,
@@ -20,6 +21,8 @@ from ise_core.records import (
     ToolCall,
     write_jsonl,
 )
+from ise_core.simulate.episode import EpisodeResult, run_episode
+from ise_core.workspace import open_workspace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,3 +155,37 @@ def local_sandbox_reason() -> str | None:
 
     ok, reason = local_available()
     return None if ok else reason
+
+
+def run_in_workspace(
+    tmp_path: Path, intent: Intent, user: Chat, agent: Chat, settings: Settings, **episode: Any
+) -> EpisodeResult:
+    """One episode of ``intent`` in a fresh local workspace under ``tmp_path``, closed after;
+    ``episode``: run_episode's other keywords (session_id, judge, ...)."""
+    workspace = open_workspace(settings.workspace, base_dir=tmp_path)
+    try:
+        return asyncio.run(
+            run_episode(
+                intent,
+                user=user,
+                agent=agent,
+                workspace=workspace,
+                settings=settings.simulate,
+                **episode,
+            )
+        )
+    finally:
+        workspace.close()
+
+
+def writer_agent(content: str, claim: str) -> FakeChat:
+    """An agent that answers a user message by writing ``content`` to out/result.txt for real,
+    and the tool's result by saying ``claim``."""
+
+    def reply(messages: Sequence[Message]) -> Message:
+        if messages[-1].role == "user":
+            args = {"path": "out/result.txt", "content": content}
+            return Message(role="assistant", tool_calls=[call("write", args, "w1")])
+        return Message(role="assistant", content=claim)
+
+    return FakeChat(reply, name="agent")

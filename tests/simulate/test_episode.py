@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,16 +9,16 @@ import pytest
 from ise_core.config import Settings
 from ise_core.errors import LLMError
 from ise_core.llm.base import Chat
-from ise_core.records import Check, Message
-from ise_core.simulate.episode import EpisodeResult, run_episode
-from ise_core.workspace import open_workspace
+from ise_core.records import Check
+from ise_core.simulate.episode import EpisodeResult
 from tests.simulate.helpers import (
     FakeChat,
-    call,
     local_sandbox_reason,
     make_intent,
     make_settings,
+    run_in_workspace,
     turn_json,
+    writer_agent,
 )
 
 pytestmark = pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
@@ -36,31 +34,13 @@ def _episode(
 ) -> EpisodeResult:  # type: ignore[no-untyped-def]
     settings = settings or make_settings(tmp_path)
     intent = make_intent(checks=checks)
-    ws = open_workspace(settings.workspace, base_dir=tmp_path)
-    try:
-        return asyncio.run(
-            run_episode(
-                intent,
-                user=user,
-                agent=agent,
-                workspace=ws,
-                settings=settings.simulate,
-                session_id="s-1",
-                params_fingerprint="fp",
-            )
-        )
-    finally:
-        ws.close()
+    return run_in_workspace(
+        tmp_path, intent, user, agent, settings, session_id="s-1", params_fingerprint="fp"
+    )
 
 
 def _writer_agent(value: str) -> FakeChat:
-    def reply(messages: Sequence[Message]) -> Message:
-        if messages[-1].role == "user":
-            args = {"path": "out/result.txt", "content": f"answer {value}\n"}
-            return Message(role="assistant", tool_calls=[call("write", args, "w1")])
-        return Message(role="assistant", content=f"Wrote out/result.txt with {value}.")
-
-    return FakeChat(reply, name="agent")
+    return writer_agent(f"answer {value}\n", f"Wrote out/result.txt with {value}.")
 
 
 def _user(*turns: str) -> FakeChat:

@@ -10,19 +10,19 @@ import pytest
 
 from ise_core.config import Settings
 from ise_core.llm.base import Chat
-from ise_core.records import Check, Message
+from ise_core.records import Check
 from ise_core.scripted import EpisodeBrief, ScriptedChat
-from ise_core.simulate.episode import EpisodeResult, run_episode
+from ise_core.simulate.episode import EpisodeResult
 from ise_core.simulate.prompting import OPENING_SENT, OPENING_TO_WRITE
 from ise_core.simulate.user_sim import OPENING_REASON, UserSimulator
-from ise_core.workspace import open_workspace
 from tests.simulate.helpers import (
     FakeChat,
-    call,
     local_sandbox_reason,
     make_intent,
     make_settings,
+    run_in_workspace,
     turn_json,
+    writer_agent,
 )
 
 CHECKS = [Check(kind="file_contains", path="out/result.txt", text="42")]
@@ -45,26 +45,11 @@ def test_a_written_opening_is_sent_as_is_and_nothing_is_generated() -> None:
 
 
 def _episode(tmp_path: Path, user: Chat, agent: Chat, settings: Settings) -> EpisodeResult:
-    intent = make_intent(checks=CHECKS)
-    workspace = open_workspace(settings.workspace, base_dir=tmp_path)
-    try:
-        return asyncio.run(
-            run_episode(
-                intent, user=user, agent=agent, workspace=workspace, settings=settings.simulate
-            )
-        )
-    finally:
-        workspace.close()
+    return run_in_workspace(tmp_path, make_intent(checks=CHECKS), user, agent, settings)
 
 
 def _agent() -> FakeChat:
-    def reply(messages: list[Message]) -> Message:
-        if messages[-1].role == "user":
-            args = {"path": "out/result.txt", "content": "42\n"}
-            return Message(role="assistant", tool_calls=[call("write", args, "w1")])
-        return Message(role="assistant", content="Wrote out/result.txt.")
-
-    return FakeChat(reply, name="agent")
+    return writer_agent("42\n", "Wrote out/result.txt.")
 
 
 @pytest.mark.skipif(local_sandbox_reason() is not None, reason="no local sandbox")
@@ -94,15 +79,7 @@ def test_the_scripted_user_opens_with_the_request_in_its_own_register(tmp_path: 
     settings = make_settings(tmp_path, first_turn="request", max_turns=1)
     intent = make_intent(checks=CHECKS, style="shorthand, lowercase")
     user = ScriptedChat("user", seed=7, brief=EpisodeBrief.of(intent, settings))
-    workspace = open_workspace(settings.workspace, base_dir=tmp_path)
-    try:
-        result = asyncio.run(
-            run_episode(
-                intent, user=user, agent=_agent(), workspace=workspace, settings=settings.simulate
-            )
-        )
-    finally:
-        workspace.close()
+    result = run_in_workspace(tmp_path, intent, user, _agent(), settings)
     opening = result.trajectory.messages[1].content or ""
     assert opening == intent.request[:1].lower() + intent.request[1:]
     assert result.trajectory.metadata["role_drift"]["generations"] >= 1

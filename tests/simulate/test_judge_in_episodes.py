@@ -3,7 +3,6 @@ collect statistics, and ``simulate.judge_min_score`` as a keep threshold."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,52 +12,27 @@ from ise_core.config import Settings
 from ise_core.errors import ConfigError, LLMError
 from ise_core.evaluation.judge import HEURISTIC_NAME, HeuristicJudge, Judge
 from ise_core.records import Check, Message, Trajectory, Verdict
-from ise_core.simulate.episode import run_episode
 from ise_core.simulate.metrics import trajectory_stats
-from ise_core.workspace import open_workspace
 from tests.simulate.helpers import (
     FakeChat,
-    call,
     local_sandbox_reason,
     make_intent,
     make_settings,
+    run_in_workspace,
     turn_json,
+    writer_agent,
 )
 
 CHECKS = [Check(kind="file_contains", path="out/result.txt", text="42")]
-
-
-def _agent(claim: str) -> FakeChat:
-    """Writes out/result.txt for real, then reports with ``claim``."""
-
-    def reply(messages: Sequence[Message]) -> Message:
-        if messages[-1].role == "user":
-            args = {"path": "out/result.txt", "content": "answer 42\n"}
-            return Message(role="assistant", tool_calls=[call("write", args, "w1")])
-        return Message(role="assistant", content=claim)
-
-    return FakeChat(reply, name="agent")
 
 
 def _episode(tmp_path: Path, claim: str, settings: Settings, judge: Judge | None) -> Trajectory:
     if reason := local_sandbox_reason():
         pytest.fail(f"the local sandbox cannot run here: {reason}", pytrace=False)
     user = FakeChat([turn_json("write the answer"), turn_json("thanks", True, True)], name="user")
-    workspace = open_workspace(settings.workspace, base_dir=tmp_path)
-    try:
-        result = asyncio.run(
-            run_episode(
-                make_intent(checks=CHECKS),
-                user=user,
-                agent=_agent(claim),
-                workspace=workspace,
-                settings=settings.simulate,
-                judge=judge,
-            )
-        )
-    finally:
-        workspace.close()
-    return result.trajectory
+    agent = writer_agent("answer 42\n", claim)
+    intent = make_intent(checks=CHECKS)
+    return run_in_workspace(tmp_path, intent, user, agent, settings, judge=judge).trajectory
 
 
 HONEST = "I wrote `out/result.txt` with the answer."
