@@ -31,21 +31,23 @@ sys.path.insert(0, str(ROOT))
 from workspace_overhead import docker_engine_for_run  # noqa: E402
 
 from benchmarks._common import RESULTS, load_average, now_iso  # noqa: E402
-from ise_core.config import WorkspaceSettings  # noqa: E402
 from ise_core.records import write_json  # noqa: E402
 from ise_core.workspace import open_workspace  # noqa: E402
 from ise_core.workspace.local import local_available  # noqa: E402
-from tests.workspace.fixtures import allocated_mb  # noqa: E402
-
-FILLER = "i=0; while :; do i=$((i+1)); head -c 8000000 /dev/zero > f$i; done"
-OVERSHOOT_BOUND_MB = 48
+from tests.workspace.fixtures import (  # noqa: E402
+    DISK_FILLER,
+    QUOTA_OVERSHOOT_MB,
+    allocated_mb,
+    make_settings,
+)
 
 
 def one_run(backend: str, quota_mb: int, image: str | None) -> tuple[float, float]:
     """(MB in the workspace when the filler was stopped, seconds it ran)."""
     with tempfile.TemporaryDirectory() as root:
-        settings = WorkspaceSettings(
-            root=root,
+        # The test's sandbox limits (tests/security/test_abuse.py), with this quota.
+        settings = make_settings(
+            Path(root),
             disk_quota_mb=quota_mb,
             max_file_mb=16,
             call_timeout_s=20,
@@ -54,7 +56,7 @@ def one_run(backend: str, quota_mb: int, image: str | None) -> tuple[float, floa
         with open_workspace(settings, base_dir=ROOT, backend=backend) as workspace:
             workspace.open()
             started = time.monotonic()
-            result = workspace.call("exec", {"command": FILLER})
+            result = workspace.call("exec", {"command": DISK_FILLER})
             took = time.monotonic() - started
             if "workspace quota exceeded" not in result.content:
                 raise SystemExit(f"{backend}: the filler was not stopped by the quota")
@@ -81,7 +83,7 @@ def measure(backend: str, runs: int, quota_mb: int) -> dict[str, Any]:
         "max_overshoot_mb": round(max(held) - quota_mb, 1),
         "writer_mb_per_s": round(statistics.median(mb / took for mb, took in measured)),
     }
-    figures["within_bound"] = figures["max_overshoot_mb"] <= OVERSHOOT_BOUND_MB
+    figures["within_bound"] = figures["max_overshoot_mb"] <= QUOTA_OVERSHOOT_MB
     print(
         f"{backend:<7} held {min(held):6.1f}–{max(held):6.1f} MB (median "
         f"{statistics.median(held):6.1f}) at a {quota_mb} MB quota; overshoot ≤ "
@@ -104,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average_before": load_average(),
         "quota_mb": args.quota_mb,
         "runs": args.runs,
-        "bound_mb": OVERSHOOT_BOUND_MB,
+        "bound_mb": QUOTA_OVERSHOOT_MB,
+        "filler": DISK_FILLER,
     }
     print(f"load {results['load_average_before']}; quota {args.quota_mb} MB; {args.runs} runs")
     results["backends"] = {b: measure(b, args.runs, args.quota_mb) for b in args.backends}

@@ -438,9 +438,8 @@ def real_model(data: dict[str, Any]) -> tuple[str, list[Row]]:
 def quota_overshoot(data: dict[str, Any]) -> tuple[str, list[Row]]:
     quota, bound = data.get("quota_mb"), data.get("bound_mb")
     note = (
-        f"{data.get('runs')} runs per backend of a shell loop writing 8 MB files into a "
-        f"workspace with a {quota} MB quota; load {_load(data.get('load_average_before'))} "
-        "(1/5/15 min)"
+        f"{data.get('runs')} runs per backend of `{data.get('filler')}` in a workspace with a "
+        f"{quota} MB quota; load {_load(data.get('load_average_before'))} (1/5/15 min)"
     )
     rows: list[Row] = []
     for backend, run in (data.get("backends") or {}).items():

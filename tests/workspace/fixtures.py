@@ -23,6 +23,13 @@ PROJECT = Path(__file__).resolve().parents[2]
 WorkspaceFactory = Callable[..., SandboxWorkspace]
 
 
+# A disk filler: 8 MB files from /dev/zero, one after another, as fast as the disk takes them;
+# and how far past the workspace quota it may get before the sandbox stops it (the quota is
+# polled, sooner the less room is left; the bound leaves room for a loaded machine).
+DISK_FILLER = "i=0; while :; do i=$((i+1)); head -c 8000000 /dev/zero > f$i; done"
+QUOTA_OVERSHOOT_MB = 48
+
+
 def allocated_mb(folder: Path) -> float:
     """MB of blocks the files under ``folder`` occupy, counted here, apart from the sandbox."""
     total = 0
