@@ -156,6 +156,13 @@ def _data_root_token() -> str | None:
     return str(value) if value else None
 
 
+def _max_map_length() -> int:
+    """Airflow's [core] max_map_length: how many instances one mapped task may have."""
+    from airflow.sdk import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
+
+
 def _check_sole_run() -> None:
     """Fail the run's first task, before it writes, while another run of the DAG is running
     (a backfill's runs are not bound by max_active_runs below)."""
@@ -211,10 +218,7 @@ def ise_refresh() -> None:
         @task(task_id=entry.name, doc_md=entry.help, **pool)
         def run() -> dict[str, Any]:
             with _run_settings() as settings:
-                conf = get_current_context()["dag_run"].conf or {}
-                if conf and entry is STAGES[0]:
-                    print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
-                period = _run_period(settings, say=entry is STAGES[0])
+                period = _run_period(settings)
                 with pipeline.period_step(settings, entry, period, log=print):
                     return pipeline.run_stage(entry.name, settings)
 
@@ -233,14 +237,12 @@ def ise_refresh() -> None:
     @task(pool=AIRFLOW.pool)
     def write_out() -> list[dict[str, Any]]:
         """Stage 1: sample and write out intents, then plan the embedding shards."""
-        from airflow.sdk import conf as airflow_conf
-
         _check_sole_run()
         with _run_settings() as settings:
             conf = get_current_context()["dag_run"].conf or {}
             if conf:
                 print(f"run overrides: {pipeline.overrides_from_conf(conf)}")
-            limit = airflow_conf.getint("core", "max_map_length", fallback=1024)
+            limit = _max_map_length()
             # Stage 1 begins here: the refresh period (if any) is registered first.
             period = _run_period(settings, say=True)
             with pipeline.period_step(settings, STAGES[0], period, log=print):
@@ -273,12 +275,10 @@ def ise_refresh() -> None:
     @task
     def plan_simulation() -> list[list[str]]:
         """Intent ids in batches of simulate.intents_per_task, within [core] max_map_length."""
-        from airflow.sdk import conf
-
         with _run_settings() as settings:
             ids = pipeline.list_intent_ids(settings)
             per_task = settings.simulate.intents_per_task
-            limit = conf.getint("core", "max_map_length", fallback=1024)
+            limit = _max_map_length()
             batches = pipeline.plan_batches(ids, per_task, limit)
             print(f"{len(ids)} intents in {len(batches)} mapped instances of up to {per_task}")
             context = get_current_context()

@@ -197,19 +197,21 @@ def check_map_length(
     *,
     n_intents: int | None = None,
     per_task: int | None = None,
+    mapping: tuple[str, str, str] = ("simulation", "intents", "simulate.intents_per_task"),
 ) -> None:
-    """Raise ConfigError saying what to change when a mapping would exceed the limit."""
+    """Raise ConfigError saying what to change when a mapping would exceed the limit.
+    ``mapping``: what is mapped, what its instances hold, and the setting that sizes them."""
     if n_batches <= max_map_length:
         return
+    what, items, key = mapping
     detail = ""
     if n_intents is not None and per_task is not None:
         detail = (
-            f" ({n_intents} intents at simulate.intents_per_task={per_task});"
-            f" set simulate.intents_per_task to at least "
-            f"{min_intents_per_task(n_intents, max_map_length)}"
+            f" ({n_intents} {items} at {key}={per_task});"
+            f" set {key} to at least {min_intents_per_task(n_intents, max_map_length)}"
         )
     raise ConfigError(
-        f"the simulation would map {n_batches} task instances, above Airflow's "
+        f"the {what} would map {n_batches} task instances, above Airflow's "
         f"[core] max_map_length={max_map_length}{detail}, or raise [core] max_map_length "
         f"(AIRFLOW__CORE__MAX_MAP_LENGTH) to at least {n_batches}"
     )
@@ -268,13 +270,13 @@ def plan_intent_embedding(settings: Settings, max_map_length: int) -> list[dict[
     from ise_core.intents import stage as intents
 
     plan = intents.plan_embedding(settings, intents.write_out_intents(settings))
-    if len(plan.shards) > max_map_length:
-        raise ConfigError(
-            f"the embedding would map {len(plan.shards)} task instances ({plan.n_texts} texts "
-            f"at embedding.shard_size={settings.embedding.shard_size}), above Airflow's "
-            f"[core] max_map_length={max_map_length}; set embedding.shard_size to at least "
-            f"{math.ceil(plan.n_texts / max_map_length)}"
-        )
+    check_map_length(
+        len(plan.shards),
+        max_map_length,
+        n_intents=plan.n_texts,
+        per_task=settings.embedding.shard_size,
+        mapping=("embedding", "texts", "embedding.shard_size"),
+    )
     _stderr(
         f"{plan.n_texts} texts to embed in {len(plan.shards)} shards of up to "
         f"{settings.embedding.shard_size} (embedding.shard_size)"
