@@ -55,6 +55,12 @@ def _intents_files(project: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in NOT_COMPARED}
 
 
+def _bounds(n_texts: int) -> list[tuple[int, int]]:
+    """The (start, stop) rows of each shard of ``n_texts`` texts."""
+    shards = math.ceil(n_texts / SHARD_SIZE)
+    return [(k * SHARD_SIZE, min((k + 1) * SHARD_SIZE, n_texts)) for k in range(shards)]
+
+
 def test_embedding_runs_as_mapped_shards_and_matches_the_unsharded_stage(
     airflow_db: Path, tmp_path: Path
 ) -> None:
@@ -75,7 +81,7 @@ def test_embedding_runs_as_mapped_shards_and_matches_the_unsharded_stage(
     mapped = sorted(
         (row for row in result["tis"] if row["task_id"] == "embed"), key=lambda r: r["map_index"]
     )
-    bounds = [(i * SHARD_SIZE, min((i + 1) * SHARD_SIZE, n_texts)) for i in range(n_shards)]
+    bounds = _bounds(n_texts)
     assert [row["map_index"] for row in mapped] == list(range(n_shards))
     assert [row["state"] for row in mapped] == ["success"] * n_shards
     assert [row["rendered_map_index"] for row in mapped] == [f"{a}-{b}" for a, b in bounds]
@@ -115,3 +121,7 @@ def test_embedding_runs_as_mapped_shards_and_matches_the_unsharded_stage(
         assert size == stop - start
         assert computed == max(0, stop - max(start, n_texts)), (index, rerun)
     assert sum(computed for _, _, computed, _ in rerun.values()) == n_more - n_texts
+    # The shards of the re-run are those of the whole new text list, the first n_texts cached.
+    assert rerun == {
+        i: (a, b, max(0, b - max(a, n_texts)), b - a) for i, (a, b) in enumerate(_bounds(n_more))
+    }, log[-4000:]

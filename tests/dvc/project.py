@@ -40,8 +40,9 @@ TINY_PARAMS: dict[str, Any] = {
 # Files under data/ that a clone has: the refresh period list (empty until a period runs).
 COMMITTED_DATA = ("data/refresh/periods.json",)
 # Files that say when or how fast a run went, never what it produced.
-RUN_RECORDS = ("timing.json", "history.jsonl")
-RUN_RECORD_DIRS = ("data/trajectories/timing/",)
+RUN_RECORDS = ("timing.json",)
+# (matched as path prefixes: a folder, or one file)
+RUN_RECORD_DIRS = ("data/trajectories/timing/", "data/eval/history.jsonl")
 
 # The dvc.yaml stages: the dataset pipeline, then the eval measurement (ise_core.stages).
 STAGES = (*STAGE_NAMES, *(entry.name for entry in MEASUREMENTS))
